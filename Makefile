@@ -1,0 +1,48 @@
+# timbre: `make demo` (set up, then run the main job) and `make test` (set up, then the test suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm
+OUT ?= out
+
+.PHONY: all install system-packages demo test test-fast benchmarks clean
+
+all: test
+
+# FluidSynth renders the training notes and reference audio; installed when running as root.
+system-packages:
+	@missing=""; for package in $(DEBIAN_PACKAGES); do \
+		dpkg -s $$package >/dev/null 2>&1 || missing="$$missing $$package"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+		else \
+			echo "missing Debian packages:$$missing (run: sudo apt-get install --no-install-recommends$$missing)"; exit 1; \
+		fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: system-packages $(STAMP)
+
+demo: install
+	$(VENV)/bin/timbre demo --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
+
+benchmarks: install
+	$(PY) benchmarks/decode_speed.py
+	$(PY) benchmarks/parallel_speed.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache

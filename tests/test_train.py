@@ -1,0 +1,167 @@
+"""The training app: loss falls, resume is exact, signals checkpoint, DDP keeps replicas equal."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from timbre.errors import ConfigError
+from timbre.train.app import CONFIG_DIR, train
+from timbre.train.checkpoint import load_checkpoint, load_model
+
+TRAIN_SCRIPT = [sys.executable, "-m", "timbre.train.app"]
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def tiny_overrides(root: Path, steps: int, **extra: object) -> list[str]:
+    settings = {
+        "model": "tiny",
+        "data.root": str(root),
+        "data.crop_samples": 1024,
+        "data.valid_crop_samples": 1024,
+        "trainer.max_steps": steps,
+        "trainer.batch_size": 2,
+        "trainer.lr": 3e-3,
+        "trainer.log_every": 1,
+        "trainer.valid_every": 10,
+        "trainer.valid_batches": 1,
+        "trainer.checkpoint_every": 10,
+        "trainer.progress": False,
+        **extra,
+    }
+    return [f"{key}={value}" for key, value in settings.items()]
+
+
+def test_loss_falls_and_checkpoint_loads(note_dataset, tmp_path):
+    result = train(compose_config(tiny_overrides(note_dataset, 40)), run_dir=tmp_path / "run")
+    losses = [loss for _, loss in result.train_losses]
+    assert len(losses) == 40
+    assert sum(losses[-8:]) / 8 < 0.93 * sum(losses[:8]) / 8, losses
+    assert result.valid_losses and all(torch.isfinite(torch.tensor(v)) for _, v in result.valid_losses)
+    assert (tmp_path / "run" / "metrics.csv").is_file()
+    assert (tmp_path / "run" / "loss.png").stat().st_size > 1000
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    model, checkpoint = load_model(result.last_checkpoint)
+    assert checkpoint["training"]["step"] == 40
+    assert checkpoint["model_config"]["_target_"] == "timbre.models.autoencoder.Autoencoder"
+    # EMA weights are loaded for inference, and differ from the raw weights.
+    ema_weight = next(iter(checkpoint["ema"].values()))
+    assert torch.equal(next(iter(model.state_dict().values())), ema_weight)
+
+
+def test_resume_continues_exactly(note_dataset, tmp_path):
+    uninterrupted = train(compose_config(tiny_overrides(note_dataset, 10)), run_dir=tmp_path / "full")
+    first_half = train(compose_config(tiny_overrides(note_dataset, 5)), run_dir=tmp_path / "half")
+    resumed = train(
+        compose_config(tiny_overrides(note_dataset, 10, **{"trainer.resume": str(tmp_path / "half")}))
+    )
+    assert first_half.step == 5 and resumed.step == 10
+    assert resumed.run_dir == tmp_path / "half"
+    expected = dict(uninterrupted.train_losses)
+    for step, loss in resumed.train_losses:
+        assert loss == pytest.approx(expected[step], rel=1e-6, abs=1e-7), step
+    full_weights = load_checkpoint(uninterrupted.last_checkpoint)["ema"]
+    resumed_weights = load_checkpoint(resumed.last_checkpoint)["ema"]
+    for name, tensor in full_weights.items():
+        torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_a_different_model(note_dataset, tmp_path):
+    train(compose_config(tiny_overrides(note_dataset, 2)), run_dir=tmp_path / "run")
+    changed = tiny_overrides(note_dataset, 4, **{"trainer.resume": str(tmp_path / "run")})
+    changed.append("model.decoder.residual_channels=8")
+    with pytest.raises(ConfigError, match="differs from the checkpoint"):
+        train(compose_config(changed))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.batch_size=0", "trainer.batch_size must be positive"),
+        ("trainer.precision=fp8", "trainer.precision must be bf16 or fp32"),
+        ("trainer.lr_decay_steps=[10]", "must have the same length"),
+    ],
+)
+def test_bad_trainer_values_are_named(note_dataset, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_config(tiny_overrides(note_dataset, 2) + [override]), run_dir=tmp_path)
+
+
+def run_train_cli(arguments: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(TRAIN_SCRIPT + arguments, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["trainer.no_such_key=1"], "no_such_key"),
+        (["model=no_such_model"], "no_such_model"),
+        (["data.root=/nonexistent/dataset"], "/nonexistent/dataset"),
+    ],
+)
+def test_cli_reports_bad_overrides_without_a_traceback(tmp_path, arguments, message):
+    result = run_train_cli(["model=tiny", f"hydra.run.dir={tmp_path}"] + arguments, cwd=tmp_path)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_sigint_checkpoints_and_resume_finishes(note_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    arguments = tiny_overrides(note_dataset, 100000, **{"trainer.checkpoint_every": 100000})
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        TRAIN_SCRIPT + arguments + [f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=environment,
+    )
+    deadline = time.time() + 120
+    metrics = run_dir / "metrics.csv"
+    while time.time() < deadline and (not metrics.is_file() or len(metrics.read_text().splitlines()) < 4):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    stopped_at = load_checkpoint(run_dir)["training"]["step"]
+    assert stopped_at >= 3
+    resumed = run_train_cli(
+        tiny_overrides(note_dataset, stopped_at + 2, **{"trainer.resume": str(run_dir)}), cwd=tmp_path
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run_dir)["training"]["step"] == stopped_at + 2
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_on_cpu(note_dataset, tmp_path):
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "timbre.train.app",
+        *tiny_overrides(note_dataset, 6),
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "replicas identical" in result.stdout
+    checkpoint = load_checkpoint(run_dir)
+    assert checkpoint["training"]["step"] == 6
+    assert checkpoint["run"]["world_size"] == 2
