@@ -85,3 +85,34 @@ def nsynth_fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
             audio = fixture_note(fields["pitch"], fields["velocity"], FIXTURE_SOUNDING_SECONDS.get(note_str, 4.0))
             save_wav(split_dir / "audio" / f"{note_str}.wav", audio)
     return root
+
+
+def _save_untrained(tmp_path_factory, model_name: str) -> Path:
+    """A checkpoint of an untrained ``model=<model_name>`` autoencoder (seeded weights)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from timbre.train.app import CONFIG_DIR
+    from timbre.train.checkpoint import save_checkpoint
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        config = compose("train", overrides=[f"model={model_name}"])
+    model_config = OmegaConf.to_container(config.model, resolve=True)
+    torch.manual_seed(0)
+    model = instantiate(model_config)
+    path = tmp_path_factory.mktemp(f"untrained-{model_name}") / "model.pt"
+    save_checkpoint(path, {"model_config": model_config, "model": model.state_dict()})
+    return path
+
+
+@pytest.fixture(scope="session")
+def fast_checkpoint(tmp_path_factory) -> Path:
+    """An untrained parallel (``model=fast``) autoencoder checkpoint: right shapes, random sound."""
+    return _save_untrained(tmp_path_factory, "fast")
+
+
+@pytest.fixture(scope="session")
+def wavenet_checkpoint(tmp_path_factory) -> Path:
+    """An untrained autoregressive ``model=tiny`` autoencoder checkpoint."""
+    return _save_untrained(tmp_path_factory, "tiny")

@@ -42,7 +42,9 @@ LOSSLESS = [
 @pytest.mark.parametrize("extension,file_format,subtype,tolerance", LOSSLESS)
 @pytest.mark.parametrize("rate", [16000, 44100, 8000])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_load_round_trip_any_format_depth_rate_and_channels(tmp_path, extension, file_format, subtype, tolerance, rate, channels):
+def test_load_round_trip_any_format_depth_rate_and_channels(
+    tmp_path, extension, file_format, subtype, tolerance, rate, channels
+):
     source = sine(rate)
     # Right channel at half level: a correct downmix gives 0.75 x the sine, taking one channel does not.
     data = source if channels == 1 else np.stack([source, 0.5 * source], axis=1)

@@ -150,14 +150,15 @@ def test_deterministic_crops_repeat_every_epoch(nsynth_fixture_root):
 
 def test_workers_draw_different_crops(nsynth_fixture_root):
     dataset = NoteDataset(nsynth_fixture_root, "valid", families=["bass"], crop_samples=512)
-    loader = DataLoader(dataset, batch_size=1, num_workers=2, sampler=[0] * 4, generator=torch.Generator().manual_seed(0))
-    crops = [batch["audio"][0] for batch in loader]
+    def crops():
+        generator = torch.Generator().manual_seed(0)
+        loader = DataLoader(dataset, batch_size=1, num_workers=2, sampler=[0] * 4, generator=generator)
+        return [batch["audio"][0] for batch in loader]
+
+    first = crops()
     # Samplers hand items to workers round-robin: items 0 and 1 come from different workers.
-    assert not torch.equal(crops[0], crops[1])
-    again = [batch["audio"][0] for batch in DataLoader(
-        dataset, batch_size=1, num_workers=2, sampler=[0] * 4, generator=torch.Generator().manual_seed(0)
-    )]
-    assert all(torch.equal(a, b) for a, b in zip(crops, again))
+    assert not torch.equal(first[0], first[1])
+    assert all(torch.equal(a, b) for a, b in zip(first, crops()))
 
 
 def test_crop_longer_than_note_is_zero_padded(tmp_path):

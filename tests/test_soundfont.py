@@ -28,14 +28,16 @@ def load_split(root, split):
     return json.loads((root / f"nsynth-{split}" / "examples.json").read_text())
 
 
-def pesto_pitch(audio: np.ndarray, sample_rate: int = 16000) -> float:
-    """Median MIDI pitch that pesto hears over the held part of a note (after the attack)."""
+def pesto_pitches(notes: list[np.ndarray], sample_rate: int = 16000) -> list[float]:
+    """Median MIDI pitch that pesto hears over 0.5-1.5 s of each note (held, after the attack).
+
+    All frames count: the note sounds throughout, and pesto's confidence is low on low piano notes.
+    """
     import pesto
 
-    held = torch.from_numpy(audio[int(0.25 * sample_rate) : int(2.75 * sample_rate)])
-    _, pitch, confidence, _ = pesto.predict(held, sample_rate, convert_to_freq=False)
-    pitch, confidence = pitch.flatten(), confidence.flatten()
-    return float(pitch[confidence > 0.5].median())
+    held = torch.from_numpy(np.stack([audio[sample_rate // 2 : 3 * sample_rate // 2] for audio in notes]))
+    _, pitch, _, _ = pesto.predict(held, sample_rate, convert_to_freq=False)
+    return pitch.median(dim=-1).values.tolist()
 
 
 def test_every_gm_program_has_nsynth_labels():
@@ -71,7 +73,10 @@ def test_render_note_is_deterministic_and_held_then_released(fluidr3_soundfont):
 
 
 def test_loudness_rises_with_velocity(fluidr3_soundfont):
-    levels = [rms_level(render_note(fluidr3_soundfont, 0, 60, velocity, seconds=1.0, hold=0.8)) for velocity in (25, 50, 75, 100, 127)]
+    levels = [
+        rms_level(render_note(fluidr3_soundfont, 0, 60, velocity, seconds=1.0, hold=0.8))
+        for velocity in (25, 50, 75, 100, 127)
+    ]
     assert all(quieter < louder for quieter, louder in zip(levels, levels[1:])), levels
     assert levels[-1] > 4 * levels[0]
 
@@ -82,12 +87,14 @@ def test_probe_finds_notes_without_samples(fluidr3_soundfont):
     assert playable == {40: [(60, 100)], 0: [(60, 100), (108, 100)]}
 
 
+@pytest.mark.slow
 def test_builder_writes_nsynth_layout_at_the_right_pitch(fluidr3_dataset):
-    seen_instruments = []
+    seen_instruments, notes, stated = [], [], []
     for split in SPLITS:
         examples = load_split(fluidr3_dataset, split)
         assert len(examples) == 3
-        assert sorted(path.stem for path in (fluidr3_dataset / f"nsynth-{split}" / "audio").glob("*.wav")) == sorted(examples)
+        wavs = (fluidr3_dataset / f"nsynth-{split}" / "audio").glob("*.wav")
+        assert sorted(path.stem for path in wavs) == sorted(examples)
         seen_instruments.append({fields["instrument_str"] for fields in examples.values()})
         for note_str, fields in examples.items():
             assert {name: type(fields[name]) for name in NSYNTH_FIELDS} == NSYNTH_FIELDS
@@ -99,11 +106,13 @@ def test_builder_writes_nsynth_layout_at_the_right_pitch(fluidr3_dataset):
             path = fluidr3_dataset / f"nsynth-{split}" / "audio" / f"{note_str}.wav"
             info = soundfile.info(path)
             assert (info.frames, info.samplerate, info.channels, info.subtype) == (64000, 16000, 1, "PCM_16")
-            audio, _ = soundfile.read(path, dtype="float32")
-            cents = 100 * (pesto_pitch(audio) - fields["pitch"])
-            assert abs(cents) < 50, f"{note_str}: pesto hears {cents:+.0f} cents"
+            notes.append(soundfile.read(path, dtype="float32")[0])
+            stated.append((note_str, fields["pitch"]))
     # Split by instrument: one each, none shared.
     assert [len(s) for s in seen_instruments] == [1, 1, 1] and len(set.union(*seen_instruments)) == 3
+    # An independent pitch tracker hears every note at its stated pitch.
+    for (note_str, pitch), heard in zip(stated, pesto_pitches(notes)):
+        assert abs(100 * (heard - pitch)) < 50, f"{note_str}: pesto hears {100 * (heard - pitch):+.0f} cents"
 
 
 def test_builder_resumes(fluidr3_dataset, fluidr3_soundfont, tmp_path):
@@ -142,9 +151,10 @@ def test_builder_rejects_bad_arguments(fluidr3_soundfont, tmp_path):
     corrupt.write_bytes(b"RIFF\x00\x00\x00\x00sfbk" + bytes(64))
     with pytest.raises(DatasetError, match="corrupt.sf2: FluidSynth cannot load it"):
         build_dataset(corrupt, tmp_path / "out", programs=[0], pitches=[60], velocities=[100])
+    good = dict(programs=[0], pitches=[60], velocities=[100])
     for bad in (dict(pitches=[20, 130]), dict(velocities=[0]), dict(hold=5.0), dict(valid=0.6, test=0.5)):
         with pytest.raises(ConfigError):
-            build_dataset(fluidr3_soundfont, tmp_path / "out", **{"programs": [0], "pitches": [60], "velocities": [100], **bad})
+            build_dataset(fluidr3_soundfont, tmp_path / "out", **{**good, **bad})
     assert not (tmp_path / "out").exists()
 
 
@@ -165,7 +175,7 @@ def test_cli_build(fluidr3_soundfont, tmp_path, capsys):
     assert main(arguments) == 0
     output = capsys.readouterr().out
     assert "train:      2 notes, 1 instruments (flute_acoustic_001)" in output and str(tmp_path / "data") in output
-    assert sorted(load_split(tmp_path / "data", "train")) == ["flute_acoustic_001-060-100", "flute_acoustic_001-061-100"]
+    assert sorted(load_split(tmp_path / "data", "train")) == [f"flute_acoustic_001-0{p}-100" for p in (60, 61)]
 
     assert main(["dataset", "build", "--soundfont", str(tmp_path / "no.sf2"), "--out", str(tmp_path / "x")]) == 1
     assert "no.sf2: soundfont file not found" in capsys.readouterr().err

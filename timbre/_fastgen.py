@@ -189,10 +189,10 @@ enum { G_BATCH, G_RESIDUAL, G_SKIP, G_KERNEL, G_LAYERS, G_CLASSES, G_PAD_RESIDUA
        G_THREADS, G_DILATIONS };
 
 /* Weights, in this order: start (kernel x residual, tap-major), start bias, packed skip_start
- * (residual -> padded skip), its bias (padded skip), packed output hidden (skip -> padded skip),
- * packed logits (skip -> padded classes), logits bias (padded classes), then per layer: packed
- * dilated conv (kernel*residual -> 2*padded residual, filter half then gate half), packed
- * skip|residual 1x1 (residual -> padded skip + padded residual), its bias.
+ * (residual -> padded skip), the summed skip biases (padded skip), packed output hidden
+ * (skip -> padded skip), packed logits (skip -> padded classes), logits bias (padded classes),
+ * then per layer: packed dilated conv (kernel*residual -> 2*padded residual, filter half then
+ * gate half), packed skip|residual 1x1 (residual -> padded skip + padded residual), its bias.
  *
  * State: the start ring (kernel rows x batch), then one ring per layer ((kernel-1)*dilation+1
  * rows x batch x residual), all zero at time 0: the zero padding of the causal convolutions.
@@ -203,7 +203,11 @@ enum { G_BATCH, G_RESIDUAL, G_SKIP, G_KERNEL, G_LAYERS, G_CLASSES, G_PAD_RESIDUA
  * network input of the next step (updated). If teacher is given, step s uses teacher[s][b] as
  * its input; else the input comes from the class picked at the previous step (uniforms[s][b],
  * or argmax when uniforms is NULL). logits_out [n_steps][batch][classes] and classes_out
- * [n_steps][batch] are optional. Returns 0, or -1 if scratch memory could not be allocated. */
+ * [n_steps][batch] are optional.
+ *
+ * Threads split the notes when there are at least as many notes as threads (no synchronisation
+ * inside a step), else they split every product's panels and meet at barriers. Returns 0, or -1
+ * if scratch memory could not be allocated. */
 int timbre_fastgen_run(const int64_t *geometry, const float *const *weights, float *const *state,
                        const float *layer_bias, const float *out_bias, int64_t t0, int64_t n_steps,
                        float *inputs, const float *teacher, const float *uniforms, float inv_temperature,
@@ -213,29 +217,29 @@ int timbre_fastgen_run(const int64_t *geometry, const float *const *weights, flo
     const int kernel = (int)geometry[G_KERNEL], layers = (int)geometry[G_LAYERS];
     const int classes = (int)geometry[G_CLASSES], pad_r = (int)geometry[G_PAD_RESIDUAL];
     const int pad_s = (int)geometry[G_PAD_SKIP], pad_c = (int)geometry[G_PAD_CLASSES];
-    int threads = (int)geometry[G_THREADS];
+    const int threads = geometry[G_THREADS] > 1 ? (int)geometry[G_THREADS] : 1;
+    const int split_notes = batch >= threads;
     const int64_t *dilation = geometry + G_DILATIONS;
-    if (threads < 1) threads = 1;
 
-    const float *start_w = weights[0], *start_b = weights[1], *skip_start = weights[2], *skip_start_b = weights[3];
+    const float *start_w = weights[0], *start_b = weights[1], *skip_start = weights[2], *skip_b = weights[3];
     const float *hidden_w = weights[4], *logits_w = weights[5], *logits_b = weights[6];
     const int ld_pre = 2 * pad_r, ld_rs = pad_s + pad_r;
 
-    /* Shared scratch: pre-activations, skip|residual outputs, skip sum, hidden, logits. */
+    /* Shared scratch, one row per note: pre-activations, skip|residual outputs, skip sum, hidden, logits. */
     const size_t shared_floats = (size_t)batch * (ld_pre + ld_rs + pad_s + pad_s + pad_c);
-    /* Per-thread scratch: gated activations, relu(skip), relu(hidden), softmax CDF. */
+    /* Per-thread scratch: gated activations / relu inputs, softmax CDF. */
     const int widest = residual > skip ? residual : skip;
     const size_t private_floats = (size_t)batch * widest + classes;
     float *scratch = calloc(shared_floats + (size_t)threads * private_floats, sizeof(float));
-    const float **taps = malloc((size_t)threads * (kernel > 1 ? kernel : 1) * sizeof(float *));
+    const float **taps = malloc((size_t)threads * kernel * sizeof(float *));
     if (!scratch || !taps) {
         free(scratch);
         free(taps);
         return -1;
     }
-    float *pre = scratch, *rs = pre + (size_t)batch * ld_pre, *skip_sum = rs + (size_t)batch * ld_rs;
-    float *hidden = skip_sum + (size_t)batch * pad_s, *logits = hidden + (size_t)batch * pad_s;
-    float *private_base = logits + (size_t)batch * pad_c;
+    float *pre_all = scratch, *rs_all = pre_all + (size_t)batch * ld_pre;
+    float *skip_all = rs_all + (size_t)batch * ld_rs, *hidden_all = skip_all + (size_t)batch * pad_s;
+    float *logits_all = hidden_all + (size_t)batch * pad_s, *private_base = logits_all + (size_t)batch * pad_c;
 
 #pragma omp parallel num_threads(threads)
     {
@@ -244,103 +248,114 @@ int timbre_fastgen_run(const int64_t *geometry, const float *const *weights, flo
 #else
         const int thread = 0, team = 1;
 #endif
-        float *mine = private_base + (size_t)thread * private_floats;
-        float *cdf = mine + (size_t)batch * widest;
-        const float **my_taps = taps + (size_t)thread * (kernel > 1 ? kernel : 1);
+        /* This thread's notes [row0, row0 + rows) and its share of panels (panel_thread of panel_team). */
+        int row0 = 0, row_end = batch;
+        const int panel_team = split_notes ? 1 : team, panel_thread = split_notes ? 0 : thread;
+        if (split_notes) thread_share(batch, thread, team, &row0, &row_end);
+        const int rows = row_end - row0;
+        float *pre = pre_all + (size_t)row0 * ld_pre, *rs = rs_all + (size_t)row0 * ld_rs;
+        float *skip_sum = skip_all + (size_t)row0 * pad_s, *hidden = hidden_all + (size_t)row0 * pad_s;
+        float *logits = logits_all + (size_t)row0 * pad_c;
+        float *mine = private_base + (size_t)thread * private_floats, *cdf = mine + (size_t)batch * widest;
+        const float **my_taps = taps + (size_t)thread * kernel;
         int p0, p1, b0, b1;
+
+#define SYNC_PANELS()                    \
+    do {                                 \
+        if (panel_team > 1) {            \
+            _Pragma("omp barrier")       \
+        }                                \
+    } while (0)
 
         for (int64_t s = 0; s < n_steps; ++s) {
             const int64_t t = t0 + s;
-            if (thread == 0) {
+            if (panel_thread == 0) {
                 /* Start convolution from the ring of past inputs, then the first skip. */
                 float *ring = state[0];
-                for (int b = 0; b < batch; ++b) {
+                for (int b = row0; b < row_end; ++b) {
                     if (teacher) inputs[b] = teacher[s * batch + b];
                     ring[ring_slot(t, kernel) * batch + b] = inputs[b];
                 }
                 float *x0 = state[1] + ring_slot(t, (int64_t)(kernel - 1) * dilation[0] + 1) * batch * residual;
-                for (int b = 0; b < batch; ++b)
+                for (int b = row0; b < row_end; ++b)
                     for (int r = 0; r < residual; ++r) {
                         float v = start_b[r];
                         for (int j = 0; j < kernel; ++j)
                             v += start_w[j * residual + r] * ring[ring_slot(t - (kernel - 1 - j), kernel) * batch + b];
                         x0[b * residual + r] = v;
                     }
-                fill_rows(skip_sum, pad_s, skip_start_b, batch, pad_s);
-                const float *x0_in = x0;
-                panels_multiply(skip_start, 1, residual, 0, pad_s / PANEL, &x0_in, residual, batch, skip_sum, pad_s);
+                fill_rows(skip_sum, pad_s, skip_b, rows, pad_s);
+                const float *x0_rows = x0 + (size_t)row0 * residual;
+                panels_multiply(skip_start, 1, residual, 0, pad_s / PANEL, &x0_rows, residual, rows, skip_sum, pad_s);
             }
-#pragma omp barrier
+            SYNC_PANELS();
             for (int l = 0; l < layers; ++l) {
                 const float *dilated = weights[7 + 3 * l], *rs_w = weights[8 + 3 * l], *rs_b = weights[9 + 3 * l];
                 const int64_t length = (int64_t)(kernel - 1) * dilation[l] + 1;
-                const float *ring = state[1 + l];
-                for (int j = 0; j < kernel; ++j)
-                    my_taps[j] = ring + ring_slot(t - (int64_t)(kernel - 1 - j) * dilation[l], length) * batch * residual;
-                thread_share(ld_pre / PANEL, thread, team, &p0, &p1);
-                for (int p = p0; p < p1; ++p)
-                    for (int b = 0; b < batch; ++b)
-                        memcpy(pre + (size_t)b * ld_pre + p * PANEL,
-                               layer_bias + ((size_t)l * batch + b) * ld_pre + p * PANEL, PANEL * sizeof(float));
-                panels_multiply(dilated, kernel, residual, p0, p1, my_taps, residual, batch, pre, ld_pre);
-#pragma omp barrier
-                /* Every thread gates all rows (cheap) so the next product needs no extra barrier. */
-                gate_rows(pre, ld_pre, pad_r, residual, 0, batch, mine);
-                const int last = l == layers - 1;  /* the last layer's residual output is unused */
-                const int rs_panels = (pad_s + (last ? 0 : pad_r)) / PANEL;
-                thread_share(rs_panels, thread, team, &p0, &p1);
-                for (int p = p0; p < p1; ++p)
-                    for (int b = 0; b < batch; ++b)
-                        memcpy(rs + (size_t)b * ld_rs + p * PANEL, rs_b + p * PANEL, PANEL * sizeof(float));
-                const float *gated_in = mine;
-                panels_multiply(rs_w, 1, residual, p0, p1, &gated_in, residual, batch, rs, ld_rs);
-                float *next = last ? NULL
-                                   : state[2 + l] + ring_slot(t, (int64_t)(kernel - 1) * dilation[l + 1] + 1) * batch * residual;
+                for (int j = 0; j < kernel; ++j) {
+                    const int64_t slot = ring_slot(t - (int64_t)(kernel - 1 - j) * dilation[l], length);
+                    my_taps[j] = state[1 + l] + (slot * batch + row0) * residual;
+                }
+                thread_share(ld_pre / PANEL, panel_thread, panel_team, &p0, &p1);
+                for (int b = 0; b < rows; ++b)
+                    memcpy(pre + (size_t)b * ld_pre + p0 * PANEL,
+                           layer_bias + ((size_t)l * batch + row0 + b) * ld_pre + p0 * PANEL,
+                           (size_t)(p1 - p0) * PANEL * sizeof(float));
+                panels_multiply(dilated, kernel, residual, p0, p1, my_taps, residual, rows, pre, ld_pre);
+                SYNC_PANELS();
+                /* Every panel thread gates all its notes' rows, so the next product needs no barrier. */
+                gate_rows(pre, ld_pre, pad_r, residual, 0, rows, mine);
+                const int last = l == layers - 1; /* the last layer's residual output is unused */
+                thread_share((pad_s + (last ? 0 : pad_r)) / PANEL, panel_thread, panel_team, &p0, &p1);
+                fill_rows(rs + p0 * PANEL, ld_rs, rs_b + p0 * PANEL, rows, (p1 - p0) * PANEL);
+                const float *gated = mine;
+                panels_multiply(rs_w, 1, residual, p0, p1, &gated, residual, rows, rs, ld_rs);
                 const float *here = my_taps[kernel - 1];
-                for (int p = p0; p < p1; ++p) {
-                    const int c0 = p * PANEL;
-                    for (int b = 0; b < batch; ++b) {
-                        const float *row = rs + (size_t)b * ld_rs;
-                        for (int c = c0; c < c0 + PANEL; ++c) {
-                            if (c < skip)
-                                skip_sum[(size_t)b * pad_s + c] += row[c];
-                            else if (c >= pad_s && c - pad_s < residual)
-                                next[(size_t)b * residual + c - pad_s] = here[(size_t)b * residual + c - pad_s] + row[c];
-                        }
+                float *next = NULL; /* where the next layer's ring keeps its input at time t */
+                if (!last) {
+                    const int64_t slot = ring_slot(t, (int64_t)(kernel - 1) * dilation[l + 1] + 1);
+                    next = state[2 + l] + (slot * batch + row0) * residual;
+                }
+                for (int b = 0; b < rows; ++b) {
+                    const float *row = rs + (size_t)b * ld_rs;
+                    for (int c = p0 * PANEL; c < p1 * PANEL; ++c) {
+                        if (c < skip)
+                            skip_sum[(size_t)b * pad_s + c] += row[c];
+                        else if (c >= pad_s && c - pad_s < residual)
+                            next[(size_t)b * residual + c - pad_s] = here[(size_t)b * residual + c - pad_s] + row[c];
                     }
                 }
-#pragma omp barrier
+                SYNC_PANELS();
             }
             /* Output stack: relu, 1x1 + conditioning, relu, 1x1 to logits. */
-            relu_rows(skip_sum, pad_s, skip, batch, mine);
-            thread_share(pad_s / PANEL, thread, team, &p0, &p1);
-            for (int p = p0; p < p1; ++p)
-                for (int b = 0; b < batch; ++b)
-                    memcpy(hidden + (size_t)b * pad_s + p * PANEL, out_bias + (size_t)b * pad_s + p * PANEL,
-                           PANEL * sizeof(float));
+            relu_rows(skip_sum, pad_s, skip, rows, mine);
+            thread_share(pad_s / PANEL, panel_thread, panel_team, &p0, &p1);
+            for (int b = 0; b < rows; ++b)
+                memcpy(hidden + (size_t)b * pad_s + p0 * PANEL, out_bias + (size_t)(row0 + b) * pad_s + p0 * PANEL,
+                       (size_t)(p1 - p0) * PANEL * sizeof(float));
             const float *relu_skip = mine;
-            panels_multiply(hidden_w, 1, skip, p0, p1, &relu_skip, skip, batch, hidden, pad_s);
-#pragma omp barrier
-            relu_rows(hidden, pad_s, skip, batch, mine);
-            thread_share(pad_c / PANEL, thread, team, &p0, &p1);
-            for (int p = p0; p < p1; ++p)
-                for (int b = 0; b < batch; ++b)
-                    memcpy(logits + (size_t)b * pad_c + p * PANEL, logits_b + p * PANEL, PANEL * sizeof(float));
+            panels_multiply(hidden_w, 1, skip, p0, p1, &relu_skip, skip, rows, hidden, pad_s);
+            SYNC_PANELS();
+            relu_rows(hidden, pad_s, skip, rows, mine);
+            thread_share(pad_c / PANEL, panel_thread, panel_team, &p0, &p1);
+            fill_rows(logits + p0 * PANEL, pad_c, logits_b + p0 * PANEL, rows, (p1 - p0) * PANEL);
             const float *relu_hidden = mine;
-            panels_multiply(logits_w, 1, skip, p0, p1, &relu_hidden, skip, batch, logits, pad_c);
-#pragma omp barrier
-            thread_share(batch, thread, team, &b0, &b1);
+            panels_multiply(logits_w, 1, skip, p0, p1, &relu_hidden, skip, rows, logits, pad_c);
+            SYNC_PANELS();
+            thread_share(rows, panel_thread, panel_team, &b0, &b1);
             for (int b = b0; b < b1; ++b) {
                 const float *row = logits + (size_t)b * pad_c;
-                if (logits_out) memcpy(logits_out + ((size_t)s * batch + b) * classes, row, classes * sizeof(float));
+                const size_t note = (size_t)s * batch + row0 + b;
+                if (logits_out) memcpy(logits_out + note * classes, row, classes * sizeof(float));
                 if (teacher) continue;
-                const float uniform = uniforms ? uniforms[s * batch + b] : -1.0f;
+                const float uniform = uniforms ? uniforms[note] : -1.0f;
                 const int64_t picked = pick_class(row, classes, uniform, inv_temperature, cdf);
-                if (classes_out) classes_out[s * batch + b] = picked;
-                inputs[b] = (float)(picked - classes / 2) / (float)(classes / 2);
+                if (classes_out) classes_out[note] = picked;
+                inputs[row0 + b] = (float)(picked - classes / 2) / (float)(classes / 2);
             }
-#pragma omp barrier
+            SYNC_PANELS();
         }
+#undef SYNC_PANELS
     }
     free(taps);
     free(scratch);
@@ -441,6 +456,21 @@ def _pointer(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
+def default_threads(weights: DecoderWeights, batch: int) -> int:
+    """Threads for the kernel, up to ``torch.get_num_threads()``.
+
+    Several notes: one thread per group of notes, which needs no synchronisation within a step.
+    One note: threads would split every product and meet at two barriers per layer, which only
+    pays off for large layers (NSynth's); for small ones the barriers cost more than they save,
+    and far more on a busy machine, where a waiting thread may lose its core.
+    """
+    available = torch.get_num_threads()
+    if batch > 1:
+        return max(1, min(available, batch))
+    layer_multiply_adds = weights.dilated_weight[0].numel() + weights.skip_weight[0].numel()
+    return available if layer_multiply_adds >= 1 << 20 else 1
+
+
 class NativeStepper:
     """Owns the packed weights, ring buffers and per-frame biases of one batch for the C kernel.
 
@@ -448,10 +478,10 @@ class NativeStepper:
         library: from :func:`load_library`.
         weights: the decoder's rearranged weights (CPU, float32).
         batch: notes decoded together.
-        threads: OpenMP threads for one step (1 disables threading).
+        threads: OpenMP threads (1 disables threading); ``None`` picks with :func:`default_threads`.
     """
 
-    def __init__(self, library: ctypes.CDLL, weights: DecoderWeights, batch: int, threads: int) -> None:
+    def __init__(self, library: ctypes.CDLL, weights: DecoderWeights, batch: int, threads: int | None) -> None:
         residual, skip, classes = weights.residual_channels, weights.skip_channels, weights.classes
         kernel, layers = weights.kernel_size, len(weights.dilations)
         self.library, self.batch, self.classes, self.residual = library, batch, classes, residual
@@ -492,6 +522,8 @@ class NativeStepper:
         self.state = [torch.zeros(kernel, batch)] + [
             torch.zeros((kernel - 1) * dilation + 1, batch, residual) for dilation in weights.dilations
         ]
+        if threads is None:
+            threads = default_threads(weights, batch)
         self.geometry = torch.tensor(
             [batch, residual, skip, kernel, layers, classes, self.pad_residual, self.pad_skip, pad_classes, threads]
             + list(weights.dilations),

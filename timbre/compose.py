@@ -3,8 +3,9 @@
 Sampling runs under :class:`timbre.tokens.TokenGrammar` masks, so every sampled sequence is
 well formed (Bar, TimeSig, Position, Program, Pitch, Duration in order; positions increasing
 within a bar; only the programs of the training corpus) and decodes to exactly the notes it
-spells. The only repair left is at the end: a sequence cut by a token budget is completed to
-its next note boundary, and trailing time tokens are dropped. The same seed gives the same MIDI.
+spells. The only repair left is at the end: once a token budget is spent, time tokens are masked
+until the note being written is complete, and trailing time tokens are dropped before decoding.
+The same seed gives the same MIDI.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 DEFAULT_COMPOSER = PRETRAINED_DIR / "composer-chorales"
 # Safety bound on tokens per requested bar; chorales use about 70, dense pop about 300.
 MAX_TOKENS_PER_BAR = 1024
+# Enough tokens to complete a note from any grammar state (TimeSig Position Program Pitch
+# Velocity Duration, after a Bar), so that a budget never ends without a note.
+TOKENS_TO_FINISH = 8
 
 
 @dataclass
@@ -118,21 +122,41 @@ class CompositionControl:
     """Grammar masks plus the stopping rule of :func:`compose_many` (a ``GenerationControl``).
 
     A row is complete once it is between notes, holds at least one note, and has either
-    ``bars`` more completed bars than its prompt or at least ``tokens`` new tokens. Rows that
-    complete early keep sampling until the whole batch is done; :attr:`lengths` says where
-    each row was complete.
+    ``bars`` more completed bars than its prompt or at least ``tokens`` new tokens. Past
+    ``finish_after`` new tokens an incomplete row may no longer advance time (Bar, TimeShift,
+    TimeSig tokens are masked while anything else is allowed), so it completes a note within
+    :data:`TOKENS_TO_FINISH` tokens. Rows that complete early keep sampling until the whole
+    batch is done; :attr:`lengths` says where each row was complete.
     """
 
-    def __init__(self, grammar: TokenGrammar, prompts: Sequence[Sequence[int]], bars: int | None, tokens: int | None) -> None:
+    def __init__(
+        self,
+        grammar: TokenGrammar,
+        prompts: Sequence[Sequence[int]],
+        bars: int | None,
+        tokens: int | None,
+        finish_after: int,
+    ) -> None:
         self.grammar = grammar
         self.states: list[GrammarState] = [grammar.state_after(prompt) for prompt in prompts]
         self.target_bars = [state.bars + bars if bars is not None else None for state in self.states]
         self.tokens = tokens
+        self.finish_after = finish_after
         self.new_tokens = 0
         self.lengths: list[int | None] = [None] * len(self.states)
+        self.time_types = torch.zeros(grammar.vocab_size, dtype=torch.bool)
+        for kind in ("Bar", "TimeShift", "TimeSig"):
+            self.time_types |= grammar.type_masks.get(kind, self.time_types)
 
     def allowed(self) -> torch.Tensor:
-        return torch.stack([self.grammar.allowed(state) for state in self.states])
+        masks = []
+        for row, state in enumerate(self.states):
+            mask = self.grammar.allowed(state)
+            if self.new_tokens >= self.finish_after and self.lengths[row] is None:
+                hurried = mask & ~self.time_types
+                mask = hurried if hurried.any() else mask
+            masks.append(mask)
+        return torch.stack(masks)
 
     def update(self, tokens: torch.Tensor) -> None:
         self.new_tokens += 1
@@ -193,11 +217,11 @@ def compose_many(
     if primer:  # programs the primer already uses stay allowed (e.g. a folder corpus's rare ones)
         voices = None if voices is None else voices | set(_programs_in(tokenizer, primer))
     grammar = TokenGrammar(tokenizer, sorted(voices) if voices is not None else None)
-    control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens)
-    budget = tokens + 4 if tokens is not None else bars * MAX_TOKENS_PER_BAR
+    finish_after = tokens if tokens is not None else bars * MAX_TOKENS_PER_BAR
+    control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after)
     generator = torch.Generator().manual_seed(seed)
     batch = torch.tensor([prompt] * count, dtype=torch.long)
-    output = model.generate(batch, budget, temperature, top_k, top_p, generator, control)
+    output = model.generate(batch, finish_after + TOKENS_TO_FINISH, temperature, top_k, top_p, generator, control)
     scores = []
     for row, length in enumerate(control.lengths):
         new = output[row, len(prompt) :].tolist()

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from tqdm.auto import tqdm
 
+from timbre import _fastgen
 from timbre.audio import mu_law_decode
 from timbre.models.wavenet import class_to_input
 
@@ -100,7 +101,9 @@ class DecoderWeights:
                 dilated_weight=stacked(
                     [layer.dilated.weight.permute(2, 1, 0).reshape(-1, 2 * residual) * gate_scale for layer in layers]
                 ),
-                residual_weight=stacked([matrix(layer.residual) * 0.5 for layer in residual_layers], residual, residual),
+                residual_weight=stacked(
+                    [matrix(layer.residual) * 0.5 for layer in residual_layers], residual, residual
+                ),
                 residual_bias=stacked([layer.residual.bias for layer in residual_layers], residual),
                 skip_weight=stacked([matrix(layer.skip) * 0.5 for layer in layers]),
                 condition_weight=stacked([matrix(layer.condition) * gate_scale for layer in layers]),
@@ -165,7 +168,8 @@ class TorchStepper:
         layers = len(weights.dilations)
         self.past_weight = weights.dilated_weight[:, : self.past_taps * residual]  # [layers, (K-1)R, 2R]
         self.current_weight = weights.dilated_weight[:, self.past_taps * residual :]  # [layers, R, 2R]
-        self.all_skip_weight = torch.cat([weights.skip_start_weight, weights.skip_weight.reshape(-1, weights.skip_channels)])
+        # skip_start and every layer's skip projection as one matrix over [x0, gated_0, gated_1, ...]
+        self.all_skip_weight = torch.cat([weights.skip_start_weight, weights.skip_weight.flatten(0, 1)])
         zeros = dict(device=device, dtype=torch.float32)
         self.ring = torch.zeros(batch, sum(lengths), residual, **zeros)
         self.input_ring = torch.zeros(batch, self.past_taps, **zeros)
@@ -240,11 +244,9 @@ def _inverse_temperature(temperature: float) -> float:
 
 
 class _Stepper:
-    """Runs chunks of steps on one backend; ``run`` returns classes ``[n, batch]`` or logits."""
+    """Runs chunks of steps (all within one conditioning frame) on the native kernel or a TorchStepper."""
 
     def __init__(self, weights: DecoderWeights, batch: int, backend: Backend, threads: int | None) -> None:
-        from timbre import _fastgen
-
         device = weights.start_bias.device
         if backend == "native" and device.type != "cpu":
             raise ValueError(f"the native backend runs on CPU only, the decoder is on {device}")
@@ -252,7 +254,7 @@ class _Stepper:
         if backend in ("auto", "native") and device.type == "cpu":
             library = _fastgen.load_library()
             if library is not None:
-                self.native = _fastgen.NativeStepper(library, weights, batch, threads or torch.get_num_threads())
+                self.native = _fastgen.NativeStepper(library, weights, batch, threads)
             elif backend == "native":
                 raise RuntimeError(f"the native decoding kernel could not be built: {_fastgen.build_error()}")
             else:
@@ -363,7 +365,8 @@ def generate(
         progress: show a progress bar over samples.
         backend: ``"auto"`` (native kernel on CPU when it builds, torch otherwise), ``"native"`` or
             ``"torch"``.
-        threads: CPU threads of the native kernel (default: ``torch.get_num_threads()``).
+        threads: CPU threads of the native kernel (default: up to ``torch.get_num_threads()``, see
+            :func:`timbre._fastgen.default_threads`).
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
     Returns:
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
@@ -404,6 +407,8 @@ def cached_logits(
     scale, ``inputs[:, 0]`` normally 0.0); returns logits ``[batch, 256, samples]``, which must
     match the decoder's up to float32 rounding.
     """
+    if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
+        raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
     condition = _conditioning(decoder, z, pitch, inputs.shape[-1])
     weights = DecoderWeights.from_decoder(decoder)
     stepper = _Stepper(weights, inputs.shape[0], backend, threads)

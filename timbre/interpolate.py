@@ -2,7 +2,8 @@
 
 Every function is pure: it takes embeddings and returns a new ``torch.Tensor``. An embedding is a
 tensor ``[frames, dim]`` (``dim`` is 16 for the NSynth autoencoder, one frame per 512 samples), or a
-batch ``[..., frames, dim]``; numpy arrays are accepted and converted. Integer inputs become the
+batch ``[..., frames, dim]``; numpy arrays and :class:`timbre.Embedding` objects (their ``tensor``)
+are accepted and converted. Integer inputs become the
 default float dtype; float64 stays float64.
 
 Embeddings of different lengths are first brought to a common number of frames by :func:`align`.
@@ -313,6 +314,8 @@ def morph(
 
 
 def _as_float_tensor(x: object, name: str) -> torch.Tensor:
+    if isinstance(getattr(x, "tensor", None), torch.Tensor):  # a timbre.Embedding
+        x = x.tensor
     if isinstance(x, np.ndarray):
         x = torch.tensor(x)  # a copy: numpy arrays may be read-only (np.load with mmap)
     elif not isinstance(x, torch.Tensor):

@@ -18,6 +18,10 @@ from timbre.errors import TimbreError
 # Modules registering sub-commands, in the order ``timbre --help`` lists them.
 COMMAND_MODULES = (
     "timbre.cli.dataset",
+    "timbre.cli.codec",
+    "timbre.cli.design",
+    "timbre.cli.compose",
+    "timbre.cli.evaluate",
 )
 
 

@@ -70,7 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--soundfont", required=True, help="SF2 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2")
     build.add_argument("--out", required=True, help="dataset root directory (created)")
-    build.add_argument("--programs", help="General MIDI programs, e.g. 0,24,40 or 0-111 (default: 0-111, the pitched ones)")
+    build.add_argument(
+        "--programs", help="General MIDI programs, e.g. 0,24,40 or 0-111 (default: 0-111, the pitched ones)"
+    )
     build.add_argument("--pitches", help="MIDI pitches, e.g. 21-108 (default) or 48,60,72")
     build.add_argument("--velocities", help="MIDI velocities (default: 25,50,75,100,127)")
     build.add_argument("--seconds", type=float, default=4.0, help="note length in seconds (default: 4)")

@@ -147,7 +147,9 @@ def filter_examples(
     if pitch_range is not None:
         bounds = [int(pitch) for pitch in pitch_range]
         if len(bounds) != 2 or bounds[0] > bounds[1]:
-            raise ConfigError(f"pitch_range: expected (lowest, highest) with lowest <= highest, got {list(pitch_range)}")
+            raise ConfigError(
+                f"pitch_range: expected (lowest, highest) with lowest <= highest, got {list(pitch_range)}"
+            )
         low, high = bounds
 
     def keep(example: dict[str, Any]) -> bool:

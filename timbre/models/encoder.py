@@ -3,6 +3,11 @@
 Faithful to NSynth's ``h512_bo16`` model: a start convolution, ``layers`` non-causal dilated
 residual layers (ReLU, kernel ``kernel_size`` conv, ReLU, 1x1 conv, added to the residual), a 1x1
 bottleneck to ``latent_dim`` channels and average pooling over windows of ``hop_length`` samples.
+
+``downsample > 1`` (used by ``model=fast``, never by ``model=nsynth``) makes the start convolution
+a strided learned filterbank (kernel ``2 * downsample``, stride ``downsample``), so the residual
+stack runs at ``sample_rate / downsample``: the same architecture and latent shape at a fraction of
+the cost, which is what lets the parallel model train and encode quickly on a CPU.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class WaveNetEncoder(nn.Module):
         kernel_size: odd kernel of the dilated convolutions (NSynth: 3).
         latent_dim: embedding channels (NSynth: 16).
         hop_length: samples per embedding frame, the average-pooling window (NSynth: 512).
+        downsample: stride of the start convolution (NSynth: 1); must divide ``hop_length``.
     """
 
     def __init__(
@@ -48,13 +54,20 @@ class WaveNetEncoder(nn.Module):
         kernel_size: int = 3,
         latent_dim: int = 16,
         hop_length: int = 512,
+        downsample: int = 1,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
             raise ValueError(f"encoder kernel_size must be odd for centred padding, got {kernel_size}")
+        if downsample < 1 or hop_length % downsample:
+            raise ValueError(f"downsample {downsample} must be a positive divisor of hop_length {hop_length}")
         self.latent_dim = latent_dim
         self.hop_length = hop_length
-        self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
+        self.downsample = downsample
+        if downsample == 1:
+            self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
+        else:
+            self.start = nn.Conv1d(1, channels, 2 * downsample, stride=downsample, padding=downsample // 2)
         self.layers = nn.ModuleList(
             NonCausalResidualLayer(channels, kernel_size, d) for d in dilations(layers, stages)
         )
@@ -75,4 +88,4 @@ class WaveNetEncoder(nn.Module):
         x = self.start(scaled.unsqueeze(1))
         for layer in self.layers:
             x = layer(x)
-        return F.avg_pool1d(self.bottleneck(x), self.hop_length)
+        return F.avg_pool1d(self.bottleneck(x), self.hop_length // self.downsample)

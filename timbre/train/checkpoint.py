@@ -13,8 +13,6 @@ A checkpoint is a ``torch.save`` dict:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +20,7 @@ import torch
 from torch import nn
 
 from timbre.errors import CheckpointError
+from timbre.io_utils import atomic_write
 
 CHECKPOINT_FORMAT = "timbre-checkpoint-v1"
 LAST_CHECKPOINT = "last.pt"
@@ -30,17 +29,8 @@ LAST_CHECKPOINT = "last.pt"
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
     """Write ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"format": CHECKPOINT_FORMAT, **checkpoint}, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        torch.save({"format": CHECKPOINT_FORMAT, **checkpoint}, file)
     return path
 
 

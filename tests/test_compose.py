@@ -1,0 +1,134 @@
+"""Composing: determinism, priming, token budgets, clear errors, the CLI and the bundled model."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+import symusic
+import torch
+
+from timbre.cli import main
+from timbre.compose import (
+    DEFAULT_COMPOSER,
+    compose,
+    compose_many,
+    fit_prime_to_voices,
+    load_composer,
+    save_midi,
+)
+from timbre.data.midi import build_datasets
+from timbre.errors import CheckpointError, ConfigError, MidiError
+from timbre.models.composer import Composer
+from timbre.train.checkpoint import save_checkpoint
+
+MIDI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "midi"
+PRIMER = MIDI_DIR / "primer_melody.mid"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint in the trainer's format: an untrained tiny composer and its chorale tokenizer."""
+    folder = tmp_path_factory.mktemp("composer")
+    data = build_datasets(corpus="chorales", cache_dir=str(folder), limit=4, velocities=0, valid=0.0, test=0.0)
+    config = {"_target_": "timbre.models.composer.Composer", **data.model_overrides, "dim": 32, "layers": 2, "heads": 2, "max_context": 128}
+    torch.manual_seed(0)
+    model = Composer(**{key: value for key, value in config.items() if key != "_target_"})
+    state = model.state_dict()
+    return save_checkpoint(
+        folder / "model.pt",
+        {"model_config": config, "model": state, "ema": state, "artifacts": data.artifacts, "step": 0},
+    )
+
+
+def notes_in_beats(score: symusic.Score, until: Fraction | None = None) -> list[tuple]:
+    tpq = score.ticks_per_quarter
+    notes = [
+        (track.program, Fraction(n.time, tpq), n.pitch, Fraction(n.duration, tpq))
+        for track in score.tracks
+        for n in track.notes
+    ]
+    return sorted(note for note in notes if until is None or note[1] <= until)
+
+
+def test_same_seed_gives_the_same_midi(checkpoint: Path) -> None:
+    composer = load_composer(checkpoint)
+    first = compose(composer, bars=2, seed=1)
+    assert first.dumps_midi() == compose(composer, bars=2, seed=1).dumps_midi()
+    assert first.dumps_midi() != compose(composer, bars=2, seed=2).dumps_midi()
+    assert first.note_num() > 0
+    assert {track.program for track in first.tracks} <= {40, 41, 42, 43}
+
+
+def test_priming_keeps_the_primers_notes_at_the_start(checkpoint: Path) -> None:
+    composer = load_composer(checkpoint)
+    primer = symusic.Score(str(PRIMER))
+    score = compose(composer, prime=PRIMER, bars=2, seed=0)
+    last_onset = Fraction(max(n.time for n in primer.tracks[0].notes), primer.ticks_per_quarter)
+    expected = [(40, onset, pitch, duration) for _, onset, pitch, duration in notes_in_beats(primer)]
+    assert notes_in_beats(score, until=last_onset) == expected  # the melody became the soprano
+    assert score.note_num() > primer.note_num()
+    assert score.tempos[0].qpm == pytest.approx(primer.tempos[0].qpm)
+
+
+def test_bars_and_token_budgets(checkpoint: Path) -> None:
+    composer = load_composer(checkpoint)
+    ticks_per_bar = 4 * 16  # every 4/4 bar at the tokenizer's 16 ticks per quarter
+    for bars in (1, 3):
+        score = compose(composer, bars=bars, seed=3)
+        assert score.start() < bars * ticks_per_bar
+    tiny = compose(composer, tokens=1, seed=0)  # one token cannot hold a note: completed to one
+    assert tiny.note_num() >= 1
+    batch = compose_many(composer, 3, tokens=40, seed=0)
+    assert len(batch) == 3 and all(score.note_num() >= 1 for score in batch)
+
+
+def test_fit_prime_to_voices_orders_tracks_by_register() -> None:
+    score = symusic.Score(480)
+    for program, pitch in ((0, 40), (1, 72), (2, 60)):
+        track = symusic.Track(program=program)
+        track.notes.append(symusic.Note(0, 480, pitch, 80))
+        score.tracks.append(track)
+    fitted = fit_prime_to_voices(score, [40, 41, 42, 43])
+    assert sorted((t.notes[0].pitch, t.program) for t in fitted.tracks) == [(40, 42), (60, 41), (72, 40)]
+    assert fit_prime_to_voices(fitted, [40, 41, 42, 43]) is fitted  # already in the model's voices
+
+
+def test_bad_primers_models_and_options_give_clear_errors(checkpoint: Path, tmp_path: Path) -> None:
+    composer = load_composer(checkpoint)
+    with pytest.raises(MidiError, match="holds no notes"):
+        compose(composer, prime=MIDI_DIR / "empty.mid")
+    with pytest.raises(MidiError, match="not a readable MIDI file"):
+        compose(composer, prime=MIDI_DIR / "ValueError_Control168.mid")
+    with pytest.raises(ConfigError, match="--top-p"):
+        compose(composer, top_p=1.5)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_composer(tmp_path / "missing.pt")
+    with pytest.raises(MidiError, match="does not exist"):
+        save_midi(symusic.Score(480), tmp_path / "no" / "x.mid")
+
+
+def test_cli_writes_identical_files_and_reports_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    outputs = [tmp_path / "a.mid", tmp_path / "b.mid"]
+    for out in outputs:
+        assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--seed", "1", "--bars", "2"]) == 0
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    assert symusic.Score(str(outputs[0])).note_num() > 0
+    assert main(["compose", "--model", str(checkpoint), "--out", str(tmp_path / "c.mid"), "--prime", str(MIDI_DIR / "empty.mid")]) == 1
+    assert "empty.mid: the MIDI file holds no notes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bundled_model_composes_four_part_music_deterministically(tmp_path: Path) -> None:
+    assert (DEFAULT_COMPOSER / "model.pt").is_file(), "the bundled chorale composer is missing"
+    outputs = [tmp_path / "x.mid", tmp_path / "y.mid"]
+    for out in outputs:
+        assert main(["compose", "--out", str(out), "--seed", "1"]) == 0
+    assert outputs[0].read_bytes() == outputs[1].read_bytes()
+    score = symusic.Score(str(outputs[0]))
+    assert sorted(track.program for track in score.tracks if len(track.notes) > 8) == [40, 41, 42, 43]
+    primed = compose(load_composer(), prime=PRIMER, bars=4, seed=0)
+    primer = symusic.Score(str(PRIMER))
+    last_onset = Fraction(max(n.time for n in primer.tracks[0].notes), primer.ticks_per_quarter)
+    assert notes_in_beats(primed, until=last_onset) == [(40, *note[1:]) for note in notes_in_beats(primer)]

@@ -1,0 +1,215 @@
+"""The cached autoregressive engine: exactness against the teacher-forced decoder, sampling, batching."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from timbre import _fastgen
+from timbre.audio import mu_law_decode, mu_law_encode
+from timbre.generate import cached_logits, generate
+from timbre.models.decoder import WaveNetDecoder
+from timbre.models.wavenet import class_to_input
+
+HOP = 16  # short frames so a few hundred samples cross many conditioning frames
+
+CONFIGS = {
+    "kernel3": dict(residual_channels=8, skip_channels=8, layers=6, stages=3, kernel_size=3, pitch_embedding_dim=4),
+    "kernel2": dict(residual_channels=8, skip_channels=12, layers=5, stages=3, kernel_size=2, pitch_embedding_dim=4),
+    # channels that are not multiples of the native kernel's 64-column panels, no pitch embedding
+    "wide": dict(residual_channels=70, skip_channels=66, layers=3, stages=3, kernel_size=3, pitch_embedding_dim=0),
+    # dilations up to 512 like NSynth's: receptive field 2049 samples
+    "deep": dict(residual_channels=8, skip_channels=8, layers=10, stages=10, kernel_size=3, pitch_embedding_dim=4),
+}
+
+native_available = _fastgen.load_library() is not None
+BACKENDS = [
+    pytest.param(dict(backend="torch"), id="torch"),
+    pytest.param(
+        dict(backend="native", threads=1),
+        id="native",
+        marks=pytest.mark.skipif(not native_available, reason="no C compiler for the native kernel"),
+    ),
+    pytest.param(
+        dict(backend="native", threads=2),
+        id="native-2-threads",
+        marks=pytest.mark.skipif(not native_available, reason="no C compiler for the native kernel"),
+    ),
+]
+
+
+def make_decoder(name: str = "kernel3", seed: int = 0) -> WaveNetDecoder:
+    torch.manual_seed(seed)
+    return WaveNetDecoder(**CONFIGS[name], hop_length=HOP).eval()
+
+
+def note_inputs(decoder: WaveNetDecoder, batch: int, samples: int, seed: int = 1):
+    """Random embeddings covering ``samples`` and distinct pitches for ``batch`` notes."""
+    generator = torch.Generator().manual_seed(seed)
+    z = torch.randn(batch, decoder.latent_dim, math.ceil(samples / HOP), generator=generator)
+    pitch = torch.tensor([36, 60, 84, 100][:batch])
+    return z, pitch
+
+
+def naive_greedy(decoder: WaveNetDecoder, z: torch.Tensor, pitch: torch.Tensor, samples: int) -> torch.Tensor:
+    """Reference decoding: the full teacher-forced forward pass for every sample, argmax."""
+    inputs = torch.zeros(z.shape[0], samples)
+    classes = torch.empty(z.shape[0], samples, dtype=torch.long)
+    with torch.inference_mode():
+        for t in range(samples):
+            classes[:, t] = decoder(inputs[:, : t + 1], z, pitch)[:, :, -1].argmax(dim=1)
+            if t + 1 < samples:
+                inputs[:, t + 1] = class_to_input(classes[:, t])
+    return classes
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+@pytest.mark.parametrize("config", list(CONFIGS))
+def test_cached_step_logits_equal_teacher_forced_forward(config, options):
+    """Over >= 2 receptive fields and many frames, the step's logits are the forward pass's."""
+    decoder = make_decoder(config)
+    samples = max(2 * decoder.receptive_field + 37, 120)
+    batch = 1 if options.get("threads") == 2 and config == "kernel3" else 2  # 1 note: threads split panels
+    z, pitch = note_inputs(decoder, batch, samples)
+    inputs = torch.rand(batch, samples, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    inputs[:, 0] = 0.0  # what reconstruction_loss feeds first
+
+    with torch.inference_mode():
+        expected = decoder(inputs, z, pitch)
+    cached = cached_logits(decoder, inputs, z, pitch, **options)
+
+    assert cached.shape == expected.shape == (batch, 256, samples)
+    assert expected.std() > 0.01  # a degenerate (constant) network would prove nothing
+    assert (cached - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+def test_greedy_decoding_equals_naive_recomputation(options):
+    """Feeding back each argmax, the engine produces exactly the naive loop's classes."""
+    decoder = make_decoder("kernel2")
+    z, pitch = note_inputs(decoder, 2, 120)
+    expected = naive_greedy(decoder, z, pitch, 120)
+    audio = generate(decoder, z, pitch, 120, temperature=0.0, **options)
+    assert torch.equal(audio, mu_law_decode(expected))
+    assert audio.unique().numel() > 3  # not stuck on one class
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+def test_batch_of_notes_equals_each_note_alone(options):
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 3, 120)
+    together = generate(decoder, z, pitch, 120, temperature=0.0, **options)
+    for note in range(3):
+        alone = generate(decoder, z[note : note + 1], pitch[note : note + 1], 120, temperature=0.0, **options)
+        assert torch.equal(together[note], alone[0])
+    assert not torch.equal(together[0], together[1])  # pitch and embedding matter
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+def test_seed_decides_the_audio(options):
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 2, 150)
+
+    def sample(seed: int) -> torch.Tensor:
+        return generate(decoder, z, pitch, 150, generator=torch.Generator().manual_seed(seed), **options)
+
+    first = sample(0)
+    assert first.shape == (2, 150) and first.dtype == torch.float32
+    assert first.abs().max() <= 1.0
+    assert torch.equal(first, sample(0))
+    assert not torch.equal(first, sample(1))
+
+
+def test_native_and_torch_steppers_sample_the_same_audio():
+    if not native_available:
+        pytest.skip("no C compiler for the native kernel")
+    decoder = make_decoder("kernel2")
+    z, pitch = note_inputs(decoder, 2, 300)
+    audio = [
+        generate(decoder, z, pitch, 300, generator=torch.Generator().manual_seed(5), backend=backend)
+        for backend in ("torch", "native")
+    ]
+    assert torch.equal(audio[0], audio[1])
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sampled_classes_follow_the_tempered_softmax(options, temperature):
+    """With the logits fixed by their bias, class frequencies match softmax(bias / temperature)."""
+    decoder = make_decoder()
+    probabilities = torch.zeros(256)
+    probabilities[[10, 128, 200, 201]] = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    with torch.no_grad():
+        decoder.logits.weight.zero_()
+        decoder.logits.bias.copy_(probabilities.clamp_min(1e-30).log())
+    z, pitch = note_inputs(decoder, 2, 3000)
+    generator = torch.Generator().manual_seed(0)
+    audio = generate(decoder, z, pitch, 3000, temperature=temperature, generator=generator, **options)
+    counts = torch.bincount(mu_law_encode(audio).flatten(), minlength=256).float()
+    expected = torch.softmax(probabilities.clamp_min(1e-30).log() / temperature, dim=0)
+    assert counts.sum() == 6000
+    assert counts[expected == 0].sum() == 0
+    assert torch.allclose(counts / 6000, expected, atol=0.025)  # about 4 standard deviations
+
+
+def test_frames_decide_the_conditioning_and_validation():
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 1, 64)
+    with pytest.raises(ValueError, match="cover 64 samples, need 65"):
+        generate(decoder, z, pitch, 65)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(decoder, z, pitch, 10, temperature=-1.0)
+    assert generate(decoder, z, 60, 0).shape == (1, 0)
+    # one int pitch is broadcast to every note
+    z2 = z.expand(2, -1, -1)
+    broadcast = generate(decoder, z2, 60, 40, temperature=0.0)
+    assert torch.equal(broadcast, generate(decoder, z2, torch.tensor([60, 60]), 40, temperature=0.0))
+
+
+def test_synthesize_uses_the_engine_and_shows_progress(capsys):
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 2, 100)
+    audio = decoder.synthesize(z, pitch, 100, generator=torch.Generator().manual_seed(3), progress=True)
+    assert "100/100" in capsys.readouterr().err
+    assert torch.equal(audio, generate(decoder, z, pitch, 100, generator=torch.Generator().manual_seed(3)))
+
+
+def test_without_a_compiler_the_torch_stepper_takes_over(monkeypatch):
+    monkeypatch.setattr(_fastgen, "_tried", False)
+    monkeypatch.setattr(_fastgen, "_library", None)
+    monkeypatch.setenv("TIMBRE_NATIVE", "0")
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 2, 80)
+    with pytest.warns(RuntimeWarning, match="disabled by TIMBRE_NATIVE=0"):
+        audio = generate(decoder, z, pitch, 80, temperature=0.0)
+    assert torch.equal(audio, generate(decoder, z, pitch, 80, temperature=0.0, backend="torch"))
+    with pytest.raises(RuntimeError, match="could not be built"):
+        generate(decoder, z, pitch, 80, backend="native")
+
+
+def test_native_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
+    if not native_available:
+        pytest.skip("no C compiler for the native kernel")
+    monkeypatch.setattr(_fastgen, "_tried", False)
+    monkeypatch.setattr(_fastgen, "_library", None)
+    monkeypatch.setenv("TIMBRE_CACHE_DIR", str(tmp_path))
+    assert _fastgen.load_library() is not None
+    assert len(list(tmp_path.glob("fastgen-*.so"))) == 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_decoding_matches_cpu():
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 2, 200)
+    cpu = generate(decoder, z, pitch, 200, temperature=0.0, backend="torch")
+    decoder.cuda()
+    graphed = generate(decoder, z.cuda(), pitch.cuda(), 200, temperature=0.0)
+    eager = generate(decoder, z.cuda(), pitch.cuda(), 200, temperature=0.0, cuda_graph=False)
+    assert torch.equal(graphed.cpu(), eager.cpu())
+    assert (graphed.cpu() == cpu).float().mean() > 0.9  # GPU rounding may flip a rare near-tie
+    logits = cached_logits(decoder, torch.zeros(2, 200, device="cuda"), z.cuda(), pitch.cuda())
+    with torch.inference_mode():
+        expected = decoder(torch.zeros(2, 200, device="cuda"), z.cuda(), pitch.cuda())
+    assert (logits - expected).abs().max().item() < 1e-3  # TF32 may be on
