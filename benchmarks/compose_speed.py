@@ -51,7 +51,7 @@ def main() -> None:
         dim=trained.embedding.embedding_dim,
         layers=len(trained.blocks),
         heads=trained.heads,
-        ff_mult=trained.blocks[0].feed_forward[0].out_features // trained.embedding.embedding_dim,
+        ff_mult=trained.blocks[0].feed_forward_in.out_features // trained.embedding.embedding_dim,
         dropout=0.0,
         max_context=args.tokens + 1,  # the whole generation fits in the cache: no ring wrap-around
         pad_id=trained.pad_id,

@@ -40,7 +40,7 @@ SAMPLE_RATE = 16000
 # residual, skip, layers, stages, kernel (latent 16, pitch embedding 16, hop 512)
 CONFIGS = {"small": (64, 64, 20, 10, 3), "nsynth": (512, 256, 30, 10, 3)}
 # Samples per note for a cached measurement, per configuration and batch (a few seconds each).
-CACHED_SAMPLES = {"small": {1: 8192, 8: 4096, 32: 2048}, "nsynth": {1: 512, 8: 256, 32: 128}}
+CACHED_SAMPLES = {"small": {1: 16384, 8: 8192, 32: 4096}, "nsynth": {1: 512, 8: 256, 32: 128}}
 
 
 def build_decoder(config: str) -> WaveNetDecoder:
@@ -147,7 +147,7 @@ def main() -> None:
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--threads", type=int, default=2, help="torch (and native kernel) threads")
-    parser.add_argument("--naive-steps", type=int, default=3, help="naive samples per note to time")
+    parser.add_argument("--naive-steps", type=int, default=2, help="naive samples per note to time")
     parser.add_argument("--naive-budget", type=float, default=30.0, help="seconds a naive measurement may take")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()

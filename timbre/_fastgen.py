@@ -433,10 +433,9 @@ def load_library() -> ctypes.CDLL | None:
         except (OSError, subprocess.SubprocessError) as error:
             errors.append(str(error))
             continue
+        pointer, count = ctypes.c_void_p, ctypes.c_int64
         library.timbre_fastgen_run.restype = ctypes.c_int
-        library.timbre_fastgen_run.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 2 + [ctypes.c_void_p] * 3 + [
-            ctypes.c_float
-        ] + [ctypes.c_void_p] * 2
+        library.timbre_fastgen_run.argtypes = [pointer] * 5 + [count] * 2 + [pointer] * 3 + [ctypes.c_float, pointer, pointer]
         _library = library
         return library
     _error = "; ".join(errors)

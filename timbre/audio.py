@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import TypeVar
 
@@ -21,6 +20,7 @@ import torch
 import torchaudio.functional
 
 from timbre.errors import AudioError
+from timbre.io_utils import atomic_write
 
 SAMPLE_RATE = 16000
 MU_LAW_LEVELS = 256
@@ -141,15 +141,8 @@ def save_wav(
     check_finite(samples, path)
     if subtype.startswith("PCM"):
         samples = np.clip(samples, -1.0, 1.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        soundfile.write(temporary, samples, int(sample_rate), subtype=subtype, format="WAV")
-        os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    with atomic_write(path) as file:
+        soundfile.write(file, samples, int(sample_rate), subtype=subtype, format="WAV")
     return path
 
 

@@ -156,7 +156,7 @@ class CompositionControl:
                 hurried = mask & ~self.time_types
                 mask = hurried if hurried.any() else mask
             masks.append(mask)
-        return torch.stack(masks)
+        return masks[0][None] if len(masks) == 1 else torch.stack(masks)
 
     def update(self, tokens: torch.Tensor) -> None:
         self.new_tokens += 1

@@ -17,7 +17,6 @@ suffix (``.png`` normally).
 from __future__ import annotations
 
 import os
-import secrets
 import warnings
 from pathlib import Path
 from typing import Sequence, Union
@@ -32,6 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from timbre.errors import AudioError, ConfigError
+from timbre.io_utils import atomic_write
 
 AudioLike = Union[np.ndarray, torch.Tensor]
 
@@ -341,14 +341,6 @@ def _save(figure: Figure, path: str | os.PathLike) -> Path:
     image_format = path.suffix.lower().lstrip(".") or "png"
     if image_format not in figure.canvas.get_supported_filetypes():
         raise ConfigError(f"cannot write a figure to {path}: unsupported image format {image_format!r}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Not tempfile.mkstemp: its files are private (0600); this one gets the usual umask permissions.
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            figure.savefig(file, format=image_format, dpi=DPI)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as file:
+        figure.savefig(file, format=image_format, dpi=DPI)
     return path

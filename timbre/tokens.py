@@ -215,13 +215,27 @@ class TokenGrammar:
             i: _beats(tokenizer[i]) for i in range(self.vocab_size) if self.types[i] == "TimeShift"
         }
         self.bos_id = special_token_id(tokenizer, "BOS")
+        # Masks depend on a few state fields only; sampling asks for the same ones again and again.
+        self._allowed_cache: dict[tuple, torch.Tensor] = {}
 
     def initial_state(self) -> GrammarState:
         """State before the first token (4/4 until a time signature says otherwise)."""
         return GrammarState(positions_per_bar=4 * self.positions_per_beat)
 
     def allowed(self, state: GrammarState) -> torch.Tensor:
-        """BoolTensor ``[vocab]`` of the tokens that may follow ``state``."""
+        """BoolTensor ``[vocab]`` of the tokens that may follow ``state`` (shared: do not modify)."""
+        key = (
+            state.last_type,
+            state.last_type == "Program" and state.program == -1,
+            state.position if self.is_remi else 0,
+            state.positions_per_bar if self.is_remi else 0,
+        )
+        mask = self._allowed_cache.get(key)
+        if mask is None:
+            mask = self._allowed_cache[key] = self._compute_allowed(state)
+        return mask
+
+    def _compute_allowed(self, state: GrammarState) -> torch.Tensor:
         if state.last_type is None:
             mask = self.start.clone()
         elif state.last_type == "Program":

@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "timbre.cli.design",
     "timbre.cli.compose",
     "timbre.cli.evaluate",
+    "timbre.cli.render",
 )
 
 

@@ -207,8 +207,7 @@ def corpus_files(
         raise ConfigError("data: give exactly one of corpus=chorales or folder=PATH")
     if corpus is not None and corpus != "chorales":
         raise ConfigError(f"data.corpus={corpus!r} is unknown; the bundled corpus is 'chorales'")
-    files = build_chorale_corpus(cache_dir, limit) if corpus else find_midi_files(folder)[:limit]
-    return files
+    return build_chorale_corpus(cache_dir, limit) if corpus else find_midi_files(folder)[:limit]
 
 
 @dataclass

@@ -39,7 +39,6 @@ import math
 import multiprocessing
 import os
 import random
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from tqdm.auto import tqdm
 from timbre.audio import SAMPLE_RATE, peak_level, resample, save_wav
 from timbre.data.families import DEFAULT_PROGRAMS, NSYNTH_QUALITIES, gm_program, instrument_name
 from timbre.data.nsynth import AUDIO_DIR, EXAMPLES_FILE, SPLITS
+from timbre.io_utils import atomic_write
 from timbre.errors import ConfigError, DatasetError
 
 RENDER_RATE = 48000
@@ -310,16 +310,8 @@ def _is_complete_wav(path: Path, frames: int, sample_rate: int) -> bool:
 
 
 def _write_json_atomically(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_write(path, mode="w") as file:
+        json.dump(data, file)
 
 
 @dataclass

@@ -45,9 +45,12 @@ from timbre.data.nsynth import NoteDataset
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
 from timbre.evaluation.metrics import (
-    CONFIDENCE_THRESHOLD,
+    LOUDNESS_RANGE_DB,
+    LOUDNESS_WINDOW,
     MSS_FFT_SIZES,
     PESTO_MODEL,
+    PESTO_STEP_MS,
+    SILENCE_DBFS,
     TOLERANCE_CENTS,
     PitchScore,
     multiscale_spectral_distance,
@@ -222,12 +225,12 @@ def _load_notes(dataset: NoteDataset, indices: Sequence[int], samples: int) -> n
 
 
 def _pitch_summary(scores: Sequence[PitchScore]) -> dict[str, Any]:
-    voiced = [score for score in scores if score.voiced_fraction > 0]
+    sounding = [score for score in scores if score.sounding_fraction > 0]
     return {
         "accuracy": float(np.mean([score.correct for score in scores])),
-        "voiced_notes": len(voiced) / len(scores),
-        "frames_within": float(np.mean([score.frames_within for score in voiced])) if voiced else None,
-        "median_abs_cents": float(np.median([abs(score.cents) for score in voiced])) if voiced else None,
+        "sounding_notes": len(sounding) / len(scores),
+        "frames_within": float(np.mean([score.frames_within for score in sounding])) if sounding else None,
+        "median_abs_cents": float(np.median([abs(score.cents) for score in sounding])) if sounding else None,
     }
 
 
@@ -259,7 +262,7 @@ def _command(settings: dict[str, Any]) -> str:
         if value is None or key == "progress":
             continue
         if key == "pitch_range":
-            value = f"{value[0]}-{value[1]}"
+            key, value = "pitches", f"{value[0]}-{value[1]}"
         words += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(words)
 
@@ -374,8 +377,12 @@ def evaluate_autoencoder(
                 f"{', '.join(map(str, MSS_FFT_SIZES))} (hop size/4, Hann window of the size) of "
                 "L1(log magnitude) + L1(linear magnitude)"
             ),
-            "pitch_tracker": f"PESTO {PESTO_MODEL} (pesto-pitch), 10 ms frames",
-            "confidence_threshold": CONFIDENCE_THRESHOLD,
+            "pitch_tracker": f"PESTO {PESTO_MODEL} (pesto-pitch), {PESTO_STEP_MS:g} ms frames",
+            "sounding_frames": (
+                f"frames within {LOUDNESS_RANGE_DB:g} dB of the note's loudest "
+                f"(RMS over {1000 * LOUDNESS_WINDOW / sample_rate:g} ms), "
+                f"if that is above {SILENCE_DBFS:g} dBFS"
+            ),
             "tolerance_cents": TOLERANCE_CENTS,
             "smoothness_tolerance": SMOOTHNESS_TOLERANCE,
         },
@@ -385,7 +392,7 @@ def evaluate_autoencoder(
         "timings": timings,
     }
     report = _json_ready(report)
-    _write_pictures(out_dir, dataset, indices, inputs, outputs, scores, sweep_audio, sweep_report, examples, sample_rate)
+    _write_pictures(out_dir, dataset, indices, inputs, outputs, scores, sweep_audio, examples, sample_rate)
     with atomic_write(out_dir / REPORT_JSON, "w") as file:
         json.dump(report, file, indent=2, allow_nan=False)
     with atomic_write(out_dir / REPORT_MARKDOWN, "w") as file:
@@ -533,7 +540,6 @@ def _write_pictures(
     outputs: dict[str, np.ndarray],
     scores: dict[str, list[PitchScore]],
     sweep_audio: np.ndarray,
-    sweep_report: dict[str, Any],
     examples: int,
     sample_rate: int,
 ) -> None:
@@ -560,15 +566,16 @@ def _plot_pitch_errors(scores: dict[str, list[PitchScore]], path: Path, limit: f
     """Histogram of per-note pitch errors in cents, clipped to ``±limit`` (the edge bins collect the rest)."""
     figure = Figure(figsize=(8, 4), dpi=plots.DPI, layout="constrained")
     ax = figure.add_subplot()
-    bins = np.linspace(-limit, limit, 49)
-    for name, values in scores.items():
+    # Bins centred on multiples of 25 cents, so that exact pitches do not sit on a bin edge.
+    bins = np.arange(-limit - 12.5, limit + 13.0, 25.0)
+    for width, (name, values) in zip((3.0, 2.0, 1.0), scores.items()):
         cents = np.array([score.cents for score in values if math.isfinite(score.cents)])
-        unvoiced = len(values) - cents.size
-        label = f"{name} ({unvoiced} without voiced frames)" if unvoiced else name
-        ax.hist(np.clip(cents, -limit, limit), bins=bins, histtype="step", linewidth=1.5, label=label)
+        silent = len(values) - cents.size
+        label = f"{name} ({silent} silent)" if silent else name
+        ax.hist(np.clip(cents, -limit, limit), bins=bins, histtype="step", linewidth=width, label=label)
     for edge in (-TOLERANCE_CENTS, TOLERANCE_CENTS):
         ax.axvline(edge, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("median pitch error of the note's voiced frames (cents, clipped)")
+    ax.set_xlabel("median pitch error of the note's sounding frames (cents, clipped)")
     ax.set_ylabel("notes")
     ax.legend()
     with atomic_write(path) as file:
@@ -586,7 +593,7 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
-ROW_NAMES = {"model": "trained model", "untrained": "untrained model (same config)", "input": "input notes (ceiling)"}
+ROW_NAMES = {"model": "model", "untrained": "untrained model (same config)", "input": "input notes (ceiling)"}
 
 
 def _reconstruction_rows(report: dict[str, Any]) -> list[list[str]]:
@@ -602,14 +609,14 @@ def _reconstruction_rows(report: dict[str, Any]) -> list[list[str]]:
             _percent(pitch["accuracy"]),
             _percent(pitch["frames_within"]),
             _number(pitch["median_abs_cents"], 1),
-            _percent(pitch["voiced_notes"]),
+            _percent(pitch["sounding_notes"]),
         ])  # fmt: skip
     return rows
 
 
 RECONSTRUCTION_HEADER = [
-    "", "spectral distance (mean ± std)", "pitch accuracy (≤50 cents)", "voiced frames ≤50 cents",
-    "median |error| (cents)", "notes with voiced frames",
+    "", "spectral distance (mean ± std)", "pitch accuracy (≤50 cents)", "sounding frames ≤50 cents",
+    "median |error| (cents)", "notes not silent",
 ]  # fmt: skip
 
 
@@ -629,7 +636,7 @@ def summary_table(report: dict[str, Any]) -> str:
     if "summary" in interpolation:
         sweeps = interpolation["summary"]
         lines.append(
-            f"interpolation: {sweeps['sweeps']} sweeps x {interpolation['steps']} steps; pitch kept at "
+            f"interpolation: {sweeps['sweeps']} sweep(s) x {interpolation['steps']} steps; pitch kept at "
             f"{_percent(sweeps['pitch_kept_steps'])} of steps; {sweeps['sweeps_without_reversal']} of "
             f"{sweeps['sweeps']} sweeps' spectral centroids without reversal"
         )
@@ -655,9 +662,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{data['notes']} of its {data['notes_in_split']} notes from {len(data['instruments'])} of its "
         f"{data['instruments_in_split']} instruments, the first {data['seconds_per_note']:.2f} s of each.",
         f"- Spectral distance: {settings['spectral_distance']}. 0 for identical audio.",
-        f"- Pitch: {settings['pitch_tracker']}; frames with confidence ≥ {settings['confidence_threshold']} are "
-        f"voiced; a note is correct when the median pitch of its voiced frames is within "
-        f"{settings['tolerance_cents']:g} cents of its MIDI pitch (no voiced frames: not correct).",
+        f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
+        f"({settings['sounding_frames']}) is within {settings['tolerance_cents']:g} cents of its MIDI pitch "
+        f"(a silent note is not correct).",
         "",
         "## Reconstruction",
         "",
@@ -718,10 +725,12 @@ def markdown_report(report: dict[str, Any]) -> str:
             str(k), sweep["a"], sweep["b"], str(sweep["pitch"]),
             f"{sum(sweep['pitch_correct'])}/{len(sweep['pitch_correct'])}",
             " → ".join(_number(value, 0) for value in sweep["centroid_hz"]),
+            _number(sweep.get("endpoint_difference"), 0),
             str(sweep.get("reversals", "n/a")), _number(sweep.get("max_jump_ratio"), 2),
         ])  # fmt: skip
     lines.append(_table(
-        ["sweep", "from", "to", "pitch", "steps at pitch", "spectral centroid per step (Hz)", "reversals",
+        ["sweep", "from", "to", "pitch", "steps at pitch", "spectral centroid per step (Hz)",
+         "endpoint difference (Hz)", "reversals",
          "largest step / endpoint difference"],
         rows,
     ))  # fmt: skip

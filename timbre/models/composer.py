@@ -85,57 +85,65 @@ def sample_next(
 
 
 class RotaryEmbedding(nn.Module):
-    """Rotary position embedding of the first ``dim`` channels of each head (RoFormer)."""
+    """Rotary position embedding (RoFormer), in the rotate-half layout."""
 
-    def __init__(self, dim: int, base: float = 10000.0) -> None:
+    def __init__(self, head_dim: int, base: float = 10000.0) -> None:
         super().__init__()
-        inverse_frequency = 1.0 / base ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
-        self.register_buffer("inverse_frequency", inverse_frequency.float(), persistent=False)
+        inverse_frequency = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        self.register_buffer("inverse_frequency", inverse_frequency, persistent=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """Rotate ``x`` ``[batch, heads, time, head_dim]`` by its ``positions`` ``[time]``."""
-        angles = positions.to(torch.float64)[:, None] * self.inverse_frequency.to(torch.float64)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-        first, second = x[..., 0::2], x[..., 1::2]
-        rotated = torch.stack((first * cos - second * sin, first * sin + second * cos), dim=-1)
-        return rotated.flatten(-2)
+    def forward(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)``, each ``[time, head_dim]``, for integer ``positions`` ``[time]``.
+
+        Angles are computed in float64 so that positions in the tens of thousands (long
+        generations) keep their precision.
+        """
+        angles = positions.to(torch.float64)[:, None] * self.inverse_frequency
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[..., time, head_dim]`` by the angles of ``cos``/``sin`` ``[time, head_dim]``."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
 
 
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention with rotary positions and an optional KV cache."""
 
-    def __init__(self, dim: int, heads: int, dropout: float, rotary: RotaryEmbedding) -> None:
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
         super().__init__()
         assert dim % heads == 0, f"dim {dim} must be divisible by heads {heads}"
         self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.out = nn.Linear(dim, dim, bias=False)
-        self.rotary = rotary
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        """``x``: ``[batch, time, dim]`` -> ``[batch, time, dim]``."""
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """``x``: ``[batch, time, dim]`` -> ``[batch, time, dim]``; ``cos``/``sin``: ``[time, head_dim]``."""
         batch, time, dim = x.shape
-        q, k, v = self.qkv(x).view(batch, time, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        start = cache.length if cache is not None else 0
-        positions = torch.arange(start, start + time, device=x.device)
-        q, k = self.rotary(q, positions), self.rotary(k, positions)
+        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qk = apply_rotary(qkv[:2], cos, sin)  # queries and keys rotated together
+        q, k, v = qk[0], qk[1], qkv[2]
         dropout = self.dropout if self.training else 0.0
         if cache is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         elif time == 1:
             # One new token sees every cached slot; softmax ignores slot order, so the ring
             # buffer needs no reordering and no mask.
-            slot = start % cache.capacity
-            cache.keys[layer][:, :, slot] = k[:, :, 0]
-            cache.values[layer][:, :, slot] = v[:, :, 0]
-            seen = min(start + 1, cache.capacity)
+            slot = cache.length % cache.capacity
+            cache.keys[layer][:, :, slot : slot + 1] = k
+            cache.values[layer][:, :, slot : slot + 1] = v
+            seen = min(cache.length + 1, cache.capacity)
             y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen])
         else:
-            end = start + time
+            start, end = cache.length, cache.length + time
             assert end <= cache.capacity, f"a {time}-token block at position {start} overflows the {cache.capacity}-slot cache"
             cache.keys[layer][:, :, start:end] = k
             cache.values[layer][:, :, start:end] = v
-            visible = torch.arange(end, device=x.device)[None, :] <= positions[:, None]
+            visible = torch.arange(end, device=x.device)[None, :] <= torch.arange(start, end, device=x.device)[:, None]
             y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], attn_mask=visible)
         return self.out(y.transpose(1, 2).reshape(batch, time, dim))
 
@@ -143,19 +151,23 @@ class SelfAttention(nn.Module):
 class Block(nn.Module):
     """Pre-norm transformer block: attention then a GELU feed-forward, both residual."""
 
-    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float, rotary: RotaryEmbedding) -> None:
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float) -> None:
         super().__init__()
         self.attention_norm = nn.RMSNorm(dim)
-        self.attention = SelfAttention(dim, heads, dropout, rotary)
+        self.attention = SelfAttention(dim, heads, dropout)
         self.feed_forward_norm = nn.RMSNorm(dim)
-        self.feed_forward = nn.Sequential(
-            nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Linear(ff_mult * dim, dim), nn.Dropout(dropout)
-        )
-        self.dropout = nn.Dropout(dropout)
+        self.feed_forward_in = nn.Linear(dim, ff_mult * dim)
+        self.feed_forward_out = nn.Linear(ff_mult * dim, dim)
+        self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
-        x = x + self.dropout(self.attention(self.attention_norm(x), cache, layer))
-        return x + self.feed_forward(self.feed_forward_norm(x))
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """``x``: ``[batch, time, dim]`` -> ``[batch, time, dim]``."""
+        attended = self.attention(self.attention_norm(x), cos, sin, cache, layer)
+        x = x + F.dropout(attended, self.dropout, self.training)
+        hidden = F.gelu(self.feed_forward_in(self.feed_forward_norm(x)))
+        return x + F.dropout(self.feed_forward_out(hidden), self.dropout, self.training)
 
 
 class Composer(nn.Module):
@@ -190,14 +202,14 @@ class Composer(nn.Module):
         self.vocab_size, self.max_context, self.pad_id = vocab_size, max_context, pad_id
         self.heads, self.head_dim = heads, dim // heads
         self.embedding = nn.Embedding(vocab_size, dim)
-        rotary = RotaryEmbedding(dim // heads, rope_base)
-        self.blocks = nn.ModuleList(Block(dim, heads, ff_mult, dropout, rotary) for _ in range(layers))
+        self.rotary = RotaryEmbedding(dim // heads, rope_base)
+        self.blocks = nn.ModuleList(Block(dim, heads, ff_mult, dropout) for _ in range(layers))
         self.norm = nn.RMSNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.embedding.weight  # tied: fewer weights, a smaller shipped model
         self.apply(self._initialise)
         for block in self.blocks:  # GPT-2: scale residual projections down with depth
-            for linear in (block.attention.out, block.feed_forward[2]):
+            for linear in (block.attention.out, block.feed_forward_out):
                 nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * layers))
 
     @staticmethod
@@ -224,8 +236,10 @@ class Composer(nn.Module):
             ``[batch, time, vocab_size]``: logits of the token after each position.
         """
         x = self.embedding(tokens)
+        start = cache.length if cache is not None else 0
+        cos, sin = self.rotary(torch.arange(start, start + tokens.shape[1], device=tokens.device), x.dtype)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)
+            x = block(x, cos, sin, cache, layer)
         if cache is not None:
             cache.length += tokens.shape[1]
         return self.head(self.norm(x))
