@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_PITCH_RANGE = (24, 96)
 MORPH_STEPS = 64
 FADE_IN_SECONDS = 0.005
-FADE_OUT_SECONDS = 0.02
+FADE_OUT_SECONDS = 0.05
 # Key that assigns a timbre, morph or gain to every track.
 ALL_TRACKS = "all"
 
