@@ -22,6 +22,7 @@ marked ``~``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -93,9 +94,11 @@ def naive_decode(decoder: WaveNetDecoder, batch: int, steps: int, generator: tor
         inputs = torch.cat([inputs[:, 1:], class_to_input(picked)], dim=1)
 
 
-def cached_decode(decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator) -> None:
+def cached_decode(
+    decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator, backend: str = "auto"
+) -> None:
     z = torch.randn(batch, decoder.latent_dim, math.ceil(samples / decoder.hop_length))
-    generate(decoder, z, torch.randint(24, 96, (batch,)), samples, generator=generator)
+    generate(decoder, z, torch.randint(24, 96, (batch,)), samples, generator=generator, backend=backend)
 
 
 def worker(task: dict) -> dict:
@@ -118,6 +121,8 @@ def worker(task: dict) -> dict:
         return {"seconds": time.perf_counter() - start, "samples": samples * task["batch"]}
     decoder = build_decoder(task["config"])
     batch, run = task["batch"], naive_decode if task["kind"] == "naive" else cached_decode
+    if task["kind"] == "torch-stepper":
+        run = functools.partial(cached_decode, backend="torch")
     before = peak_resident_mib()
     run(decoder, batch, 1 if task["kind"] == "naive" else 64, generator)  # warm-up (and kernel build)
     start = time.perf_counter()
@@ -189,6 +194,12 @@ def main() -> None:
                 f"{cached['memory_mib']:>6.0f} | {cached_rate / naive_rate:>8.0f}x",
                 flush=True,
             )
+    for config in args.configs:  # what the C kernel buys over the same cached step in torch ops
+        base = {"config": config, "batch": 1, "threads": args.threads}
+        steps = {"small": 2048, "nsynth": 128}[config]
+        result = measure({**base, "kind": "torch-stepper", "steps": steps})
+        rate = result["samples"] / result["seconds"]
+        print(f"{config} batch 1, the cached step as torch ops (backend='torch'): {rate:.0f} samples/s")
     try:
         parallel = measure({"kind": "parallel", "batch": 1, "threads": args.threads})
         factor = parallel["samples"] / SAMPLE_RATE / parallel["seconds"]

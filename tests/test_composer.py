@@ -67,6 +67,8 @@ def test_sampling_options() -> None:
     assert set(sample_next(logits, top_p=0.9, generator=generator).tolist()) == {1, 2, 3}
     allowed = torch.tensor([[True, False, True, False]]).repeat(500, 1)
     assert set(sample_next(logits, allowed=allowed, generator=generator).tolist()) == {0, 2}
+    counts = torch.bincount(sample_next(logits.repeat(20, 1), generator=generator), minlength=4) / 10000
+    assert torch.allclose(counts, logits[0].softmax(-1), atol=0.02)  # samples follow the softmax
     first = sample_next(logits, generator=torch.Generator().manual_seed(7))
     assert torch.equal(first, sample_next(logits, generator=torch.Generator().manual_seed(7)))
 
@@ -97,3 +99,11 @@ def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_rotary_angles_past_the_table_match_the_table() -> None:
+    model = tiny_model()
+    from_table = model.rotary(4000, 96, torch.float32)  # the precomputed 4,096 positions
+    computed = model.rotary(4000, 200, torch.float32)  # runs past them: computed on the fly
+    assert torch.allclose(from_table[0], computed[0][:96], atol=1e-6)
+    assert torch.allclose(from_table[1], computed[1][:96], atol=1e-6)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from timbre.cli import main
+from timbre.cli import build_parser, main
 from timbre.evaluation.autoencoder import _even_quotas, select_notes, select_sweep_pairs, untrained_model
 from timbre.hub import load
 
@@ -115,10 +116,16 @@ def test_a_split_of_one_instrument_has_no_sweeps(fast_checkpoint: Path, note_dat
     out = tmp_path / "report"
     arguments = [
         "evaluate", "autoencoder", "--model", str(fast_checkpoint), "--data", str(note_dataset), "--split", "valid",
-        "--baseline", "none", "--examples", "0", "--seconds", "0.5", "--out", str(out),
+        "--baseline", "none", "--examples", "0", "--seconds", "0.5", "--pitches", "60-64", "--out", str(out),
     ]  # fmt: skip
     assert main(arguments) == 0
     report = json.loads((out / "report.json").read_text())
+    # The recorded command repeats the run: it parses to the same settings.
+    repeated = vars(build_parser().parse_args([*shlex.split(report["command"])[1:], "--out", str(out)]))
+    assert {key: repeated[key] for key in ("data", "split", "baseline", "seconds", "pitches", "examples")} == {
+        "data": str(note_dataset), "split": "valid", "baseline": "none", "seconds": 0.5, "pitches": (60, 64),
+        "examples": 0,
+    }  # fmt: skip
     assert report["data"]["notes"] == 2 and report["data"]["seconds_per_note"] == 0.5
     assert "untrained" not in report["reconstruction"]["summary"]
     assert "summary" not in report["interpolation"] and "no sweeps" in report["interpolation"]["note"]

@@ -211,22 +211,23 @@ def compose_many(
     _check_sampling(count, bars, tokens, temperature, top_k, top_p)
     tokenizer, model = composer.tokenizer, composer.model
     prime_score = load_score(prime) if isinstance(prime, (str, Path)) else prime
-    primer = prime_tokens(composer, prime_score, str(prime)) if prime_score is not None else []
+    name = str(prime) if isinstance(prime, (str, Path)) else "primer"
+    primer = prime_tokens(composer, prime_score, name) if prime_score is not None else []
     prompt = [special_token_id(tokenizer, "BOS"), *primer]
-    voices = set(composer.programs) if composer.programs else None
-    if primer:  # programs the primer already uses stay allowed (e.g. a folder corpus's rare ones)
-        voices = None if voices is None else voices | set(_programs_in(tokenizer, primer))
-    grammar = TokenGrammar(tokenizer, sorted(voices) if voices is not None else None)
+    grammar = TokenGrammar(tokenizer, composer.programs or None)
     finish_after = tokens if tokens is not None else bars * MAX_TOKENS_PER_BAR
     control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after)
     generator = torch.Generator().manual_seed(seed)
     batch = torch.tensor([prompt] * count, dtype=torch.long)
     output = model.generate(batch, finish_after + TOKENS_TO_FINISH, temperature, top_k, top_p, generator, control)
+    # Tracks in the corpus's voice order (soprano first for the chorales), then any others.
+    order = {program: rank for rank, program in enumerate(composer.programs)}
     scores = []
     for row, length in enumerate(control.lengths):
         new = output[row, len(prompt) :].tolist()
         ids = complete_notes(tokenizer, primer + new[: length or len(new)])
         score = decode_ids(tokenizer, ids)
+        score.tracks = sorted(score.tracks, key=lambda t: order.get(-1 if t.is_drum else t.program, len(order)))
         if prime_score is not None and len(prime_score.tempos):
             # Tempo is not tokenized: play the piece at the primer's opening tempo.
             score.tempos = [symusic.Tempo(0, prime_score.tempos[0].qpm)]
@@ -264,17 +265,12 @@ def compose(
 def save_midi(score: symusic.Score, path: str | Path) -> Path:
     """Write ``score`` as a MIDI file atomically (a crash never leaves half a file)."""
     path = Path(path)
-    if path.parent and not path.parent.exists():
+    if not path.parent.is_dir():
         raise MidiError(f"{path}: folder {path.parent} does not exist")
     temporary = path.with_name(f".{path.name}.part")
     temporary.write_bytes(score.dumps_midi())
     temporary.replace(path)
     return path
-
-
-def _programs_in(tokenizer: miditok.MusicTokenizer, ids: Sequence[int]) -> list[int]:
-    types = token_types(tokenizer)
-    return [int(tokenizer[i].split("_")[1]) for i in ids if types[i] == "Program"]
 
 
 def _check_sampling(count: int, bars: int | None, tokens: int | None, temperature: float, top_k: int | None, top_p: float | None) -> None:

@@ -17,6 +17,7 @@ from timbre.errors import TimbreError
 
 # Modules registering sub-commands, in the order ``timbre --help`` lists them.
 COMMAND_MODULES = (
+    "timbre.cli.demo",
     "timbre.cli.dataset",
     "timbre.cli.codec",
     "timbre.cli.design",

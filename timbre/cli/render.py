@@ -120,13 +120,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--gain", action="append", default=[], metavar="TRACK=DB", help="gain of a track in dB (repeatable)")
     parser.add_argument("--decoder", choices=sorted(DEFAULT_MODELS), help="fast (parallel, default) or wavenet (autoregressive)")
     parser.add_argument("--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)")
-    parser.add_argument("--timbre-set", default=None, metavar="DIR", help="timbre set for gm:N and unassigned tracks (default: bundled)")
+    parser.add_argument(
+        "--timbre-set", metavar="DIR", help="timbre set for gm:N and unassigned tracks (default: the bundled set)"
+    )
     parser.add_argument("--start", type=float, default=0.0, help="render from this time in seconds (default: 0)")
     parser.add_argument("--end", type=float, help="render notes starting before this time in seconds (default: the end)")
-    parser.add_argument("--release", type=float, help="cap each note's release at this many seconds (default: the timbre's full release)")
-    parser.add_argument("--interpolation", choices=("slerp", "lerp"), default="slerp", help="how blends and morphs mix (default: slerp)")
+    parser.add_argument(
+        "--release", type=float, help="cap each note's release at this many seconds (default: the timbre's full release)"
+    )
+    parser.add_argument(
+        "--interpolation", choices=("slerp", "lerp"), default="slerp", help="how blends and morphs mix (default: slerp)"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder (default: 1.0)")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder (default: 1.0)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")
     parser.add_argument("--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures")

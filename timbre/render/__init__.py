@@ -2,6 +2,7 @@
 
 - :mod:`timbre.render.notes`: the notes of a MIDI file per track, in seconds, in a time window;
 - :mod:`timbre.render.timbres`: timbre sources (audio, embeddings, blends, the bundled timbre set);
+- :mod:`timbre.render.assign`: which timbre, morph and gain each track gets (``--timbre 0=...``);
 - :mod:`timbre.render.renderer`: plan, synthesize in batches with a note cache, mix;
 - :mod:`timbre.render.reference`: the same notes through FluidSynth and the GM soundfont;
 - :mod:`timbre.render.metrics`: onset F-measure of a render against its MIDI.
@@ -12,6 +13,7 @@
 >>> timbre.save_wav("song.wav", result.audio, result.sample_rate)
 """
 
+from timbre.render.assign import TrackAssignment, assign_tracks
 from timbre.render.metrics import OnsetScore, detect_onsets, onset_f_measure, reference_onsets
 from timbre.render.notes import Note, TrackNotes, read_tracks
 from timbre.render.reference import DEFAULT_SOUNDFONT, render_fluidsynth
@@ -48,7 +50,9 @@ __all__ = [
     "TimbreSet",
     "TimbreSource",
     "TrackNotes",
+    "TrackAssignment",
     "TrackPlan",
+    "assign_tracks",
     "detect_onsets",
     "fold_pitch",
     "onset_f_measure",

@@ -12,14 +12,13 @@ to the embedding frame (hop 512 = 32 ms, the decoder's own time resolution), so 
 that is the note cache. Drum tracks are skipped.
 
 :func:`render_plan` synthesizes the jobs in batches of similar length through the model's decoder
-(one :meth:`~timbre.TimbreModel.synthesize_batch` call per batch), gives each note a short fade in
-and out (no clicks), overlap-adds it at each of its onsets with its track's gain, and scales the
-mix to a peak of ``peak_db`` dBFS, so the result never clips.
+(one :meth:`~timbre.TimbreModel.synthesize_batch` call per batch), gives each note raised-cosine
+fades (5 ms in; out over the last 50 ms of its release, or over the whole release where ``release``
+cut it short, so a cut note dies away instead of stopping with a click of spectral splatter),
+overlap-adds it at each of its onsets with its track's gain, and scales the mix to a peak of
+``peak_db`` dBFS, so the result never clips.
 
-A morph (GANSynth's MIDI demo) moves a track from one timbre to the next across the piece: each
-note's embedding is the mix of the sources at the note's onset, as a fraction of the time from the
-first to the last onset of the piece, quantised to :data:`MORPH_STEPS` steps so the cache still
-applies.
+Which timbre, morph and gain each track gets is decided by :mod:`timbre.render.assign`.
 """
 
 from __future__ import annotations
@@ -28,31 +27,25 @@ import logging
 import math
 import os
 import time
-from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence, TypeVar
+from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
+from timbre.render.assign import Timbre, TrackTimbre, assign_tracks, describe_source
 from timbre.render.notes import MidiSource, TrackNotes, read_tracks, require_notes
-from timbre.render.timbres import DEFAULT_TIMBRE_SET, TimbreResolver, TimbreSet, TimbreSource, parse_source
+from timbre.render.timbres import DEFAULT_TIMBRE_SET, TimbreResolver, TimbreSet
 from timbre.synthesizer import TimbreModel
 
 logger = logging.getLogger(__name__)
 
 # The pitches the training data covers; a model's checkpoint may state its own ("pitch_range").
 DEFAULT_PITCH_RANGE = (24, 96)
-MORPH_STEPS = 64
 FADE_IN_SECONDS = 0.005
 FADE_OUT_SECONDS = 0.05
-# Key that assigns a timbre, morph or gain to every track.
-ALL_TRACKS = "all"
-
-Value = TypeVar("Value")
-Timbre = TimbreSource | Embedding | str
 
 
 @dataclass
@@ -63,12 +56,14 @@ class NoteJob:
         embedding: the timbre fitted to the note (``[frames, dim]``; key up at ``release_frame``).
         pitch: MIDI pitch played (after octave folding).
         velocity: MIDI velocity.
+        fade_out: seconds of fade at the end of the note.
         placements: ``(onset sample, amplitude gain)`` of every occurrence.
     """
 
     embedding: Embedding
     pitch: int
     velocity: int
+    fade_out: float = FADE_OUT_SECONDS
     placements: list[tuple[int, float]] = field(default_factory=list)
 
     @property
@@ -95,7 +90,7 @@ class TrackPlan:
     skipped: str | None = None
 
     def describe(self) -> str:
-        """One line for ``--verbose`` and ``--list``."""
+        """One line for ``--verbose``."""
         track = self.track
         head = f"{track.describe()}, program {track.program}, {len(track.notes)} notes"
         if self.skipped:
@@ -107,12 +102,22 @@ class TrackPlan:
 
 @dataclass
 class RenderPlan:
-    """Everything :func:`render_plan` needs: the distinct notes and where each one goes."""
+    """Everything :func:`render_plan` needs: the distinct notes and where each one goes.
+
+    Attributes:
+        jobs: the distinct notes, shortest first.
+        tracks: how each track of the file is rendered.
+        sample_rate: audio rate.
+        samples: length of the mix (up to the end of the last note's release).
+        music_seconds: duration of the music rendered: from the window's start to the last key up.
+        plan_seconds: wall time spent planning (mostly encoding the timbres).
+    """
 
     jobs: list[NoteJob]
     tracks: list[TrackPlan]
     sample_rate: int
     samples: int
+    music_seconds: float
     plan_seconds: float
 
     @property
@@ -156,8 +161,8 @@ class RenderResult:
 
     @property
     def realtime_factor(self) -> float:
-        """Seconds of music rendered per second of wall time."""
-        return self.seconds / self.wall_seconds if self.wall_seconds > 0 else math.inf
+        """Seconds of music (``plan.music_seconds``) rendered per second of wall time."""
+        return self.plan.music_seconds / self.wall_seconds if self.wall_seconds > 0 else math.inf
 
 
 def plan_render(
@@ -203,21 +208,20 @@ def plan_render(
     tracks = read_tracks(midi, start, end)
     require_notes(tracks, midi, start, end)
     resolver = TimbreResolver(model, TimbreSet(timbre_set_dir), interpolation)
-    assigned = _match_keys(tracks, {k: _parsed(v) for k, v in (timbres or {}).items()}, "--timbre")
-    morphing = _match_keys(tracks, {k: _morph_sources(k, v) for k, v in (morphs or {}).items()}, "--morph")
-    gain_of = _match_keys(tracks, {k: _gain(k, v) for k, v in (gains or {}).items()}, "--gain")
+    assignments = assign_tracks(tracks, timbres, morphs, gains)
     low, high = _pitch_range(model)
     hop, rate = model.hop_length, model.sample_rate
     release_frames = None if release is None else math.ceil(release * rate / hop - 1e-9)
     # The morph runs from the first to the last onset of the whole piece, over all tracks.
-    onsets = [note.onset for track in tracks if not track.is_drum for note in track.notes]
-    first_onset, last_onset = min(onsets), max(onsets)
+    pitched = [note for track in tracks if not track.is_drum for note in track.notes]
+    first_onset, last_onset = min(n.onset for n in pitched), max(n.onset for n in pitched)
+    music_seconds = max(n.onset + n.duration for n in pitched)  # durations are cut at the window's end
 
     jobs: dict[tuple, NoteJob] = {}
-    morph_steps: dict[tuple, Embedding] = {}
     plans = []
     for track in tracks:
-        plan = TrackPlan(track, gain_db=gain_of.get(track.index, 0.0))
+        sources, gain_db = assignments[track.index].sources, assignments[track.index].gain_db
+        plan = TrackPlan(track, gain_db=gain_db)
         plans.append(plan)
         if track.is_drum:
             plan.skipped = "drum track; percussion is not rendered"
@@ -227,31 +231,19 @@ def plan_render(
         if not track.notes:
             plan.skipped = "no notes in the window"
             continue
-        sources = morphing.get(track.index)
-        if sources is None:
-            source = assigned.get(track.index) or TimbreSource("gm", str(track.program))
-            plan.timbre = _describe_source(source, resolver)
-            track_embedding = resolver.resolve(source)
-        else:
-            plan.timbre = "morph " + " -> ".join(_describe_source(s, resolver) for s in sources)
-            endpoints = [resolver.resolve(s) for s in sources]
-        amplitude = 10.0 ** (plan.gain_db / 20.0)
+        plan.timbre = ("morph " if len(sources) > 1 else "") + " -> ".join(describe_source(s, resolver) for s in sources)
+        timbre_of = TrackTimbre([resolver.resolve(source) for source in sources], resolver, first_onset, last_onset)
+        amplitude = 10.0 ** (gain_db / 20.0)
         for note in track.notes:
             pitch = fold_pitch(note.pitch, low, high)
             plan.octave_shifted += pitch != note.pitch
-            # The resolver returns one object per source, so object identity names the timbre.
-            if sources is None:
-                timbre_key, embedding = id(track_embedding), track_embedding
-            else:
-                step = _morph_step(note.onset, first_onset, last_onset)
-                timbre_key = (tuple(map(id, endpoints)), step)
-                if timbre_key not in morph_steps:
-                    morph_steps[timbre_key] = _morph_embedding(resolver, endpoints, step, plan.timbre)
-                embedding = morph_steps[timbre_key]
+            timbre_key, embedding = timbre_of(note.onset)
             hold_frames = max(1, round(note.duration * rate / hop))
             key = (timbre_key, pitch, note.velocity, hold_frames)
             if key not in jobs:
-                jobs[key] = NoteJob(_fit(embedding, hold_frames, release_frames), pitch, note.velocity)
+                fitted, cut = _fit(embedding, hold_frames, release_frames)
+                fade_out = max(FADE_OUT_SECONDS, release_frames * hop / rate) if cut else FADE_OUT_SECONDS
+                jobs[key] = NoteJob(fitted, pitch, note.velocity, fade_out)
             jobs[key].placements.append((round(note.onset * rate), amplitude))
         if plan.octave_shifted:
             logger.warning(
@@ -261,7 +253,7 @@ def plan_render(
 
     ordered = sorted(jobs.values(), key=lambda job: job.samples)  # similar lengths batch together
     samples = max(onset + job.samples for job in ordered for onset, _ in job.placements)
-    return RenderPlan(ordered, plans, rate, samples, time.perf_counter() - began)
+    return RenderPlan(ordered, plans, rate, samples, music_seconds, time.perf_counter() - began)
 
 
 def render_plan(
@@ -299,7 +291,7 @@ def render_plan(
                 [job.velocity for job in batch], temperature, seed + batch_index,
             )  # fmt: skip
             for row, job in enumerate(batch):
-                note = audio[row, : job.samples] * fade_envelope(job.samples, plan.sample_rate)
+                note = audio[row, : job.samples] * fade_envelope(job.samples, plan.sample_rate, job.fade_out)
                 for onset, amplitude in job.placements:
                     mix[onset : onset + job.samples] += amplitude * note
             bar.update(len(batch))
@@ -357,112 +349,31 @@ def fold_pitch(pitch: int, low: int, high: int) -> int:
     return min(max(pitch, low), high)
 
 
-def fade_envelope(samples: int, sample_rate: int) -> np.ndarray:
-    """Gain ``[samples]``: raised-cosine fades of 5 ms in and 20 ms out (shrunk for shorter notes)."""
+def fade_envelope(samples: int, sample_rate: int, fade_out_seconds: float = FADE_OUT_SECONDS) -> np.ndarray:
+    """Gain ``[samples]``: raised-cosine fades, 5 ms in and ``fade_out_seconds`` out (shrunk for short notes)."""
     fade_in = min(round(FADE_IN_SECONDS * sample_rate), samples // 2)
-    fade_out = min(round(FADE_OUT_SECONDS * sample_rate), samples - fade_in)
+    fade_out = min(round(fade_out_seconds * sample_rate), samples - fade_in)
     envelope = np.ones(samples, dtype=np.float32)
     envelope[:fade_in] = 0.5 - 0.5 * np.cos(np.pi * np.arange(fade_in) / fade_in)
     envelope[samples - fade_out :] = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, fade_out + 1) / fade_out)
     return envelope
 
 
-def _fit(embedding: Embedding, hold_frames: int, release_frames: int | None) -> Embedding:
-    """``embedding`` held for exactly ``hold_frames`` frames, its release cut to ``release_frames``."""
+def _fit(embedding: Embedding, hold_frames: int, release_frames: int | None) -> tuple[Embedding, bool]:
+    """``embedding`` held for exactly ``hold_frames`` frames, its release cut to ``release_frames``.
+
+    Returns:
+        The fitted embedding, and whether its release was cut.
+    """
     # Half a frame short of the target: fit_to_duration rounds up, and a float product of exactly
     # hold_frames could round up to one frame more.
     seconds = (hold_frames - 0.5) * embedding.hop_length / embedding.sample_rate
     fitted = embedding.fit_to_duration(seconds)
     if release_frames is not None and fitted.frames > fitted.release_frame + release_frames:
-        fitted = replace(fitted, tensor=fitted.tensor[: fitted.release_frame + release_frames])
-    return fitted
+        return replace(fitted, tensor=fitted.tensor[: fitted.release_frame + release_frames]), True
+    return fitted, False
 
 
 def _pitch_range(model: TimbreModel) -> tuple[int, int]:
     low, high = model.info.get("pitch_range") or DEFAULT_PITCH_RANGE
     return int(low), int(high)
-
-
-def _parsed(source: Timbre) -> TimbreSource | Embedding:
-    return source if isinstance(source, (TimbreSource, Embedding)) else parse_source(str(source))
-
-
-def _morph_sources(key: str, sources: Sequence[Timbre]) -> list[TimbreSource | Embedding]:
-    if isinstance(sources, str):
-        sources = sources.split(",")
-    if len(sources) < 2:
-        raise ConfigError(f"--morph {key}: a morph needs at least two timbres, e.g. {key}=a.wav,b.wav")
-    return [_parsed(source) for source in sources]
-
-
-def _gain(key: str, value: float) -> float:
-    try:
-        gain = float(value)
-    except (TypeError, ValueError):
-        gain = math.nan
-    if not math.isfinite(gain):
-        raise ConfigError(f"--gain {key}={value}: the gain must be a number of dB")
-    return gain
-
-
-def _describe_source(source: TimbreSource | Embedding, resolver: TimbreResolver) -> str:
-    if isinstance(source, Embedding):
-        return f"embedding {source.source}"
-    if source.kind != "gm":
-        return str(source)
-    entry, reason = resolver.timbre_set.lookup(int(source.value))
-    return f"gm:{source.value} ({entry.path.name}, {reason})"
-
-
-def _morph_step(onset: float, first: float, last: float) -> int:
-    return round(MORPH_STEPS * (onset - first) / (last - first)) if last > first else 0
-
-
-def _morph_embedding(resolver: TimbreResolver, endpoints: list[Embedding], step: int, label: str) -> Embedding:
-    """The mix of the morph's sources ``step / MORPH_STEPS`` of the way along them."""
-    position = step / MORPH_STEPS * (len(endpoints) - 1)
-    segment = min(int(position), len(endpoints) - 2)
-    mix = position - segment
-    return resolver.mix(endpoints[segment : segment + 2], [1.0 - mix, mix], f"{label}@{step}")
-
-
-def _match_keys(tracks: list[TrackNotes], mapping: Mapping[str, Value], option: str) -> dict[int, Value]:
-    """``{track index: value}``: the most specific key of ``mapping`` that names each track.
-
-    Raises:
-        ConfigError: a key names no track.
-    """
-    by_index: dict[int, Value] = {}
-    by_name: dict[str, Value] = {}
-    by_program: dict[int, Value] = {}
-    everything = []
-    names = Counter(track.name.lower() for track in tracks)
-    for key, value in mapping.items():
-        key = str(key).strip()
-        if key.isdigit() and int(key) < len(tracks):
-            by_index[int(key)] = value
-        elif key.lower() == ALL_TRACKS:
-            everything.append(value)
-        elif key.lower().startswith("program:") and key[8:].isdigit():
-            if not any(track.program == int(key[8:]) and not track.is_drum for track in tracks):
-                raise ConfigError(f"{option} {key}: no pitched track plays program {key[8:]}{_track_list(tracks)}")
-            by_program[int(key[8:])] = value
-        elif names[key.lower()]:
-            by_name[key.lower()] = value
-        else:
-            raise ConfigError(f"{option} {key}: no such track{_track_list(tracks)}")
-    matched = {}
-    for track in tracks:
-        for candidates, lookup in ((by_index, track.index), (by_name, track.name.lower()), (by_program, track.program)):
-            if lookup in candidates:
-                matched[track.index] = candidates[lookup]
-                break
-        else:
-            if everything:
-                matched[track.index] = everything[-1]
-    return matched
-
-
-def _track_list(tracks: list[TrackNotes]) -> str:
-    listed = "; ".join(f"{t.index} {t.name!r} program {t.program}{' (drums)' if t.is_drum else ''}" for t in tracks)
-    return f" (tracks: {listed})"

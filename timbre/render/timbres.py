@@ -116,7 +116,9 @@ def parse_assignment(text: str, option: str = "--timbre") -> tuple[str, str]:
     """Split ``KEY=VALUE`` (e.g. ``0=flute.wav``, ``program:33=gm:32``, ``Bass=blend:...``)."""
     key, separator, value = str(text).partition("=")
     if not separator or not key.strip() or not value.strip():
-        raise ConfigError(f"{option} {text!r}: expected TRACK=VALUE, where TRACK is a track index, a track name, program:N or all")
+        raise ConfigError(
+            f"{option} {text!r}: expected TRACK=VALUE, where TRACK is a track index, a track name, program:N or all"
+        )
     return key.strip(), value.strip()
 
 
@@ -227,7 +229,8 @@ class TimbreResolver:
             return self._check(source, source.source)
         if isinstance(source, str):
             source = parse_source(source)
-        key = str(source)
+        # Programs played by one note of the set share its embedding (and so the note cache).
+        key = str(self.timbre_set.lookup(int(source.value))[0].path) if source.kind == "gm" else str(source)
         if key not in self._cache:
             self._cache[key] = self._load(source)
         return self._cache[key]
