@@ -94,11 +94,9 @@ def naive_decode(decoder: WaveNetDecoder, batch: int, steps: int, generator: tor
         inputs = torch.cat([inputs[:, 1:], class_to_input(picked)], dim=1)
 
 
-def cached_decode(
-    decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator, backend: str = "auto"
-) -> None:
+def cached_decode(decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator, **options) -> None:
     z = torch.randn(batch, decoder.latent_dim, math.ceil(samples / decoder.hop_length))
-    generate(decoder, z, torch.randint(24, 96, (batch,)), samples, generator=generator, backend=backend)
+    generate(decoder, z, torch.randint(24, 96, (batch,)), samples, generator=generator, **options)
 
 
 def worker(task: dict) -> dict:
@@ -123,6 +121,8 @@ def worker(task: dict) -> dict:
     batch, run = task["batch"], naive_decode if task["kind"] == "naive" else cached_decode
     if task["kind"] == "torch-stepper":
         run = functools.partial(cached_decode, backend="torch")
+    elif task["kind"] == "split-note":  # one note, threads share every product (not the default)
+        run = functools.partial(cached_decode, threads=task["threads"])
     before = peak_resident_mib()
     run(decoder, batch, 1 if task["kind"] == "naive" else 64, generator)  # warm-up (and kernel build)
     start = time.perf_counter()
@@ -194,12 +194,18 @@ def main() -> None:
                 f"{cached['memory_mib']:>6.0f} | {cached_rate / naive_rate:>8.0f}x",
                 flush=True,
             )
-    for config in args.configs:  # what the C kernel buys over the same cached step in torch ops
+    print("batch 1, other routes for the cached step:")
+    for config in args.configs:
         base = {"config": config, "batch": 1, "threads": args.threads}
         steps = {"small": 2048, "nsynth": 128}[config]
         result = measure({**base, "kind": "torch-stepper", "steps": steps})
-        rate = result["samples"] / result["seconds"]
-        print(f"{config} batch 1, the cached step as torch ops (backend='torch'): {rate:.0f} samples/s")
+        print(f"  {config:>6}: as torch ops (backend='torch'): {result['samples'] / result['seconds']:8.0f} samples/s")
+        if args.threads > 1:
+            result = measure({**base, "kind": "split-note", "steps": CACHED_SAMPLES[config][1]})
+            print(
+                f"  {config:>6}: native kernel, {args.threads} threads splitting each product: "
+                f"{result['samples'] / result['seconds']:8.0f} samples/s"
+            )
     try:
         parallel = measure({"kind": "parallel", "batch": 1, "threads": args.threads})
         factor = parallel["samples"] / SAMPLE_RATE / parallel["seconds"]

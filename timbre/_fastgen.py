@@ -434,8 +434,9 @@ def load_library() -> ctypes.CDLL | None:
             errors.append(str(error))
             continue
         pointer, count = ctypes.c_void_p, ctypes.c_int64
-        library.timbre_fastgen_run.restype = ctypes.c_int
-        library.timbre_fastgen_run.argtypes = [pointer] * 5 + [count] * 2 + [pointer] * 3 + [ctypes.c_float, pointer, pointer]
+        run = library.timbre_fastgen_run
+        run.restype = ctypes.c_int
+        run.argtypes = [pointer] * 5 + [count] * 2 + [pointer] * 3 + [ctypes.c_float, pointer, pointer]
         _library = library
         return library
     _error = "; ".join(errors)
@@ -455,19 +456,16 @@ def _pointer(tensor: torch.Tensor | None) -> int | None:
     return None if tensor is None else tensor.data_ptr()
 
 
-def default_threads(weights: DecoderWeights, batch: int) -> int:
-    """Threads for the kernel, up to ``torch.get_num_threads()``.
+def default_threads(batch: int) -> int:
+    """Threads for the kernel: one per note, up to ``torch.get_num_threads()``.
 
-    Several notes: one thread per group of notes, which needs no synchronisation within a step.
-    One note: threads would split every product and meet at two barriers per layer, which only
-    pays off for large layers (NSynth's); for small ones the barriers cost more than they save,
-    and far more on a busy machine, where a waiting thread may lose its core.
+    Several notes: each thread takes a group of notes, which needs no synchronisation within a
+    step. One note: one thread. Splitting its products across threads (``threads=2`` explicitly)
+    means two barriers per layer and sample; on a busy machine a thread waiting at one may lose
+    its core for a scheduler time slice: on the 2-core development machine, busy with other
+    jobs, that made NSynth-size decoding 3 to 20 times slower than one thread.
     """
-    available = torch.get_num_threads()
-    if batch > 1:
-        return max(1, min(available, batch))
-    layer_multiply_adds = weights.dilated_weight[0].numel() + weights.skip_weight[0].numel()
-    return available if layer_multiply_adds >= 1 << 20 else 1
+    return max(1, min(torch.get_num_threads(), batch))
 
 
 class NativeStepper:
@@ -522,7 +520,7 @@ class NativeStepper:
             torch.zeros((kernel - 1) * dilation + 1, batch, residual) for dilation in weights.dilations
         ]
         if threads is None:
-            threads = default_threads(weights, batch)
+            threads = default_threads(batch)
         self.geometry = torch.tensor(
             [batch, residual, skip, kernel, layers, classes, self.pad_residual, self.pad_skip, pad_classes, threads]
             + list(weights.dilations),

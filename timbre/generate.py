@@ -44,6 +44,26 @@ Backend = Literal["auto", "native", "torch"]
 
 
 @dataclass
+class ConditioningMaps:
+    """Every layer's 1x1 map of the frame-rate conditioning (C channels), stacked."""
+
+    layer_weight: torch.Tensor  # [layers, C, 2R], gate half halved
+    layer_bias: torch.Tensor  # [layers, 2R], conditioning plus dilated conv bias, gate half halved
+    output_weight: torch.Tensor  # [C, S]
+    output_bias: torch.Tensor  # [S], output conditioning plus output_hidden bias
+
+    def frame_biases(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-layer and output biases of one conditioning frame.
+
+        Args: condition ``[batch, C]`` (one frame of :meth:`WaveNetDecoder.conditioning`).
+        Returns: ``(layer biases [layers, batch, 2R], output bias [batch, S])``.
+        """
+        condition = condition.float()
+        layer_biases = torch.matmul(condition, self.layer_weight) + self.layer_bias.unsqueeze(1)
+        return layer_biases, torch.addmm(self.output_bias, condition, self.output_weight)
+
+
+@dataclass
 class DecoderWeights:
     """A decoder's parameters rearranged for the per-sample step (float32, on the decoder's device).
 
@@ -63,10 +83,7 @@ class DecoderWeights:
     residual_weight: torch.Tensor  # [layers - 1, R, R], none for the last layer
     residual_bias: torch.Tensor  # [layers - 1, R]
     skip_weight: torch.Tensor  # [layers, R, S]
-    condition_weight: torch.Tensor  # [layers, C, 2R]
-    condition_bias: torch.Tensor  # [layers, 2R], conditioning plus dilated conv bias
-    output_condition_weight: torch.Tensor  # [C, S]
-    output_bias: torch.Tensor  # [S], output conditioning plus output_hidden bias
+    conditioning: ConditioningMaps
     hidden_weight: torch.Tensor  # [S, S]
     logits_weight: torch.Tensor  # [S, classes]
     logits_bias: torch.Tensor  # [classes]
@@ -106,12 +123,12 @@ class DecoderWeights:
                 ),
                 residual_bias=stacked([layer.residual.bias for layer in residual_layers], residual),
                 skip_weight=stacked([matrix(layer.skip) * 0.5 for layer in layers]),
-                condition_weight=stacked([matrix(layer.condition) * gate_scale for layer in layers]),
-                condition_bias=stacked(
-                    [(layer.condition.bias + layer.dilated.bias) * gate_scale for layer in layers]
+                conditioning=ConditioningMaps(
+                    layer_weight=stacked([matrix(layer.condition) * gate_scale for layer in layers]),
+                    layer_bias=stacked([(layer.condition.bias + layer.dilated.bias) * gate_scale for layer in layers]),
+                    output_weight=matrix(decoder.output_condition).float().contiguous(),
+                    output_bias=(decoder.output_condition.bias + decoder.output_hidden.bias).float(),
                 ),
-                output_condition_weight=matrix(decoder.output_condition).float().contiguous(),
-                output_bias=(decoder.output_condition.bias + decoder.output_hidden.bias).float(),
                 hidden_weight=matrix(decoder.output_hidden).float().contiguous(),
                 logits_weight=matrix(decoder.logits).float().contiguous(),
                 logits_bias=decoder.logits.bias.float().clone(),
@@ -128,15 +145,6 @@ class DecoderWeights:
     @property
     def classes(self) -> int:
         return self.logits_bias.shape[0]
-
-    def frame_biases(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-layer and output biases of one conditioning frame.
-
-        Args: condition ``[batch, C]`` (one frame of :meth:`WaveNetDecoder.conditioning`).
-        Returns: ``(layer biases [layers, batch, 2R], output bias [batch, S])``.
-        """
-        layer_biases = torch.matmul(condition.float(), self.condition_weight) + self.condition_bias.unsqueeze(1)
-        return layer_biases, torch.addmm(self.output_bias, condition.float(), self.output_condition_weight)
 
 
 class TorchStepper:
@@ -266,8 +274,12 @@ class _Stepper:
                 )
         self.torch_stepper = None if self.native else TorchStepper(weights, batch, weights.hop_length)
         self.graph: torch.cuda.CUDAGraph | None = None
+        # Only the conditioning maps are kept: the native stepper has its own copy of the rest.
+        self.conditioning = weights.conditioning
 
-    def set_frame(self, layer_biases: torch.Tensor, output_bias: torch.Tensor) -> None:
+    def set_frame(self, condition: torch.Tensor) -> None:
+        """Use the conditioning frame ``[batch, C]`` for the following steps."""
+        layer_biases, output_bias = self.conditioning.frame_biases(condition)
         if self.native:
             self.native.set_frame(layer_biases, output_bias)
         else:
@@ -374,15 +386,14 @@ def generate(
     inverse_temperature = _inverse_temperature(temperature)
     condition = _conditioning(decoder, z, pitch, n_samples)
     batch = z.shape[0]
-    weights = DecoderWeights.from_decoder(decoder)
-    stepper = _Stepper(weights, batch, backend, threads)
+    stepper = _Stepper(DecoderWeights.from_decoder(decoder), batch, backend, threads)
     if cuda_graph and z.is_cuda and stepper.torch_stepper is not None:
         stepper.capture_cuda_graph(inverse_temperature)
     random_device = generator.device if generator is not None else torch.device("cpu")
     classes = torch.empty(batch, n_samples, dtype=torch.long, device=z.device)
     with tqdm(total=n_samples, disable=not progress, unit="sample", unit_scale=True, desc="decoding") as bar:
-        for frame, start, steps in _frames(n_samples, weights.hop_length):
-            stepper.set_frame(*weights.frame_biases(condition[:, :, frame]))
+        for frame, start, steps in _frames(n_samples, decoder.hop_length):
+            stepper.set_frame(condition[:, :, frame])
             uniforms = None
             if inverse_temperature != math.inf:
                 uniforms = torch.rand(steps, batch, generator=generator, device=random_device).to(z.device)
@@ -410,11 +421,10 @@ def cached_logits(
     if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
         raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
     condition = _conditioning(decoder, z, pitch, inputs.shape[-1])
-    weights = DecoderWeights.from_decoder(decoder)
-    stepper = _Stepper(weights, inputs.shape[0], backend, threads)
+    stepper = _Stepper(DecoderWeights.from_decoder(decoder), inputs.shape[0], backend, threads)
     inputs = inputs.to(torch.float32)
     chunks = []
-    for frame, start, steps in _frames(inputs.shape[-1], weights.hop_length):
-        stepper.set_frame(*weights.frame_biases(condition[:, :, frame]))
+    for frame, start, steps in _frames(inputs.shape[-1], decoder.hop_length):
+        stepper.set_frame(condition[:, :, frame])
         chunks.append(stepper.teacher_forced(start, inputs[:, start : start + steps].t().contiguous()))
     return torch.cat(chunks).permute(1, 2, 0)
