@@ -30,6 +30,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,16 +39,20 @@ from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 
 SAMPLE_RATE = 16000
-# residual, skip, layers, stages, kernel (latent 16, pitch embedding 16, hop 512)
-CONFIGS = {"small": (64, 64, 20, 10, 3), "nsynth": (512, 256, 30, 10, 3)}
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
+CONFIGS = ("small", "nsynth")  # decoders of conf/model/<name>.yaml
 # Samples per note for a cached measurement, per configuration and batch (a few seconds each).
 CACHED_SAMPLES = {"small": {1: 16384, 8: 8192, 32: 4096}, "nsynth": {1: 512, 8: 256, 32: 128}}
 
 
 def build_decoder(config: str) -> WaveNetDecoder:
-    residual, skip, layers, stages, kernel = CONFIGS[config]
+    """The decoder of ``conf/model/<config>.yaml`` with seeded random weights (speed does not depend on them)."""
+    from omegaconf import OmegaConf
+
+    settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{config}.yaml").decoder)
+    settings.pop("_target_")
     torch.manual_seed(0)
-    return WaveNetDecoder(residual, skip, layers, stages, kernel, latent_dim=16, pitch_embedding_dim=16).eval()
+    return WaveNetDecoder(**settings).eval()
 
 
 def multiply_adds_per_sample(decoder: WaveNetDecoder) -> int:
@@ -188,7 +193,7 @@ def main() -> None:
             naive_gflops = naive_rate * flops * cached["window"] / 1e9
             cached_gflops = cached_rate * flops / 1e9
             print(
-                f"{config:>7} {batch:>5} | {naive_mark}{naive_rate:>11.1f} {naive_gflops:>8.1f} "
+                f"{config:>7} {batch:>5} | {naive_mark}{naive_rate:>11.3g} {naive_gflops:>8.1f} "
                 f"{100 * naive_gflops / peak:>5.0f}% {naive_memory} | "
                 f"{cached_rate:>13.0f} {cached_gflops:>8.1f} {100 * cached_gflops / peak:>5.0f}% "
                 f"{cached['memory_mib']:>6.0f} | {cached_rate / naive_rate:>8.0f}x",

@@ -15,6 +15,7 @@ from timbre.cli import main
 from timbre.data.midi import build_datasets
 from timbre.evaluation.composer import (
     KneserNeyModel,
+    key_normalized_pitch_class_histogram,
     model_bits_per_token,
     pitch_class_histogram,
     polyphony,
@@ -72,6 +73,8 @@ def test_music_statistics_on_known_scores() -> None:
     assert histogram[0] == pytest.approx(0.25) and histogram[1] == 0.0
     chromatic = score_of([(i, 1, 60 + i) for i in range(12)])
     assert scale_consistency(chromatic) == pytest.approx(7 / 12)
+    d_major = score_of([(i * 4, 4, pitch + 2) for i, pitch in enumerate([60, 62, 64, 65, 67, 69, 71, 72])])
+    assert np.allclose(key_normalized_pitch_class_histogram([c_major, d_major]), histogram)
     chord = score_of([(0, 8, 60), (0, 8, 64), (0, 8, 67), (4, 4, 72)])
     assert polyphony(chord) == pytest.approx((3 * 4 + 4 * 4) / 8)
 
@@ -96,5 +99,6 @@ def test_evaluate_command_writes_the_report(tmp_path: Path) -> None:
     assert likelihood["target_met"] is False
     assert report["statistics"]["generated"]["pieces"] == 2
     assert 0.0 <= report["statistics"]["pitch_class_histogram_distance"] <= 1.0
+    assert 0.0 <= report["statistics"]["key_normalized_pitch_class_histogram_distance"] <= 1.0
     assert sorted(p.name for p in out.glob("*.mid")) == ["sample_00.mid", "sample_01.mid"]
     assert "Held-out likelihood" in (out / "composer.md").read_text()

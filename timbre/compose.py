@@ -86,7 +86,6 @@ def load_composer(path: str | Path | None = None) -> LoadedComposer:
         raise CheckpointError(
             f"{checkpoint['path']}: tokenizer has {len(tokenizer)} tokens but the model {model.vocab_size}"
         )
-    model = model.float()  # exported models may be stored in half precision
     programs = list(artifacts.get("programs") or [])
     step = checkpoint.get("step") or (checkpoint.get("training") or {}).get("step")
     return LoadedComposer(model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step)

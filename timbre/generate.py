@@ -270,7 +270,7 @@ class _Stepper:
                     f"timbre: native decoding kernel unavailable ({_fastgen.build_error()}); "
                     "using the slower torch stepper",
                     RuntimeWarning,
-                    stacklevel=4,
+                    stacklevel=3,
                 )
         self.torch_stepper = None if self.native else TorchStepper(weights, batch, weights.hop_length)
         self.graph: torch.cuda.CUDAGraph | None = None

@@ -142,6 +142,7 @@ class GrammarState:
         beats: TSD beats elapsed in the current bar.
         bars: bars completed so far (a REMI Bar token completes the bar before it, if any).
         notes: notes completed so far (Duration tokens).
+        in_bar: a REMI Bar token has been seen (the next one completes a bar).
     """
 
     last_type: str | None = None
@@ -207,9 +208,9 @@ class TokenGrammar:
         self.position_values = position_values
         self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
         self.time_signature_of = {
-            i: tuple(int(v) for v in token.split("_")[1].split("/"))
-            for i, token in enumerate(tokenizer[i] for i in range(self.vocab_size))
-            if token.startswith("TimeSig_")
+            i: tuple(int(v) for v in tokenizer[i].split("_")[1].split("/"))
+            for i in range(self.vocab_size)
+            if self.types[i] == "TimeSig"
         }
         self.beats_of_shift = {
             i: _beats(tokenizer[i]) for i in range(self.vocab_size) if self.types[i] == "TimeShift"

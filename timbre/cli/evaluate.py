@@ -31,7 +31,8 @@ def _composer(args: argparse.Namespace) -> int:
         f"Kneser-Ney {likelihood['ngram_order']}-gram {likelihood['ngram_bits_per_token']:.3f} "
         f"(reduction {100 * likelihood['reduction_vs_ngram']:.1f}%, target 25%: "
         f"{'met' if likelihood['target_met'] else 'NOT met'}); "
-        f"pitch-class histogram distance {report['statistics']['pitch_class_histogram_distance']:.3f}; "
+        f"pitch-class histogram distance {report['statistics']['key_normalized_pitch_class_histogram_distance']:.3f} "
+        "(keys normalized); "
         f"report in {args.out}/composer.md"
     )
     return 0
@@ -50,7 +51,7 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--model", help="composer checkpoint file or run directory (default: the bundled chorale model)")
     parser.add_argument("--out", required=True, help="directory for the report and the generated pieces (created)")
-    parser.add_argument("--samples", type=int, default=8, help="pieces to generate (default: 8)")
+    parser.add_argument("--samples", type=int, default=16, help="pieces to generate (default: 16)")
     parser.add_argument("--bars", type=int, default=16, help="bars per generated piece (default: 16)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
     parser.add_argument("--top-k", type=int, help="sample among the K most likely tokens only")
