@@ -157,8 +157,9 @@ def _satb_parts(work: Any, name: str) -> list[Any]:
 def build_chorale_corpus(cache_dir: str | Path | None = None, limit: int | None = None) -> list[Path]:
     """Convert the chorales to MIDI once and return the cached files, in corpus order.
 
-    Conversion takes about 0.1 s per chorale; later calls only read the cache. Chorales that
-    fail to convert are skipped with a warning and remembered in ``skipped.json``.
+    Conversion takes a fraction of a second per chorale (under 2 minutes for all); later calls
+    only read the cache. Chorales that fail to convert are skipped with a warning and
+    remembered in ``skipped.json``.
 
     Args:
         cache_dir: cache root (default :func:`default_cache_dir`); files go to ``chorales/``.

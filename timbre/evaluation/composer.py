@@ -376,8 +376,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         "Pitch-class histogram distance (total variation, 0 = identical, 1 = disjoint): "
         f"{statistics['pitch_class_histogram_distance']:.3f} as played; "
-        f"{statistics['key_normalized_pitch_class_histogram_distance']:.3f} with every piece transposed to C "
-        "(few generated pieces sample few keys, which inflates the first number).",
+        f"{statistics['key_normalized_pitch_class_histogram_distance']:.3f} with every piece transposed to C. "
+        "The first also compares which keys the pieces are in; the second only how pitches are used within a key.",
         "",
         "| program | generated lowest-highest (mean) | held out lowest-highest (mean) | range per piece gen / held out |",
         "|---|---|---|---|",
