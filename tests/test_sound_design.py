@@ -41,8 +41,11 @@ def test_crossfade_is_a_mix_of_the_endpoints(model):
 def test_grid_corners_decode_the_corner_timbres(model):
     grid = timbre_grid(model, [FLUTE, TRUMPET, CELLO, ORGAN], size=3, pitch=60, seconds=1.0)
     corners = model.synthesize_batch([model.encode(s) for s in (FLUTE, TRUMPET, CELLO, ORGAN)], [60] * 4, [1.0] * 4)
-    for (row, col), corner in zip([(0, 0), (0, 2), (2, 0), (2, 2)], corners):
-        assert np.corrcoef(grid[row, col], corner)[0, 1] > 0.99
+    # The filtered-noise part draws other noise in another batch, so compare spectra, not samples.
+    grid_corners = np.stack([grid[0, 0], grid[0, 2], grid[2, 0], grid[2, 2]])
+    expected = spectral_centroid(corners, model.sample_rate)
+    np.testing.assert_allclose(spectral_centroid(grid_corners, model.sample_rate), expected, rtol=0.02)
+    assert expected.max() > 1.2 * expected.min()  # the four corners do sound different
 
 
 def test_morph_starts_like_a_and_ends_like_b(model):
