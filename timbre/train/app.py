@@ -23,7 +23,8 @@ from timbre.train.checkpoint import load_checkpoint
 from timbre.train.distributed import ProcessContext, init_distributed, shutdown
 from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# timbre/conf links to the top-level conf/, so the configs ship inside wheels too.
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def _container(config: DictConfig | dict) -> dict[str, Any]:

@@ -1,0 +1,44 @@
+"""timbre: neural audio synthesis in the spirit of NSynth.
+
+Encode sounds into temporal embeddings with a WaveNet-style autoencoder, blend them into new
+timbres, decode them back into notes (a real-time parallel decoder or the NSynth autoregressive
+WaveNet), compose MIDI with a transformer and render it through the learned timbres.
+
+>>> import timbre
+>>> model = timbre.load()                                    # the bundled default model
+>>> a, b = model.encode("flute.wav"), model.encode("cello.wav")
+>>> mid = timbre.interpolate.slerp(a, b, 0.5)               # [frames, 16]
+>>> audio = model.synthesize(mid, pitch=60, seconds=4.0, velocity=100)
+>>> timbre.save_wav("out.wav", audio, model.sample_rate)
+
+Attributes are imported on first use, so ``import timbre`` (and ``timbre --help``) stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Embedding": "timbre.embedding",
+    "SAMPLE_RATE": "timbre.audio",
+    "TimbreError": "timbre.errors",
+    "TimbreModel": "timbre.synthesizer",
+    "load": "timbre.hub",
+    "load_audio": "timbre.audio",
+    "save_wav": "timbre.audio",
+}
+_SUBMODULES = ("interpolate", "plots", "render", "compose", "audio")
+
+__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"timbre.{name}")
+    raise AttributeError(f"module 'timbre' has no attribute {name!r}")

@@ -1,0 +1,5 @@
+import sys
+
+from timbre.cli import main
+
+sys.exit(main())

@@ -1,0 +1,72 @@
+"""``timbre encode`` and ``timbre decode``: audio to embedding and back."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from timbre.cli.common import (
+    add_model_argument,
+    add_synthesis_arguments,
+    check_inputs_exist,
+    load_model,
+    midi_pitch,
+    report_written,
+    warn_if_outside_training_range,
+)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    encode = subparsers.add_parser(
+        "encode", help="encode an audio file into a timbre embedding (.npy)", description=run_encode.__doc__
+    )
+    encode.add_argument("input", help="audio file (WAV/FLAC/OGG, any rate, mono or stereo)")
+    encode.add_argument("--out", required=True, help="output .npy (metadata goes to a .json beside it)")
+    encode.add_argument("--pitch", type=midi_pitch, default=None, help="MIDI pitch of the input note, if known")
+    add_model_argument(encode)
+    encode.set_defaults(handler=run_encode)
+
+    decode = subparsers.add_parser(
+        "decode", help="synthesize a note from an embedding", description=run_decode.__doc__
+    )
+    decode.add_argument("input", help="embedding .npy written by `timbre encode`")
+    decode.add_argument("--out", required=True, help="output WAV")
+    add_synthesis_arguments(decode, seconds_default=None)
+    add_model_argument(decode)
+    decode.set_defaults(handler=run_decode)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """Encode an audio file into a temporal embedding [frames, 16] saved as .npy (+ .json metadata)."""
+    check_inputs_exist([args.input])
+    model = load_model(args)
+    embedding = model.encode(args.input, pitch=args.pitch)
+    path = embedding.save(args.out)
+    print(f"encoded {args.input}: {embedding.frames} frames x {embedding.dim} dims ({embedding.seconds:.2f} s)")
+    report_written([path, Path(path).with_suffix(".json")])
+    return 0
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """Synthesize a note at --pitch from an embedding written by `timbre encode`."""
+    from timbre.audio import save_wav
+    from timbre.embedding import Embedding
+
+    check_inputs_exist([args.input])
+    embedding = Embedding.load(args.input)
+    model = load_model(args)
+    if embedding.model and embedding.model != model.name:
+        print(f"warning: {args.input} was encoded by {embedding.model}, decoding with {model.name}")
+    warn_if_outside_training_range(model, args.pitch)
+    audio = model.synthesize(
+        embedding, args.pitch, args.seconds, args.velocity, args.temperature, args.seed, progress=True
+    )
+    written = [save_wav(args.out, audio, model.sample_rate)]
+    if args.plot:
+        from timbre.plots import plot_rainbowgram
+
+        png = Path(args.out).with_suffix(".png")
+        plot_rainbowgram(audio, png, title=f"{Path(args.input).stem} at pitch {args.pitch}", sample_rate=model.sample_rate)
+        written.append(png)
+    report_written(written)
+    return 0

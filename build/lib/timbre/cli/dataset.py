@@ -1,0 +1,89 @@
+"""``timbre dataset build``: render an NSynth-layout note dataset from an SF2 soundfont."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from timbre.errors import ConfigError
+
+
+def parse_int_list(text: str, name: str) -> list[int]:
+    """Parse ``"21-108"``, ``"48,60,72"`` or a mix (``"0-7,40"``) into a list of integers.
+
+    Raises:
+        ConfigError: naming ``name`` (the option) when the text is not of that form.
+    """
+    values: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            low, separator, high = part.partition("-")
+            if separator:
+                first, last = int(low), int(high)
+                if first > last:
+                    raise ConfigError(f"{name}: range '{part}' runs backwards")
+                values.extend(range(first, last + 1))
+            else:
+                values.append(int(part))
+    except ValueError:
+        raise ConfigError(f"{name}: expected numbers like '21-108' or '48,60,72', got '{text}'") from None
+    return values
+
+
+def _build(args: argparse.Namespace) -> int:
+    # Imported here so that `timbre --help` does not load torch and FluidSynth.
+    from timbre.data.families import DEFAULT_PROGRAMS
+    from timbre.data.soundfont import DEFAULT_PITCHES, DEFAULT_VELOCITIES, build_dataset
+
+    summary = build_dataset(
+        soundfont=args.soundfont,
+        out=args.out,
+        programs=parse_int_list(args.programs, "--programs") if args.programs else DEFAULT_PROGRAMS,
+        pitches=parse_int_list(args.pitches, "--pitches") if args.pitches else DEFAULT_PITCHES,
+        velocities=parse_int_list(args.velocities, "--velocities") if args.velocities else DEFAULT_VELOCITIES,
+        seconds=args.seconds,
+        hold=args.hold,
+        valid=args.valid,
+        test=args.test,
+        sample_rate=args.sample_rate,
+        progress=not args.quiet,
+        workers=args.workers,
+        seed=args.seed,
+    )
+    print(summary.describe())
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``timbre dataset`` and its ``build`` sub-command."""
+    parser = subparsers.add_parser("dataset", help="build note datasets", description="Build note datasets.")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build",
+        help="render an NSynth-layout dataset from an SF2 soundfont",
+        description=(
+            "Render every (program, pitch, velocity) note of a soundfont NSynth-style (held, then released; "
+            "16 kHz mono) into OUT/nsynth-{train,valid,test}/, split by instrument. "
+            "Re-running skips finished notes."
+        ),
+    )
+    build.add_argument("--soundfont", required=True, help="SF2 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2")
+    build.add_argument("--out", required=True, help="dataset root directory (created)")
+    build.add_argument(
+        "--programs", help="General MIDI programs, e.g. 0,24,40 or 0-111 (default: 0-111, the pitched ones)"
+    )
+    build.add_argument("--pitches", help="MIDI pitches, e.g. 21-108 (default) or 48,60,72")
+    build.add_argument("--velocities", help="MIDI velocities (default: 25,50,75,100,127)")
+    build.add_argument("--seconds", type=float, default=4.0, help="note length in seconds (default: 4)")
+    build.add_argument("--hold", type=float, default=3.0, help="seconds the key is held before release (default: 3)")
+    build.add_argument("--valid", type=float, default=0.1, help="fraction of instruments for validation (default: 0.1)")
+    build.add_argument("--test", type=float, default=0.1, help="fraction of instruments for testing (default: 0.1)")
+    build.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the audio (default: 16000)")
+    build.add_argument(
+        "--workers", type=int, default=min(4, os.cpu_count() or 1),
+        help="rendering processes; the output does not depend on it (default: CPU count, at most 4)",
+    )
+    build.add_argument("--seed", type=int, default=0, help="seed of the instrument split (default: 0)")
+    build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.set_defaults(handler=_build)

@@ -1,0 +1,30 @@
+"""``timbre demo``: the main job on the bundled models (what ``make demo`` runs)."""
+
+from __future__ import annotations
+
+import argparse
+
+from timbre.cli.common import positive_int
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the main job on the bundled models: sweep, grid, morph, compose and render",
+        description=run.__doc__,
+    )
+    parser.add_argument("--out", default="out", help="output directory (default: %(default)s)")
+    parser.add_argument("--model", default="default", help="autoencoder (default: the bundled default)")
+    parser.add_argument("--composer", default=None, help="composer checkpoint (default: the bundled chorale model)")
+    parser.add_argument("--bars", type=positive_int, default=8, help="bars of the composed chorale (default: 8)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Encode the bundled instrument notes, decode them, sweep and grid between them, morph one into
+    another, compose a chorale and render it through learned timbres; WAVs and PNGs go to --out."""
+    from timbre.demo import run_demo
+
+    run_demo(args.out, args.model, args.composer, args.bars, args.seed)
+    return 0

@@ -1,0 +1,146 @@
+"""``timbre render``: play a MIDI file through learned timbres (and, for A/B, through FluidSynth)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from timbre.cli.common import positive_int
+
+# Bundled model for each decoder when --model is not given.
+DEFAULT_MODELS = {"fast": "default", "wavenet": "wavenet-small"}
+
+
+def _render(args: argparse.Namespace) -> int:
+    # Imported here so that `timbre --help` does not load torch.
+    import timbre
+    from timbre.errors import ConfigError
+    from timbre.render import DEFAULT_TIMBRE_SET, onset_f_measure, parse_assignment, render_fluidsynth, render_midi
+
+    if args.list:
+        return _list_tracks(args)
+    if args.out is None:
+        raise ConfigError("--out is required (the WAV file to write), unless --list is given")
+    timbres = dict(parse_assignment(text, "--timbre") for text in args.timbre)
+    morphs = {key: value.split(",") for key, value in (parse_assignment(t, "--morph") for t in args.morph)}
+    gains = dict(parse_assignment(text, "--gain") for text in args.gain)
+    model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
+    model = timbre.load(model_name, device=args.device)
+    if args.decoder and model.decoder_kind != args.decoder:
+        raise ConfigError(f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for")
+
+    with _messages(args.verbose):
+        result = render_midi(
+            args.midi, model, timbres, morphs, gains, timbre_set_dir=args.timbre_set or DEFAULT_TIMBRE_SET, start=args.start,
+            end=args.end, release=args.release, interpolation=args.interpolation, batch_size=args.batch_size,
+            temperature=args.temperature, seed=args.seed, peak_db=args.peak_db, progress=not args.no_progress,
+        )  # fmt: skip
+    out = timbre.save_wav(args.out, result.audio, result.sample_rate)
+    plan = result.plan
+    rendered = sum(1 for track in plan.tracks if not track.skipped)
+    print(
+        f"wrote {out}: {result.seconds:.1f} s, {plan.notes} notes in {rendered} tracks "
+        f"({plan.unique_notes} synthesized, {plan.cache_hits} from the cache), {model.decoder_kind} decoder, "
+        f"{result.wall_seconds:.1f} s ({result.realtime_factor:.1f}x real time)"
+    )
+    if args.reference == "fluidsynth":
+        reference = render_fluidsynth(
+            args.midi, args.soundfont, start=args.start, end=args.end, samples=result.audio.shape[0],
+            sample_rate=result.sample_rate, peak_db=args.peak_db,
+        )  # fmt: skip
+        reference_path = timbre.save_wav(out.with_suffix(".fluidsynth.wav"), reference, result.sample_rate)
+        print(f"wrote {reference_path}: the same notes through FluidSynth ({Path(args.soundfont).name})")
+        for label, audio in (("timbre", result.audio), ("fluidsynth", reference)):
+            score = onset_f_measure(audio, args.midi, sample_rate=result.sample_rate, start=args.start, end=args.end)
+            print(
+                f"onset F-measure ({label}): {score.f_measure:.3f} (precision {score.precision:.3f}, "
+                f"recall {score.recall:.3f}; {score.reference} score onsets, {score.estimated} detected)"
+            )
+    return 0
+
+
+def _list_tracks(args: argparse.Namespace) -> int:
+    from timbre.data.families import gm_program
+    from timbre.render import read_tracks
+
+    for track in read_tracks(args.midi, args.start, args.end):
+        kind = "drums" if track.is_drum else gm_program(track.program).name
+        name = f" {track.name!r}" if track.name else ""
+        print(f"{track.index:3d}{name}: program {track.program} ({kind}), {len(track.notes)} notes")
+    return 0
+
+
+@contextlib.contextmanager
+def _messages(verbose: bool) -> Iterator[None]:
+    """Print the renderer's warnings (and with ``verbose`` its track and cache report) to stderr."""
+    logger = logging.getLogger("timbre.render")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("timbre render: %(message)s"))
+    previous = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous[0])
+        logger.propagate = previous[1]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``timbre render``."""
+    parser = subparsers.add_parser(
+        "render",
+        help="render a MIDI file through learned timbres",
+        description=(
+            "Play every note of a MIDI file through a learned timbre: each pitched track gets the timbre "
+            "assigned with --timbre (or --morph), else the bundled timbre of its General MIDI program "
+            "(same program, else same NSynth family, else nearest program). Drum tracks are skipped. "
+            "Identical notes are synthesized once; the mix is normalised to --peak-db without clipping."
+        ),
+        epilog=(
+            "TRACK is a track index (see --list), a track name, program:N or all. SOURCE is an audio file "
+            "(encoded on the fly), an .npy embedding, gm:N (bundled timbre of program N) or "
+            "blend:A,B[,...][:WEIGHT_A,WEIGHT_B,...]. Example: timbre render song.mid --out song.wav "
+            "--timbre 0=flute.wav --timbre 1=blend:a.wav,b.wav:0.3,0.7 --morph Bass=gm:32,gm:38"
+        ),
+    )
+    parser.add_argument("midi", help="MIDI file to render")
+    parser.add_argument("--out", help="WAV file to write (16 kHz mono)")
+    parser.add_argument("--timbre", action="append", default=[], metavar="TRACK=SOURCE", help="timbre of a track (repeatable)")
+    parser.add_argument(
+        "--morph", action="append", default=[], metavar="TRACK=A,B",
+        help="move a track from timbre A to B (to C ...) across the piece (repeatable; overrides --timbre)",
+    )  # fmt: skip
+    parser.add_argument("--gain", action="append", default=[], metavar="TRACK=DB", help="gain of a track in dB (repeatable)")
+    parser.add_argument("--decoder", choices=sorted(DEFAULT_MODELS), help="fast (parallel, default) or wavenet (autoregressive)")
+    parser.add_argument("--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)")
+    parser.add_argument(
+        "--timbre-set", metavar="DIR", help="timbre set for gm:N and unassigned tracks (default: the bundled set)"
+    )
+    parser.add_argument("--start", type=float, default=0.0, help="render from this time in seconds (default: 0)")
+    parser.add_argument("--end", type=float, help="render notes starting before this time in seconds (default: the end)")
+    parser.add_argument(
+        "--release", type=float, help="cap each note's release at this many seconds (default: the timbre's full release)"
+    )
+    parser.add_argument(
+        "--interpolation", choices=("slerp", "lerp"), default="slerp", help="how blends and morphs mix (default: slerp)"
+    )
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder (default: 1.0)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")
+    parser.add_argument("--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures")
+    parser.add_argument("--soundfont", default="/usr/share/sounds/sf2/FluidR3_GM.sf2", help="SF2 soundfont of the reference")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--list", action="store_true", help="list the tracks of the MIDI file and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="report each track's timbre and the cache statistics")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(handler=_render)

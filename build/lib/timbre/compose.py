@@ -1,0 +1,287 @@
+"""Symbolic generation: compose MIDI from scratch or continue a primer with a trained composer.
+
+Sampling runs under :class:`timbre.tokens.TokenGrammar` masks, so every sampled sequence is
+well formed (Bar, TimeSig, Position, Program, Pitch, Duration in order; positions increasing
+within a bar; only the programs of the training corpus) and decodes to exactly the notes it
+spells. The only repair left is at the end: once a token budget is spent, time tokens are masked
+until the note being written is complete, and trailing time tokens are dropped before decoding.
+The same seed gives the same MIDI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import miditok
+import numpy as np
+import symusic
+import torch
+
+from timbre.data.midi import load_score
+from timbre.errors import CheckpointError, ConfigError, MidiError
+from timbre.models.composer import Composer
+from timbre.tokens import (
+    GrammarState,
+    TokenGrammar,
+    decode_ids,
+    encode_score,
+    special_token_id,
+    token_types,
+    tokenizer_from_dict,
+)
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+DEFAULT_COMPOSER = PRETRAINED_DIR / "composer-chorales"
+# Safety bound on tokens per requested bar; chorales use about 70, dense pop about 300.
+MAX_TOKENS_PER_BAR = 1024
+# Enough tokens to complete a note from any grammar state (TimeSig Position Program Pitch
+# Velocity Duration, after a Bar), so that a budget never ends without a note.
+TOKENS_TO_FINISH = 8
+
+
+@dataclass
+class LoadedComposer:
+    """A composer checkpoint ready to sample from.
+
+    Attributes:
+        model: the transformer (EMA weights, eval mode).
+        tokenizer: the tokenizer it was trained with.
+        programs: programs of its corpus, highest voice first (e.g. soprano..bass).
+        artifacts: everything the data config stored in the checkpoint.
+        path: the checkpoint file.
+        step: training steps behind the weights, when the checkpoint says.
+    """
+
+    model: Composer
+    tokenizer: miditok.MusicTokenizer
+    programs: list[int]
+    artifacts: dict[str, Any]
+    path: Path
+    step: int | None = None
+
+
+def load_composer(path: str | Path | None = None) -> LoadedComposer:
+    """Load a composer checkpoint (file or run directory); default: the bundled chorale model.
+
+    Raises:
+        CheckpointError: missing or unreadable file, or a checkpoint that is not a composer.
+    """
+    from timbre.train.checkpoint import load_model
+
+    if path is None:
+        path = DEFAULT_COMPOSER
+        if not (path / "model.pt").is_file():
+            raise CheckpointError(
+                f"{path}: the bundled composer model is not installed; pass --model PATH "
+                "(a checkpoint of timbre-train experiment=chorales)"
+            )
+    model, checkpoint = load_model(path)
+    artifacts = checkpoint.get("artifacts") or {}
+    if not isinstance(model, Composer) or "tokenizer" not in artifacts:
+        raise CheckpointError(f"{checkpoint['path']}: not a composer checkpoint (no Composer model and tokenizer)")
+    tokenizer = tokenizer_from_dict(artifacts["tokenizer"])
+    if len(tokenizer) != model.vocab_size:
+        raise CheckpointError(
+            f"{checkpoint['path']}: tokenizer has {len(tokenizer)} tokens but the model {model.vocab_size}"
+        )
+    programs = list(artifacts.get("programs") or [])
+    step = checkpoint.get("step") or (checkpoint.get("training") or {}).get("step")
+    return LoadedComposer(model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step)
+
+
+def fit_prime_to_voices(score: symusic.Score, programs: Sequence[int]) -> symusic.Score:
+    """Give a primer's tracks the corpus programs whose register they are in.
+
+    A primer whose programs all belong to the corpus is kept as is. Otherwise its pitched
+    tracks, highest mean pitch first, take ``programs`` in order (a melody becomes the
+    soprano of a chorale model); tracks beyond the number of voices join the lowest voice.
+    Drum tracks are dropped unless the corpus has drums (program -1).
+    """
+    used = {-1 if track.is_drum else track.program for track in score.tracks if len(track.notes)}
+    if not programs or used <= set(programs):
+        return score
+    fitted = score.copy()
+    keep_drums = -1 in programs
+    voices = [p for p in programs if p != -1]
+    tracks = [t for t in fitted.tracks if len(t.notes) and (keep_drums or not t.is_drum)]
+    pitched = sorted(
+        (t for t in tracks if not t.is_drum), key=lambda t: -float(np.mean([n.pitch for n in t.notes]))
+    )
+    for rank, track in enumerate(pitched):
+        track.program = voices[min(rank, len(voices) - 1)]
+    fitted.tracks = [t for t in tracks if t.is_drum] + pitched
+    if fitted.note_num() == 0:
+        raise MidiError("the primer holds only drums, which this model cannot continue")
+    return fitted
+
+
+class CompositionControl:
+    """Grammar masks plus the stopping rule of :func:`compose_many` (a ``GenerationControl``).
+
+    A row is complete once it is between notes, holds at least one note, and has either
+    ``bars`` more completed bars than its prompt or at least ``tokens`` new tokens. Past
+    ``finish_after`` new tokens an incomplete row may no longer advance time (Bar, TimeShift,
+    TimeSig tokens are masked while anything else is allowed), so it completes a note within
+    :data:`TOKENS_TO_FINISH` tokens. Rows that complete early keep sampling until the whole
+    batch is done; :attr:`lengths` says where each row was complete.
+    """
+
+    def __init__(
+        self,
+        grammar: TokenGrammar,
+        prompts: Sequence[Sequence[int]],
+        bars: int | None,
+        tokens: int | None,
+        finish_after: int,
+    ) -> None:
+        self.grammar = grammar
+        self.states: list[GrammarState] = [grammar.state_after(prompt) for prompt in prompts]
+        self.target_bars = [state.bars + bars if bars is not None else None for state in self.states]
+        self.tokens = tokens
+        self.finish_after = finish_after
+        self.new_tokens = 0
+        self.lengths: list[int | None] = [None] * len(self.states)
+        self.time_types = torch.zeros(grammar.vocab_size, dtype=torch.bool)
+        for kind in ("Bar", "TimeShift", "TimeSig"):
+            self.time_types |= grammar.type_masks.get(kind, self.time_types)
+
+    def allowed(self) -> torch.Tensor:
+        masks = []
+        for row, state in enumerate(self.states):
+            mask = self.grammar.allowed(state)
+            if self.new_tokens >= self.finish_after and self.lengths[row] is None:
+                hurried = mask & ~self.time_types
+                mask = hurried if hurried.any() else mask
+            masks.append(mask)
+        return masks[0][None] if len(masks) == 1 else torch.stack(masks)
+
+    def update(self, tokens: torch.Tensor) -> None:
+        self.new_tokens += 1
+        for row, (state, token) in enumerate(zip(self.states, tokens.tolist())):
+            self.grammar.advance(state, token)
+            if self.lengths[row] is None and self._complete(row):
+                self.lengths[row] = self.new_tokens
+
+    def _complete(self, row: int) -> bool:
+        state = self.states[row]
+        if state.inside_note or state.notes == 0:
+            return False
+        if self.target_bars[row] is not None:
+            return state.bars >= self.target_bars[row]
+        return self.new_tokens >= self.tokens
+
+    def finished(self) -> bool:
+        return all(length is not None for length in self.lengths)
+
+
+def prime_tokens(composer: LoadedComposer, prime: symusic.Score, name: str = "primer") -> list[int]:
+    """Token ids of a primer score (without BOS), its programs fitted to the model's voices.
+
+    Raises:
+        MidiError: naming ``name``, when the primer has no notes the tokenizer can represent.
+    """
+    try:
+        return encode_score(composer.tokenizer, fit_prime_to_voices(prime, composer.programs))
+    except MidiError as error:
+        raise MidiError(f"{name}: {error}") from None
+
+
+def complete_notes(tokenizer: miditok.MusicTokenizer, ids: Sequence[int]) -> list[int]:
+    """``ids`` up to and including its last Duration: drops an unfinished note and trailing time tokens."""
+    types = token_types(tokenizer)
+    last = max((i for i, token in enumerate(ids) if types[token] == "Duration"), default=-1)
+    return list(ids[: last + 1])
+
+
+def compose_many(
+    composer: LoadedComposer,
+    count: int = 1,
+    prime: str | Path | symusic.Score | None = None,
+    bars: int | None = 16,
+    tokens: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> list[symusic.Score]:
+    """Sample ``count`` pieces in one batch (see :func:`compose` for the arguments)."""
+    _check_sampling(count, bars, tokens, temperature, top_k, top_p)
+    tokenizer, model = composer.tokenizer, composer.model
+    prime_score = load_score(prime) if isinstance(prime, (str, Path)) else prime
+    name = str(prime) if isinstance(prime, (str, Path)) else "primer"
+    primer = prime_tokens(composer, prime_score, name) if prime_score is not None else []
+    prompt = [special_token_id(tokenizer, "BOS"), *primer]
+    grammar = TokenGrammar(tokenizer, composer.programs or None)
+    finish_after = tokens if tokens is not None else bars * MAX_TOKENS_PER_BAR
+    control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after)
+    generator = torch.Generator().manual_seed(seed)
+    batch = torch.tensor([prompt] * count, dtype=torch.long)
+    output = model.generate(batch, finish_after + TOKENS_TO_FINISH, temperature, top_k, top_p, generator, control)
+    # Tracks in the corpus's voice order (soprano first for the chorales), then any others.
+    order = {program: rank for rank, program in enumerate(composer.programs)}
+    scores = []
+    for row, length in enumerate(control.lengths):
+        new = output[row, len(prompt) :].tolist()
+        ids = complete_notes(tokenizer, primer + new[: length or len(new)])
+        score = decode_ids(tokenizer, ids)
+        score.tracks = sorted(score.tracks, key=lambda t: order.get(-1 if t.is_drum else t.program, len(order)))
+        if prime_score is not None and len(prime_score.tempos):
+            # Tempo is not tokenized: play the piece at the primer's opening tempo.
+            score.tempos = [symusic.Tempo(0, prime_score.tempos[0].qpm)]
+        scores.append(score)
+    return scores
+
+
+def compose(
+    composer: LoadedComposer,
+    prime: str | Path | symusic.Score | None = None,
+    bars: int | None = 16,
+    tokens: int | None = None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int = 0,
+) -> symusic.Score:
+    """Compose a piece from scratch or continue a primer.
+
+    Args:
+        composer: from :func:`load_composer`.
+        prime: a MIDI file or score whose notes open the piece (quantized to the tokenizer's
+            grid); its tracks take the model's voices (:func:`fit_prime_to_voices`).
+        bars: bars to add after the primer's last bar line (ignored when ``tokens`` is given).
+        tokens: new tokens to sample instead (the last note is completed).
+        temperature, top_k, top_p: sampling (see :func:`timbre.models.composer.sample_next`).
+        seed: the same seed, model and arguments give the same piece.
+
+    Returns:
+        A score with one track per program, at the tokenizer's time division.
+    """
+    return compose_many(composer, 1, prime, bars, tokens, temperature, top_k, top_p, seed)[0]
+
+
+def save_midi(score: symusic.Score, path: str | Path) -> Path:
+    """Write ``score`` as a MIDI file atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise MidiError(f"{path}: folder {path.parent} does not exist")
+    temporary = path.with_name(f".{path.name}.part")
+    temporary.write_bytes(score.dumps_midi())
+    temporary.replace(path)
+    return path
+
+
+def _check_sampling(count: int, bars: int | None, tokens: int | None, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if count < 1:
+        raise ConfigError(f"count must be at least 1, got {count}")
+    if tokens is None and (bars is None or bars < 1):
+        raise ConfigError(f"--bars must be at least 1, got {bars}")
+    if tokens is not None and tokens < 1:
+        raise ConfigError(f"--tokens must be at least 1, got {tokens}")
+    if not temperature >= 0:
+        raise ConfigError(f"--temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")

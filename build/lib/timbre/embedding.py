@@ -1,0 +1,150 @@
+"""The :class:`Embedding`: a timbre as a temporal latent ``[frames, dim]`` plus where it came from.
+
+An embedding of an NSynth-style note has three parts in time: the attack, the sustain (key held)
+and the release (key let go). :meth:`Embedding.fit_to_duration` keeps the attack frames, stretches
+or shortens the sustain frames to the requested hold time (linear interpolation between frames, so
+there are no loop seams) and appends the release frames unchanged. That is how one 4 s note plays a
+MIDI note of any length.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from timbre.errors import AudioError
+
+# NSynth notes are held for 3 of their 4 seconds; the first 0.25 s is treated as the attack.
+DEFAULT_HOLD_FRACTION = 0.75
+DEFAULT_ATTACK_SECONDS = 0.25
+
+
+@dataclass
+class Embedding:
+    """A timbre embedding and its provenance.
+
+    Attributes:
+        tensor: ``[frames, dim]`` float32, one frame per ``hop_length`` samples.
+        sample_rate: audio rate of the model that made it.
+        hop_length: samples per frame.
+        release_frame: first frame of the release (key up); frames before it are attack + sustain.
+        attack_frames: frames kept verbatim at the start when the note is fitted to a duration.
+        source: where it came from (a file path, "array", "blend", ...).
+        pitch: MIDI pitch of the source note if known.
+        velocity: MIDI velocity of the source note if known.
+        model: name of the model that encoded it (embeddings of different models are incompatible).
+    """
+
+    tensor: torch.Tensor
+    sample_rate: int = 16000
+    hop_length: int = 512
+    release_frame: int | None = None
+    attack_frames: int | None = None
+    source: str = "array"
+    pitch: int | None = None
+    velocity: int | None = None
+    model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
+        if self.tensor.dim() != 2 or self.tensor.shape[0] == 0:
+            raise AudioError(f"{self.source}: an embedding must be [frames, dim] with frames > 0, got {tuple(self.tensor.shape)}")
+        if not torch.isfinite(self.tensor).all():
+            raise AudioError(f"{self.source}: the embedding holds NaN or infinite values")
+        if self.release_frame is None:
+            self.release_frame = round(DEFAULT_HOLD_FRACTION * self.frames)
+        if self.attack_frames is None:
+            self.attack_frames = round(DEFAULT_ATTACK_SECONDS * self.sample_rate / self.hop_length)
+        self.release_frame = int(min(max(self.release_frame, 1), self.frames))
+        self.attack_frames = int(min(max(self.attack_frames, 0), self.release_frame - 1))
+
+    @property
+    def frames(self) -> int:
+        return int(self.tensor.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.tensor.shape[1])
+
+    @property
+    def seconds(self) -> float:
+        return self.frames * self.hop_length / self.sample_rate
+
+    @property
+    def release_seconds(self) -> float:
+        return (self.frames - self.release_frame) * self.hop_length / self.sample_rate
+
+    def with_tensor(self, tensor: torch.Tensor, source: str | None = None) -> "Embedding":
+        """A copy with a new tensor of the same layout (e.g. an interpolation result)."""
+        return replace(self, tensor=tensor, source=source or self.source, extra=dict(self.extra))
+
+    def fit_to_duration(self, hold_seconds: float) -> "Embedding":
+        """Attack kept, sustain stretched (or cut) to ``hold_seconds`` in all, release appended.
+
+        Returns an embedding of ``ceil(hold_seconds * rate / hop) + release frames`` frames whose
+        ``release_frame`` marks where the key is let go.
+        """
+        if not (hold_seconds > 0 and math.isfinite(hold_seconds)):
+            raise ValueError(f"hold_seconds must be a positive number, got {hold_seconds}")
+        hold_frames = max(1, math.ceil(hold_seconds * self.sample_rate / self.hop_length))
+        attack = self.tensor[: self.attack_frames]
+        sustain = self.tensor[self.attack_frames : self.release_frame]
+        release = self.tensor[self.release_frame :]
+        if hold_frames <= self.attack_frames:
+            held = attack[:hold_frames]
+        else:
+            wanted = hold_frames - self.attack_frames
+            if wanted <= sustain.shape[0]:
+                sustain = sustain[:wanted]
+            else:
+                sustain = F.interpolate(sustain.T.unsqueeze(0), size=wanted, mode="linear", align_corners=True)[0].T
+            held = torch.cat([attack, sustain])
+        tensor = torch.cat([held, release])
+        return replace(
+            self, tensor=tensor, release_frame=held.shape[0], attack_frames=min(self.attack_frames, held.shape[0] - 1)
+        )
+
+    # ------------------------------------------------------------------ files
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``[frames, dim]`` to ``.npy`` with the metadata in a ``.json`` beside it (atomically)."""
+        from timbre.io_utils import atomic_write
+
+        path = Path(path)
+        metadata = {k: v for k, v in asdict(self).items() if k != "tensor"}
+        with atomic_write(path) as handle:
+            np.save(handle, self.tensor.numpy())
+        with atomic_write(path.with_suffix(".json"), mode="w") as handle:
+            json.dump(metadata, handle, indent=2)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Embedding":
+        """Read an embedding saved by :meth:`save` (a bare ``[frames, dim]`` ``.npy`` also works)."""
+        path = Path(path)
+        if not path.is_file():
+            raise AudioError(f"{path}: embedding file does not exist")
+        try:
+            array = np.load(path, allow_pickle=False)
+        except Exception as error:
+            raise AudioError(f"{path}: not a readable .npy embedding ({error})") from None
+        if array.ndim != 2:
+            raise AudioError(f"{path}: expected an embedding [frames, dim], found shape {array.shape}")
+        metadata: dict[str, Any] = {}
+        sidecar = path.with_suffix(".json")
+        if sidecar.is_file():
+            try:
+                metadata = json.loads(sidecar.read_text())
+            except json.JSONDecodeError as error:
+                raise AudioError(f"{sidecar}: corrupt embedding metadata ({error})") from None
+        metadata["source"] = metadata.get("source") or str(path)
+        known = {f for f in cls.__dataclass_fields__ if f != "tensor"}
+        return cls(tensor=torch.from_numpy(array.astype(np.float32)), **{k: v for k, v in metadata.items() if k in known})

@@ -1,0 +1,288 @@
+"""Metrics of synthesized notes: spectral distance, pitch by an independent tracker, spectral centroid
+and the smoothness of a sequence of values (an interpolation sweep).
+
+- Multi-scale spectral distance: :class:`auraloss.freq.MultiResolutionSTFTLoss` with the settings of
+  the parallel decoder's training loss (FFT sizes 2048 ... 64, hop a quarter of the size, Hann
+  window of the full size, L1 of log magnitudes plus L1 of linear magnitudes, averaged over sizes).
+  0 for identical signals; it does not care about phase.
+- Pitch: PESTO (Riou et al., 2023; weights inside the ``pesto-pitch`` wheel) tracks fractional MIDI
+  pitch every 20 ms. A note is "correct" when the median pitch of its sounding frames is within
+  ``tolerance_cents`` of the intended MIDI pitch; a silent note is not correct. Sounding frames are
+  those within ``LOUDNESS_RANGE_DB`` of the note's loudest frame (RMS over 64 ms), provided that
+  one is above ``SILENCE_DBFS``. PESTO's own voicing confidence is not used: on FluidR3 brass,
+  guitar, keyboard and bass notes it stays below 0.5 (often below 0.2) on frames whose pitch it
+  tracks exactly. PESTO was not trained on timbre's data, so it is an independent judge; run it on
+  the input notes too, to know what it can and cannot hear (the ceiling): it makes octave errors on
+  some very low and very high notes.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Sequence
+
+import auraloss
+import numpy as np
+import pesto
+import torch
+
+# The parallel decoder's training loss resolutions (timbre.models.parallel.HarmonicNoiseDecoder).
+MSS_FFT_SIZES = (2048, 1024, 512, 256, 128, 64)
+PESTO_MODEL = "mir-1k_g7"
+# PESTO judges every frame on its own, so a coarser hop than its default 10 ms gives the same
+# per-frame pitches at half the cost.
+PESTO_STEP_MS = 20.0
+# Notes per PESTO call: bounds the memory of its CQT on long notes.
+PESTO_BATCH = 8
+TOLERANCE_CENTS = 50.0
+LOUDNESS_RANGE_DB = 30.0
+SILENCE_DBFS = -60.0
+LOUDNESS_WINDOW = 1024
+CENTROID_FFT_SIZE = 2048
+
+__all__ = [
+    "MSS_FFT_SIZES",
+    "PitchScore",
+    "SweepSmoothness",
+    "count_reversals",
+    "frame_loudness",
+    "multiscale_spectral_distance",
+    "pitch_scores",
+    "spectral_centroid",
+    "sweep_smoothness",
+    "track_pitch",
+]
+
+
+def _as_batch(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.Tensor:
+    """``[notes, samples]`` float32 tensor from an array, a tensor or a list of equally long notes."""
+    if isinstance(audio, (list, tuple)):
+        audio = np.stack([np.asarray(note, dtype=np.float32) for note in audio])
+    batch = torch.as_tensor(audio, dtype=torch.float32)
+    if batch.ndim == 1:
+        batch = batch[None]
+    if batch.ndim != 2 or batch.shape[-1] == 0:
+        raise ValueError(f"expected audio [notes, samples] with samples > 0, got shape {tuple(batch.shape)}")
+    return batch
+
+
+@functools.lru_cache(maxsize=None)
+def _multiscale_stft_loss(fft_sizes: tuple[int, ...]) -> auraloss.freq.MultiResolutionSTFTLoss:
+    return auraloss.freq.MultiResolutionSTFTLoss(
+        fft_sizes=list(fft_sizes),
+        hop_sizes=[size // 4 for size in fft_sizes],
+        win_lengths=list(fft_sizes),
+        w_sc=0.0,
+        w_log_mag=1.0,
+        w_lin_mag=1.0,
+    )
+
+
+@torch.inference_mode()
+def multiscale_spectral_distance(
+    estimate: np.ndarray | torch.Tensor,
+    reference: np.ndarray | torch.Tensor,
+    fft_sizes: Sequence[int] = MSS_FFT_SIZES,
+) -> np.ndarray:
+    """Multi-scale spectral distance of each estimated note to its reference.
+
+    Args:
+        estimate, reference: ``[notes, samples]`` (or ``[samples]``) waveforms of equal shape.
+        fft_sizes: STFT sizes; hop is a quarter of each, window the full size.
+
+    Returns:
+        ``[notes]`` float64: per note, the mean over sizes of ``L1(log|X|, log|Y|) + L1(|X|, |Y|)``.
+    """
+    estimate, reference = _as_batch(estimate), _as_batch(reference)
+    if estimate.shape != reference.shape:
+        raise ValueError(f"estimate {tuple(estimate.shape)} and reference {tuple(reference.shape)} differ in shape")
+    loss = _multiscale_stft_loss(tuple(int(size) for size in fft_sizes))
+    # One note at a time: auraloss averages over the batch.
+    return np.array([float(loss(x[None, None], y[None, None])) for x, y in zip(estimate, reference)])
+
+
+@dataclass(frozen=True)
+class PitchScore:
+    """How well one note holds its intended pitch, as PESTO hears it.
+
+    Attributes:
+        cents: median pitch of the sounding frames minus the intended pitch, in cents (NaN when silent).
+        correct: ``|cents| <= tolerance``.
+        sounding_fraction: fraction of the note's frames that are sounding.
+        frames_within: fraction of the sounding frames within the tolerance (NaN when silent).
+    """
+
+    cents: float
+    correct: bool
+    sounding_fraction: float
+    frames_within: float
+
+
+@functools.lru_cache(maxsize=None)
+def _pesto(sample_rate: int) -> torch.nn.Module:
+    return pesto.load_model(PESTO_MODEL, step_size=PESTO_STEP_MS, sampling_rate=sample_rate).eval()
+
+
+@torch.inference_mode()
+def track_pitch(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], sample_rate: int) -> np.ndarray:
+    """PESTO pitch every 20 ms, frame ``k`` centred on sample ``k * hop``.
+
+    Args:
+        audio: ``[notes, samples]`` (or ``[samples]``) waveforms.
+        sample_rate: their rate in Hz.
+
+    Returns:
+        ``[notes, 1 + samples // hop]`` float64 fractional MIDI pitches.
+    """
+    batch = _as_batch(audio)
+    model = _pesto(int(sample_rate))
+    midi = []
+    for chunk in batch.split(PESTO_BATCH):
+        pitch, _confidence, _volume = model(chunk, sr=int(sample_rate), convert_to_freq=False, return_activations=False)
+        midi.append(pitch.reshape(chunk.shape[0], -1).double())
+    return torch.cat(midi).numpy()
+
+
+def frame_loudness(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], hop_length: int) -> np.ndarray:
+    """RMS level in dBFS over ``LOUDNESS_WINDOW`` samples centred on every ``hop_length``-th sample.
+
+    Returns:
+        ``[notes, 1 + samples // hop_length]`` float64 (-inf for digital silence).
+    """
+    batch = _as_batch(audio).double()
+    half = LOUDNESS_WINDOW // 2
+    frames = torch.nn.functional.pad(batch, (half, half)).unfold(-1, LOUDNESS_WINDOW, hop_length)
+    frames = frames[:, : 1 + batch.shape[-1] // hop_length]
+    return (10.0 * torch.log10(frames.square().mean(dim=-1))).numpy()
+
+
+def pitch_scores(
+    audio: np.ndarray | torch.Tensor | Sequence[np.ndarray],
+    pitches: Sequence[int],
+    sample_rate: int,
+    tolerance_cents: float = TOLERANCE_CENTS,
+) -> list[PitchScore]:
+    """Score each note's pitch against its intended MIDI pitch.
+
+    Args:
+        audio: ``[notes, samples]`` waveforms.
+        pitches: ``[notes]`` intended MIDI pitches.
+        sample_rate: rate of ``audio`` in Hz.
+        tolerance_cents: how far from the intended pitch still counts as correct.
+    """
+    midi = track_pitch(audio, sample_rate)
+    if len(pitches) != midi.shape[0]:
+        raise ValueError(f"got {midi.shape[0]} notes but {len(pitches)} pitches")
+    loudness = frame_loudness(audio, round(PESTO_STEP_MS * sample_rate / 1000))
+    frames = min(midi.shape[1], loudness.shape[1])
+    scores = []
+    for note_midi, note_loudness, pitch in zip(midi[:, :frames], loudness[:, :frames], pitches):
+        peak = note_loudness.max()
+        sounding = note_loudness >= peak - LOUDNESS_RANGE_DB if peak >= SILENCE_DBFS else np.zeros(frames, bool)
+        errors = 100.0 * (note_midi[sounding] - float(pitch))
+        if errors.size == 0:
+            scores.append(PitchScore(float("nan"), False, 0.0, float("nan")))
+            continue
+        cents = float(np.median(errors))
+        scores.append(
+            PitchScore(
+                cents=cents,
+                correct=abs(cents) <= tolerance_cents,
+                sounding_fraction=errors.size / frames,
+                frames_within=float(np.mean(np.abs(errors) <= tolerance_cents)),
+            )
+        )
+    return scores
+
+
+def spectral_centroid(
+    audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], sample_rate: int, n_fft: int = CENTROID_FFT_SIZE
+) -> np.ndarray:
+    """Spectral centroid of each whole note: the centroid of its STFT magnitude summed over time.
+
+    This is the average of the frames' centroids weighted by their magnitude, so the quiet tail of a
+    note counts little and silent frames not at all.
+
+    Args:
+        audio: ``[notes, samples]`` (or ``[samples]``) waveforms.
+        sample_rate: their rate in Hz.
+        n_fft: STFT size (hop a quarter of it, Hann window).
+
+    Returns:
+        ``[notes]`` float64 centroids in Hz (NaN for a silent note).
+    """
+    batch = _as_batch(audio).double()
+    if batch.shape[-1] < n_fft:
+        batch = torch.nn.functional.pad(batch, (0, n_fft - batch.shape[-1]))
+    window = torch.hann_window(n_fft, dtype=torch.float64)
+    # center=False: reflection padding at the edges would add a click of broadband energy to every note.
+    spectrum = torch.stft(batch, n_fft, n_fft // 4, window=window, center=False, return_complex=True)
+    magnitude = spectrum.abs().sum(dim=-1)
+    frequencies = torch.fft.rfftfreq(n_fft, 1.0 / sample_rate, dtype=torch.float64)
+    total = magnitude.sum(dim=-1)
+    centroid = (magnitude * frequencies).sum(dim=-1) / total
+    return torch.where(total > 0, centroid, torch.nan).numpy()
+
+
+def count_reversals(values: Sequence[float], tolerance: float) -> int:
+    """Times a sequence turns back by more than ``tolerance``.
+
+    A turn counts once the sequence has retreated more than ``tolerance`` from its last extreme, so
+    wiggles smaller than that are ignored: ``[0, 2, 1, 3]`` has 2 reversals at tolerance 0.5 and 0
+    at tolerance 1. A monotone sequence has 0.
+    """
+    values = [float(value) for value in values]
+    if not values:
+        return 0
+    direction = 0
+    low = high = extreme = values[0]
+    reversals = 0
+    for value in values[1:]:
+        if direction == 0:
+            # No direction yet: wait for the first move larger than the tolerance.
+            low, high = min(low, value), max(high, value)
+            if value - low > tolerance:
+                direction, extreme = 1, value
+            elif high - value > tolerance:
+                direction, extreme = -1, value
+        elif (value - extreme) * direction >= 0:
+            extreme = value
+        elif abs(value - extreme) > tolerance:
+            reversals += 1
+            direction, extreme = -direction, value
+    return reversals
+
+
+@dataclass(frozen=True)
+class SweepSmoothness:
+    """How smoothly a sequence (a sweep's spectral centroids) goes from its first value to its last.
+
+    Attributes:
+        endpoint_difference: last value minus first.
+        reversals: direction reversals larger than ``relative_tolerance * |endpoint_difference|``.
+        max_jump_ratio: the largest step between neighbours over ``|endpoint_difference|``
+            (``1 / (steps - 1)`` for an even, monotone sweep; NaN when the endpoints are equal).
+        within_endpoints: every value lies between the endpoints, give or take the tolerance.
+    """
+
+    endpoint_difference: float
+    reversals: int
+    max_jump_ratio: float
+    within_endpoints: bool
+
+
+def sweep_smoothness(values: Sequence[float], relative_tolerance: float = 0.1) -> SweepSmoothness:
+    """Reversals, largest jump and overshoot of a sweep's values ``[steps]`` (steps >= 2, finite)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all():
+        raise ValueError(f"a sweep needs at least 2 finite values, got {values.tolist()}")
+    difference = float(values[-1] - values[0])
+    tolerance = relative_tolerance * abs(difference)
+    low, high = min(values[0], values[-1]) - tolerance, max(values[0], values[-1]) + tolerance
+    return SweepSmoothness(
+        endpoint_difference=difference,
+        reversals=count_reversals(values, tolerance),
+        max_jump_ratio=float(np.abs(np.diff(values)).max() / abs(difference)) if difference else float("nan"),
+        within_endpoints=bool(((values >= low) & (values <= high)).all()),
+    )

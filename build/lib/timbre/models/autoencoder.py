@@ -1,0 +1,55 @@
+"""An encoder and a pitch-conditioned decoder joined into one trainable note autoencoder.
+
+The decoder is either the autoregressive :class:`~timbre.models.decoder.WaveNetDecoder` or the
+parallel :class:`~timbre.models.parallel.HarmonicNoiseDecoder`; both implement
+``reconstruction_loss(audio, z, pitch)`` and ``synthesize(z, pitch, n_samples, ...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class Autoencoder(nn.Module):
+    """Encoder + decoder sharing the latent shape ``[batch, latent_dim, frames]`` at ``hop_length``.
+
+    Args:
+        encoder: maps audio ``[batch, samples]`` to ``z [batch, latent_dim, samples // hop_length]``.
+        decoder: reconstructs audio from ``z`` and the MIDI pitch.
+        sample_rate: audio rate the model was trained at.
+    """
+
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, sample_rate: int = 16000) -> None:
+        super().__init__()
+        if encoder.hop_length != decoder.hop_length or encoder.latent_dim != decoder.latent_dim:
+            raise ValueError(
+                "encoder and decoder disagree on the latent shape: "
+                f"hop {encoder.hop_length} vs {decoder.hop_length}, dim {encoder.latent_dim} vs {decoder.latent_dim}"
+            )
+        self.encoder = encoder
+        self.decoder = decoder
+        self.sample_rate = sample_rate
+        self.hop_length = encoder.hop_length
+        self.latent_dim = encoder.latent_dim
+
+    def encode(self, audio: torch.Tensor) -> torch.Tensor:
+        """``audio [batch, samples]`` (a multiple of ``hop_length``) to ``z [batch, latent_dim, frames]``."""
+        return self.encoder(audio)
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Reconstruction loss of ``batch["audio"] [batch, samples]`` given ``batch["pitch"] [batch]``."""
+        audio, pitch = batch["audio"], batch["pitch"]
+        return self.decoder.reconstruction_loss(audio, self.encode(audio), pitch)
+
+    def decode(self, z: torch.Tensor, pitch: torch.Tensor, n_samples: int | None = None, **options: Any) -> torch.Tensor:
+        """Synthesize ``[batch, n_samples]`` (default ``frames * hop_length``) from ``z`` at MIDI ``pitch [batch]``."""
+        if n_samples is None:
+            n_samples = z.shape[-1] * self.hop_length
+        return self.decoder.synthesize(z, pitch, n_samples, **options)
+
+    def forward(self, audio: torch.Tensor, pitch: torch.Tensor, **options: Any) -> torch.Tensor:
+        """Reconstruct ``audio [batch, samples]`` at ``pitch [batch]``."""
+        return self.decode(self.encode(audio), pitch, audio.shape[-1], **options)

@@ -1,0 +1,323 @@
+"""The composer: a decoder-only transformer over MIDI tokens, with a KV cache for generation.
+
+Positions are rotary (RoPE): attention scores depend only on the distance between tokens, so the
+cache can be a ring buffer. Once a generation outgrows ``max_context`` the oldest keys are
+overwritten and the model keeps seeing windows like the ones it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class GenerationControl(Protocol):
+    """Steers :meth:`Composer.generate`: which tokens may come next, and when to stop."""
+
+    def allowed(self) -> torch.Tensor | None:
+        """BoolTensor ``[batch, vocab]`` of tokens allowed next, or None for all."""
+
+    def update(self, tokens: torch.Tensor) -> None:
+        """Record the tokens just sampled: LongTensor ``[batch]``."""
+
+    def finished(self) -> bool:
+        """True once every sequence of the batch is complete."""
+
+
+class KVCache:
+    """Keys and values of every layer for incremental decoding: a ring of ``capacity`` slots.
+
+    ``keys[layer]`` and ``values[layer]`` are ``[batch, heads, capacity, head_dim]``; ``length``
+    is the number of tokens seen so far, i.e. the absolute position of the next token.
+    """
+
+    def __init__(self, layers: int, batch: int, heads: int, capacity: int, head_dim: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
+        self.capacity = capacity
+        self.length = 0
+
+
+def sample_next(
+    logits: torch.Tensor,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    allowed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Sample one token per row.
+
+    Args:
+        logits: ``[batch, vocab]``.
+        temperature: divides the logits; 0 picks the most likely token.
+        top_k: keep only the ``top_k`` most likely tokens.
+        top_p: keep the smallest set of most likely tokens whose probability reaches ``top_p``.
+        generator: the random generator (seeded by the caller for reproducible output).
+        allowed: BoolTensor ``[batch, vocab]``; other tokens get probability 0.
+
+    Returns:
+        LongTensor ``[batch]``.
+    """
+    logits = logits.float()
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.shape[-1]:
+        threshold = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < threshold, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probabilities = sorted_logits.softmax(dim=-1)
+        # Drop a token when the tokens before it already reach top_p; the first is always kept.
+        drop = probabilities.cumsum(dim=-1) - probabilities >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    # Inverse-CDF sampling: one uniform draw per row, several times cheaper than
+    # torch.multinomial on a CPU for one token at a time. right=True never picks a token
+    # of probability 0 (its cumulative sum equals its predecessor's).
+    cumulative = logits.softmax(dim=-1).cumsum(dim=-1)
+    draw = torch.rand(cumulative.shape[0], 1, generator=generator, device=cumulative.device) * cumulative[:, -1:]
+    return torch.searchsorted(cumulative, draw, right=True).squeeze(-1).clamp(max=cumulative.shape[-1] - 1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotary position embedding (RoFormer), in the rotate-half layout.
+
+    Angles of the first ``table_size`` positions are precomputed (a decoding step then only
+    slices them); later positions are computed on the fly in float64, so that positions in the
+    tens of thousands keep their precision.
+    """
+
+    def __init__(self, head_dim: int, base: float = 10000.0, table_size: int = 4096) -> None:
+        super().__init__()
+        inverse_frequency = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
+        self.register_buffer("inverse_frequency", inverse_frequency, persistent=False)
+        cos, sin = self._angles(torch.arange(table_size))
+        self.register_buffer("cos_table", cos.float(), persistent=False)
+        self.register_buffer("sin_table", sin.float(), persistent=False)
+
+    def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = positions.to(torch.float64)[:, None] * self.inverse_frequency
+        angles = torch.cat([angles, angles], dim=-1)
+        return angles.cos(), angles.sin()
+
+    def forward(self, start: int, length: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)``, each ``[length, head_dim]``, for positions ``start .. start + length - 1``."""
+        if start + length <= len(self.cos_table):
+            return self.cos_table[start : start + length].to(dtype), self.sin_table[start : start + length].to(dtype)
+        cos, sin = self._angles(torch.arange(start, start + length, device=self.inverse_frequency.device))
+        return cos.to(dtype), sin.to(dtype)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate ``x`` ``[..., time, head_dim]`` by the angles of ``cos``/``sin`` ``[time, head_dim]``."""
+    first, second = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-second, first], dim=-1) * sin
+
+
+class SelfAttention(nn.Module):
+    """Causal multi-head self-attention with rotary positions and an optional KV cache."""
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        assert dim % heads == 0, f"dim {dim} must be divisible by heads {heads}"
+        self.heads, self.head_dim, self.dropout = heads, dim // heads, dropout
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.out = nn.Linear(dim, dim, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """``x``: ``[batch, time, dim]`` -> ``[batch, time, dim]``; ``cos``/``sin``: ``[time, head_dim]``."""
+        batch, time, dim = x.shape
+        qkv = self.qkv(x).view(batch, time, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qk = apply_rotary(qkv[:2], cos, sin)  # queries and keys rotated together
+        q, k, v = qk[0], qk[1], qkv[2]
+        dropout = self.dropout if self.training else 0.0
+        if cache is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        elif time == 1:
+            # One new token sees every cached slot; softmax ignores slot order, so the ring
+            # buffer needs no reordering and no mask.
+            slot = cache.length % cache.capacity
+            cache.keys[layer][:, :, slot : slot + 1] = k
+            cache.values[layer][:, :, slot : slot + 1] = v
+            seen = min(cache.length + 1, cache.capacity)
+            y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen])
+        else:
+            start, end = cache.length, cache.length + time
+            assert end <= cache.capacity, f"a {time}-token block at position {start} overflows the {cache.capacity}-slot cache"
+            cache.keys[layer][:, :, start:end] = k
+            cache.values[layer][:, :, start:end] = v
+            visible = torch.arange(end, device=x.device)[None, :] <= torch.arange(start, end, device=x.device)[:, None]
+            y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], attn_mask=visible)
+        return self.out(y.transpose(1, 2).reshape(batch, time, dim))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention then a GELU feed-forward, both residual."""
+
+    def __init__(self, dim: int, heads: int, ff_mult: int, dropout: float) -> None:
+        super().__init__()
+        # LayerNorm and tanh-GELU: single fused kernels on CPU, where generation is op-bound.
+        self.attention_norm = nn.LayerNorm(dim)
+        self.attention = SelfAttention(dim, heads, dropout)
+        self.feed_forward_norm = nn.LayerNorm(dim)
+        self.feed_forward_in = nn.Linear(dim, ff_mult * dim)
+        self.feed_forward_out = nn.Linear(ff_mult * dim, dim)
+        self.dropout = dropout
+
+    def forward(
+        self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        """``x``: ``[batch, time, dim]`` -> ``[batch, time, dim]``."""
+        attended = self.attention(self.attention_norm(x), cos, sin, cache, layer)
+        x = x + F.dropout(attended, self.dropout, self.training)
+        hidden = F.gelu(self.feed_forward_in(self.feed_forward_norm(x)), approximate="tanh")
+        return x + F.dropout(self.feed_forward_out(hidden), self.dropout, self.training)
+
+
+class Composer(nn.Module):
+    """Decoder-only transformer language model over token ids.
+
+    Args:
+        vocab_size: number of token ids (the tokenizer's length).
+        dim: width of the residual stream.
+        layers: number of transformer blocks.
+        heads: attention heads per block.
+        ff_mult: feed-forward width as a multiple of ``dim``.
+        dropout: dropout on attention weights and residual branches while training.
+        max_context: tokens a cached generation attends to (its ring-buffer size); train on
+            windows of at most this length.
+        pad_id: padding token id, ignored by the loss when a batch has no ``mask``.
+        rope_base: base of the rotary frequencies.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int = 256,
+        layers: int = 4,
+        heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.1,
+        max_context: int = 1024,
+        pad_id: int = 0,
+        rope_base: float = 10000.0,
+    ) -> None:
+        super().__init__()
+        self.vocab_size, self.max_context, self.pad_id = vocab_size, max_context, pad_id
+        self.heads, self.head_dim = heads, dim // heads
+        self.embedding = nn.Embedding(vocab_size, dim)
+        self.rotary = RotaryEmbedding(dim // heads, rope_base)
+        self.blocks = nn.ModuleList(Block(dim, heads, ff_mult, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, vocab_size, bias=False)
+        self.head.weight = self.embedding.weight  # tied: fewer weights, a smaller shipped model
+        self.apply(self._initialise)
+        for block in self.blocks:  # GPT-2: scale residual projections down with depth
+            for linear in (block.attention.out, block.feed_forward_out):
+                nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * layers))
+
+    @staticmethod
+    def _initialise(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def new_cache(self, batch: int) -> KVCache:
+        """An empty cache for ``batch`` sequences of up to ``max_context`` attended tokens."""
+        weight = self.embedding.weight
+        return KVCache(len(self.blocks), batch, self.heads, self.max_context, self.head_dim, weight.device, weight.dtype)
+
+    def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Next-token logits.
+
+        Args:
+            tokens: LongTensor ``[batch, time]``; with a cache, the tokens that follow the cached
+                ones (one at a time once the cache is full).
+            cache: filled in place and advanced by ``time``.
+
+        Returns:
+            ``[batch, time, vocab_size]``: logits of the token after each position.
+        """
+        x = self.embedding(tokens)
+        start = cache.length if cache is not None else 0
+        cos, sin = self.rotary(start, tokens.shape[1], x.dtype)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cos, sin, cache, layer)
+        if cache is not None:
+            cache.length += tokens.shape[1]
+        return self.head(self.norm(x))
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean next-token cross-entropy (nats) over real tokens.
+
+        Args:
+            batch: ``tokens`` LongTensor ``[batch, time]`` and optionally ``mask`` BoolTensor
+                ``[batch, time]`` (True at real tokens; default: tokens that are not ``pad_id``).
+
+        Returns:
+            ``(loss, {"bits_per_token", "accuracy"})``.
+        """
+        tokens = batch["tokens"]
+        mask = batch.get("mask")
+        if mask is None:
+            mask = tokens != self.pad_id
+        logits = self(tokens[:, :-1])
+        targets, real = tokens[:, 1:], mask[:, 1:]
+        losses = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        count = real.sum().clamp(min=1)
+        loss = (losses * real).sum() / count
+        with torch.no_grad():
+            accuracy = ((logits.argmax(-1) == targets) & real).sum() / count
+        return loss, {"bits_per_token": loss.item() / math.log(2), "accuracy": accuracy.item()}
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        prompt: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: torch.Generator | None = None,
+        control: GenerationControl | None = None,
+    ) -> torch.Tensor:
+        """Continue ``prompt`` token by token with the KV cache.
+
+        Args:
+            prompt: LongTensor ``[batch, time]`` (at least one token, e.g. BOS). Only its last
+                ``max_context`` tokens are attended to.
+            max_new_tokens: upper bound on new tokens (``control`` may stop earlier).
+            temperature, top_k, top_p, generator: see :func:`sample_next`.
+            control: grammar mask and stopping rule, or None for free sampling.
+
+        Returns:
+            LongTensor ``[batch, time + new]``: the prompt followed by the new tokens.
+        """
+        assert prompt.dim() == 2 and prompt.shape[1] >= 1, "prompt must be [batch, time] with time >= 1"
+        cache = self.new_cache(prompt.shape[0])
+        logits = self(prompt[:, -self.max_context :], cache)[:, -1]
+        new_tokens = []
+        for _ in range(max_new_tokens):
+            allowed = control.allowed() if control is not None else None
+            token = sample_next(logits, temperature, top_k, top_p, generator, allowed)
+            new_tokens.append(token)
+            if control is not None:
+                control.update(token)
+                if control.finished():
+                    break
+            logits = self(token[:, None], cache)[:, -1]
+        if not new_tokens:
+            return prompt
+        return torch.cat([prompt, torch.stack(new_tokens, dim=1)], dim=1)

@@ -1,0 +1,192 @@
+"""The NSynth autoregressive WaveNet decoder, conditioned on a temporal embedding and a MIDI pitch.
+
+Faithful to NSynth's ``h512_bo16``: a causal start convolution, ``layers`` gated residual layers
+(``tanh * sigmoid`` of a causal dilated convolution plus the conditioning, 1x1 residual and skip
+projections), ReLU, a 1x1 with the conditioning added again, ReLU, 1x1 to 256 mu-law logits.
+
+The conditioning at frame rate is the embedding ``z`` concatenated with a learned embedding of the
+MIDI pitch (broadcast over frames), so a timbre encoded at one pitch can be played at another. Every
+layer maps it through its own 1x1 convolution; since a 1x1 convolution commutes with repeating
+frames, the maps are applied at frame rate and upsampled afterwards (``hop_length`` times cheaper).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from timbre.models.wavenet import (
+    MU_LAW_CLASSES,
+    CausalConv1d,
+    causal_receptive_field,
+    dilations,
+    quantize_and_scale,
+    upsample_frames,
+)
+
+MIDI_PITCHES = 128
+
+
+class GatedResidualLayer(nn.Module):
+    """One decoder layer: gated activation of a causal dilated conv plus conditioning.
+
+    Tensors are ``[batch, channels, samples]``. The last layer has no residual projection
+    (``has_residual=False``): its residual output would feed nothing, and an unused parameter
+    breaks DDP's gradient reduction.
+    """
+
+    def __init__(
+        self,
+        residual_channels: int,
+        skip_channels: int,
+        condition_channels: int,
+        kernel_size: int,
+        dilation: int,
+        has_residual: bool = True,
+    ) -> None:
+        super().__init__()
+        self.residual_channels = residual_channels
+        self.dilated = CausalConv1d(residual_channels, 2 * residual_channels, kernel_size, dilation)
+        self.condition = nn.Conv1d(condition_channels, 2 * residual_channels, 1)
+        self.residual = nn.Conv1d(residual_channels, residual_channels, 1) if has_residual else None
+        self.skip = nn.Conv1d(residual_channels, skip_channels, 1)
+
+    def gate(self, pre_activation: torch.Tensor) -> torch.Tensor:
+        """``tanh(filter) * sigmoid(gate)`` over the two halves of the channel axis."""
+        filter_part, gate_part = pre_activation.split(self.residual_channels, dim=1)
+        return torch.tanh(filter_part) * torch.sigmoid(gate_part)
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: x ``[batch, residual, samples]``; condition ``[batch, 2*residual, samples]``.
+
+        Returns: ``(residual output [batch, residual, samples], skip [batch, skip, samples])``;
+        without a residual projection the residual output is ``x`` itself.
+        """
+        gated = self.gate(self.dilated(x) + condition)
+        residual = x if self.residual is None else x + self.residual(gated)
+        return residual, self.skip(gated)
+
+
+class WaveNetDecoder(nn.Module):
+    """Autoregressive decoder over 256 mu-law classes.
+
+    Args:
+        residual_channels: width of the residual stream (NSynth: 512).
+        skip_channels: width of the skip stream (NSynth: 256).
+        layers: gated layers (NSynth: 30).
+        stages: layers per dilation cycle (NSynth: 10).
+        kernel_size: causal kernel (NSynth: 3).
+        latent_dim: channels of the embedding ``z`` (NSynth: 16).
+        pitch_embedding_dim: channels of the learned MIDI pitch embedding (0 disables pitch).
+        hop_length: samples per embedding frame (NSynth: 512).
+    """
+
+    def __init__(
+        self,
+        residual_channels: int = 512,
+        skip_channels: int = 256,
+        layers: int = 30,
+        stages: int = 10,
+        kernel_size: int = 3,
+        latent_dim: int = 16,
+        pitch_embedding_dim: int = 16,
+        hop_length: int = 512,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.hop_length = hop_length
+        self.classes = MU_LAW_CLASSES
+        self.receptive_field = causal_receptive_field(layers, stages, kernel_size)
+        condition_channels = latent_dim + pitch_embedding_dim
+        self.pitch_embedding = nn.Embedding(MIDI_PITCHES, pitch_embedding_dim) if pitch_embedding_dim else None
+        self.start = CausalConv1d(1, residual_channels, kernel_size)
+        self.skip_start = nn.Conv1d(residual_channels, skip_channels, 1)
+        layer_dilations = dilations(layers, stages)
+        self.layers = nn.ModuleList(
+            GatedResidualLayer(
+                residual_channels, skip_channels, condition_channels, kernel_size, d, has_residual=i < layers - 1
+            )
+            for i, d in enumerate(layer_dilations)
+        )
+        self.output_hidden = nn.Conv1d(skip_channels, skip_channels, 1)
+        self.output_condition = nn.Conv1d(condition_channels, skip_channels, 1)
+        self.logits = nn.Conv1d(skip_channels, self.classes, 1)
+
+    def conditioning(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """Frame-rate conditioning: ``z [batch, latent, frames]`` and ``pitch [batch]`` to
+        ``[batch, latent + pitch_embedding_dim, frames]``."""
+        if z.dim() != 3 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"decoder expects z [batch, {self.latent_dim}, frames], got {tuple(z.shape)}")
+        if self.pitch_embedding is None:
+            return z
+        if pitch.shape != (z.shape[0],):
+            raise ValueError(f"pitch must be [batch={z.shape[0]}], got {tuple(pitch.shape)}")
+        if pitch.min() < 0 or pitch.max() >= MIDI_PITCHES:
+            raise ValueError(f"MIDI pitch out of range 0..127: {pitch.tolist()}")
+        pitch_frames = self.pitch_embedding(pitch).unsqueeze(-1).expand(-1, -1, z.shape[-1])
+        return torch.cat([z, pitch_frames], dim=1)
+
+    def layer_conditions(self, condition: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Each layer's conditioning bias at frame rate.
+
+        Args: condition ``[batch, condition_channels, frames]`` from :meth:`conditioning`.
+        Returns: ``([batch, 2*residual, frames] per layer, output bias [batch, skip, frames])``.
+        """
+        return [layer.condition(condition) for layer in self.layers], self.output_condition(condition)
+
+    def forward(self, inputs: torch.Tensor, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits.
+
+        Args:
+            inputs: the previous samples at network scale ``[batch, samples]`` (sample ``t`` of
+                ``inputs`` is the waveform's sample ``t-1``; see :meth:`reconstruction_loss`).
+            z: embedding ``[batch, latent_dim, frames]`` with ``frames * hop_length >= samples``.
+            pitch: MIDI pitch ``[batch]``.
+        Returns:
+            logits ``[batch, 256, samples]``; position ``t`` predicts waveform sample ``t``.
+        """
+        samples = inputs.shape[-1]
+        layer_biases, output_bias = self.layer_conditions(self.conditioning(z, pitch))
+        x = self.start(inputs.unsqueeze(1))
+        skip = self.skip_start(x)
+        for layer, bias in zip(self.layers, layer_biases):
+            x, layer_skip = layer(x, upsample_frames(bias, self.hop_length, samples))
+            skip = skip + layer_skip
+        hidden = self.output_hidden(F.relu(skip)) + upsample_frames(output_bias, self.hop_length, samples)
+        return self.logits(F.relu(hidden))
+
+    def reconstruction_loss(
+        self, audio: torch.Tensor, z: torch.Tensor, pitch: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cross-entropy of the mu-law classes of ``audio [batch, samples]`` given their past.
+
+        Returns ``(loss, {"cross_entropy": ..., "accuracy": ...})``.
+        """
+        targets, scaled = quantize_and_scale(audio)
+        # Shift right by one sample: the prediction of sample t sees samples < t only.
+        inputs = F.pad(scaled[:, :-1], (1, 0))
+        logits = self(inputs, z, pitch)
+        loss = F.cross_entropy(logits, targets)
+        with torch.no_grad():
+            accuracy = (logits.argmax(dim=1) == targets).float().mean()
+        return loss, {"cross_entropy": loss.item(), "accuracy": accuracy.item()}
+
+    def synthesize(
+        self,
+        z: torch.Tensor,
+        pitch: torch.Tensor,
+        n_samples: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: bool = False,
+        **options: Any,
+    ) -> torch.Tensor:
+        """Sample a waveform ``[batch, n_samples]`` autoregressively with the cached engine."""
+        from timbre.generate import generate  # the engine depends on this module, not vice versa
+
+        return generate(
+            self, z, pitch, n_samples, temperature=temperature, generator=generator, progress=progress, **options
+        )

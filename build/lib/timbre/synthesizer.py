@@ -1,0 +1,207 @@
+"""The sound designer's model: encode sounds into embeddings, synthesize notes from embeddings.
+
+:class:`TimbreModel` wraps a trained :class:`~timbre.models.autoencoder.Autoencoder` (parallel or
+autoregressive decoder) with file handling, duration fitting, velocity and batching.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import numpy as np
+import torch
+
+from timbre.audio import load_audio, resample, to_mono
+from timbre.dsp import velocity_to_gain
+from timbre.embedding import Embedding
+from timbre.errors import AudioError, ConfigError
+from timbre.models.autoencoder import Autoencoder
+from timbre.models.decoder import WaveNetDecoder
+
+AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+# Loudness of a note encoded without a known velocity is taken as that of this velocity.
+REFERENCE_VELOCITY = 100
+
+
+class TimbreModel:
+    """A trained autoencoder ready for encoding and synthesis.
+
+    Args:
+        autoencoder: the trained model (EMA weights).
+        name: how it was loaded (a bundled name or a path); stored in embeddings.
+        info: facts from its checkpoint (step, training command, pitch range, ...).
+        device: where to run ("cpu", "cuda", or a torch.device).
+    """
+
+    def __init__(
+        self, autoencoder: Autoencoder, name: str = "model", info: dict[str, Any] | None = None, device: str = "cpu"
+    ) -> None:
+        self.device = torch.device(device)
+        self.autoencoder = autoencoder.eval().to(self.device)
+        self.name = name
+        self.info = dict(info or {})
+
+    @property
+    def sample_rate(self) -> int:
+        return self.autoencoder.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.autoencoder.hop_length
+
+    @property
+    def is_autoregressive(self) -> bool:
+        return isinstance(self.autoencoder.decoder, WaveNetDecoder)
+
+    @property
+    def decoder_kind(self) -> str:
+        return "wavenet" if self.is_autoregressive else "fast"
+
+    def __repr__(self) -> str:
+        return f"TimbreModel({self.name!r}, decoder={self.decoder_kind}, sample_rate={self.sample_rate})"
+
+    # ------------------------------------------------------------------ encoding
+
+    def _audio(self, source: AudioSource, sample_rate: int | None) -> tuple[np.ndarray, str]:
+        """Load or convert ``source`` to mono float32 at the model's rate; returns (audio, label)."""
+        if isinstance(source, (str, os.PathLike)):
+            return load_audio(source, self.sample_rate), str(source)
+        array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+        if array.ndim == 2:
+            # [channels, samples] or [samples, channels]: the longer axis is time.
+            array = to_mono(array if array.shape[0] >= array.shape[1] else array.T)
+        if array.ndim != 1 or array.size == 0:
+            raise AudioError(f"array: expected a waveform [samples] or [samples, channels], got shape {array.shape}")
+        array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise AudioError("array: the waveform holds NaN or infinite samples")
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            array = resample(array, sample_rate, self.sample_rate)
+        return array, "array"
+
+    @torch.inference_mode()
+    def encode(
+        self,
+        source: AudioSource | Embedding,
+        sample_rate: int | None = None,
+        pitch: int | None = None,
+        velocity: int | None = None,
+    ) -> Embedding:
+        """Encode a sound into an :class:`Embedding` ``[frames, 16]``.
+
+        Args:
+            source: an audio file (any rate, mono or stereo), or a waveform array/tensor
+                (``sample_rate`` says its rate; default: the model's), or an Embedding (returned as is).
+            pitch, velocity: MIDI pitch and velocity of the source note, when known (metadata).
+        """
+        if isinstance(source, Embedding):
+            return source
+        audio, label = self._audio(source, sample_rate)
+        padded = math.ceil(audio.shape[0] / self.hop_length) * self.hop_length
+        waveform = torch.zeros(1, padded)
+        waveform[0, : audio.shape[0]] = torch.from_numpy(np.clip(audio, -1.0, 1.0))
+        z = self.autoencoder.encode(waveform.to(self.device))[0].T.cpu()
+        return Embedding(
+            z, self.sample_rate, self.hop_length, source=label, pitch=pitch, velocity=velocity, model=self.name
+        )
+
+    # ------------------------------------------------------------------ synthesis
+
+    def synthesize(
+        self,
+        embedding: Embedding | torch.Tensor,
+        pitch: int = 60,
+        seconds: float | None = None,
+        velocity: int | None = None,
+        temperature: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Play ``embedding`` at MIDI ``pitch``; returns a waveform ``[samples]`` float32.
+
+        Args:
+            embedding: an Embedding, or a bare tensor ``[frames, dim]``.
+            pitch: MIDI pitch 0-127.
+            seconds: total length including the release; None keeps the embedding's own length.
+            velocity: MIDI velocity; scales loudness relative to the source note's velocity
+                (General MIDI curve ``(v/127)**2``). None keeps the encoded loudness.
+            temperature: sampling temperature of the autoregressive decoder (0 = greedy).
+            seed: random seed (same seed, same audio).
+            progress: show a progress bar (autoregressive decoding).
+        """
+        audio = self.synthesize_batch([embedding], [pitch], [seconds], [velocity], temperature, seed, progress)
+        return audio[0]
+
+    def fit(self, embedding: Embedding | torch.Tensor, seconds: float | None) -> Embedding:
+        """The embedding fitted to a total length of ``seconds`` (release kept whole)."""
+        if not isinstance(embedding, Embedding):
+            embedding = Embedding(torch.as_tensor(embedding), self.sample_rate, self.hop_length)
+        if embedding.dim != self.autoencoder.latent_dim:
+            raise ConfigError(
+                f"{embedding.source}: embedding has {embedding.dim} dims, model {self.name} expects {self.autoencoder.latent_dim}"
+            )
+        if seconds is None:
+            return embedding
+        if not (seconds > 0 and math.isfinite(seconds)):
+            raise ConfigError(f"seconds must be a positive number, got {seconds}")
+        return embedding.fit_to_duration(max(seconds - embedding.release_seconds, self.hop_length / self.sample_rate))
+
+    @torch.inference_mode()
+    def synthesize_batch(
+        self,
+        embeddings: Sequence[Embedding | torch.Tensor],
+        pitches: Sequence[int],
+        seconds: Sequence[float | None] | None = None,
+        velocities: Sequence[int | None] | None = None,
+        temperature: float = 1.0,
+        seed: int = 0,
+        progress: bool = False,
+    ) -> np.ndarray:
+        """Synthesize several notes in one decoder pass; returns ``[notes, samples]``.
+
+        Notes are fitted to their ``seconds`` and padded (with their last frame) to the longest;
+        each output row is cut to its own note's length and zero-padded after it.
+        """
+        count = len(embeddings)
+        seconds = list(seconds) if seconds is not None else [None] * count
+        velocities = list(velocities) if velocities is not None else [None] * count
+        if not (len(pitches) == len(seconds) == len(velocities) == count) or count == 0:
+            raise ConfigError("synthesize_batch needs one pitch, duration and velocity per embedding")
+        for pitch in pitches:
+            if not 0 <= int(pitch) <= 127:
+                raise ConfigError(f"pitch {pitch} is outside the MIDI range 0-127")
+        fitted = [self.fit(embedding, length) for embedding, length in zip(embeddings, seconds)]
+        lengths = [
+            round(length * self.sample_rate) if length is not None else e.frames * self.hop_length
+            for e, length in zip(fitted, seconds)
+        ]
+        frames = max(e.frames for e in fitted)
+        z = torch.stack([_pad_frames(e.tensor, frames) for e in fitted]).transpose(1, 2).to(self.device)
+        pitch = torch.tensor([int(p) for p in pitches], device=self.device)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        options: dict[str, Any] = {"generator": generator}
+        if self.is_autoregressive:
+            options.update(temperature=temperature, progress=progress)
+        audio = self.autoencoder.decode(z, pitch, max(lengths), **options).float().cpu().numpy()
+        for row, (embedding, velocity, length) in enumerate(zip(fitted, velocities, lengths)):
+            audio[row, length:] = 0.0
+            if velocity is not None:
+                audio[row] *= velocity_gain(velocity, embedding.velocity)
+        return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def velocity_gain(velocity: int, source_velocity: int | None) -> float:
+    """Amplitude ratio between playing at ``velocity`` and the source note's velocity."""
+    if not 1 <= int(velocity) <= 127:
+        raise ConfigError(f"velocity {velocity} is outside the MIDI range 1-127")
+    reference = source_velocity or REFERENCE_VELOCITY
+    return float(velocity_to_gain(torch.tensor(float(velocity))) / velocity_to_gain(torch.tensor(float(reference))))
+
+
+def _pad_frames(tensor: torch.Tensor, frames: int) -> torch.Tensor:
+    """Repeat the last frame of ``[f, dim]`` up to ``frames`` (the tail is silenced afterwards)."""
+    missing = frames - tensor.shape[0]
+    return torch.cat([tensor, tensor[-1:].expand(missing, -1)]) if missing > 0 else tensor

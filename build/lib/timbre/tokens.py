@@ -1,0 +1,293 @@
+"""MIDI tokenization with miditok: create, save and restore tokenizers; encode and decode scores.
+
+A tokenizer travels with every composer checkpoint as the JSON-able dict of
+:func:`tokenizer_to_dict`, so a trained model always decodes with the exact vocabulary it was
+trained on. Sequences are single streams with ``Program`` tokens before each note (REMI+ or TSD
+with programs), so one sequence holds every voice of a piece.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import miditok
+import numpy as np
+import symusic
+import torch
+
+from timbre.errors import ConfigError, MidiError
+
+TOKENIZER_KINDS = {"remi": miditok.REMI, "tsd": miditok.TSD}
+
+
+def create_tokenizer(
+    kind: str = "remi",
+    velocities: int = 32,
+    time_signatures: bool = True,
+    pitch_range: tuple[int, int] = (21, 109),
+) -> miditok.MusicTokenizer:
+    """A miditok tokenizer with programs, BOS/EOS/PAD special tokens and one token stream.
+
+    Args:
+        kind: ``"remi"`` (Bar/Position time, the default) or ``"tsd"`` (TimeShift time).
+        velocities: number of velocity bins; 0 leaves velocity tokens out (decoded notes
+            then get miditok's default velocity, 100) — right for corpora such as the
+            chorales whose velocities are all equal and carry no information.
+        time_signatures: add a ``TimeSig`` token after each bar (REMI) or at changes (TSD).
+        pitch_range: lowest and one-past-highest MIDI pitch with a token.
+    """
+    if kind not in TOKENIZER_KINDS:
+        raise ConfigError(f"tokenizer {kind!r} is unknown; choose one of {sorted(TOKENIZER_KINDS)}")
+    if velocities < 0:
+        raise ConfigError(f"tokenizer velocities must be >= 0, got {velocities}")
+    config = miditok.TokenizerConfig(
+        pitch_range=tuple(pitch_range),
+        use_programs=True,
+        one_token_stream_for_programs=True,
+        use_velocities=velocities > 0,
+        num_velocities=max(velocities, 1),
+        use_time_signatures=time_signatures,
+        special_tokens=["PAD", "BOS", "EOS", "MASK"],
+    )
+    return TOKENIZER_KINDS[kind](config)
+
+
+def tokenizer_to_dict(tokenizer: miditok.MusicTokenizer) -> dict[str, Any]:
+    """The JSON-serialisable parameters that :func:`tokenizer_from_dict` restores exactly."""
+    return json.loads(json.dumps(tokenizer.to_dict()))
+
+
+def tokenizer_from_dict(params: dict[str, Any]) -> miditok.MusicTokenizer:
+    """Rebuild a tokenizer saved by :func:`tokenizer_to_dict` (e.g. from a checkpoint)."""
+    name = params.get("tokenization")
+    tokenizer_class = getattr(miditok, str(name), None)
+    if tokenizer_class is None or not isinstance(tokenizer_class, type):
+        raise ConfigError(f"saved tokenizer names an unknown miditok tokenization {name!r}")
+    # miditok restores a saved tokenizer only from a JSON file (its loader converts the
+    # serialised keys back), so go through one rather than re-implementing that conversion.
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "tokenizer.json"
+        path.write_text(json.dumps(params))
+        return tokenizer_class(params=path)
+
+
+def special_token_id(tokenizer: miditok.MusicTokenizer, name: str) -> int:
+    """Id of a special token: ``"PAD"``, ``"BOS"``, ``"EOS"`` or ``"MASK"``."""
+    return tokenizer.vocab[f"{name}_None"]
+
+
+def encode_score(tokenizer: miditok.MusicTokenizer, score: symusic.Score) -> list[int]:
+    """Token ids of a whole score (every track in one stream), without BOS/EOS.
+
+    Raises:
+        MidiError: the score has no notes left after miditok's preprocessing (e.g. all
+            pitches outside the tokenizer's range).
+    """
+    ids = list(tokenizer.encode(score).ids)
+    if not any(tokenizer[i].startswith(("Pitch_", "PitchDrum_")) for i in ids):
+        raise MidiError("the MIDI holds no notes the tokenizer can represent")
+    return ids
+
+
+def decode_ids(tokenizer: miditok.MusicTokenizer, ids: list[int] | np.ndarray) -> symusic.Score:
+    """The score of a token sequence; special tokens are skipped (miditok's decoder is lenient).
+
+    The score's time division is ``tokenizer.time_division``; one track per program.
+    """
+    special = set(tokenizer.special_tokens_ids)
+    kept = [int(i) for i in ids if int(i) not in special]
+    return tokenizer.decode(kept)
+
+
+def token_types(tokenizer: miditok.MusicTokenizer) -> list[str]:
+    """Type of every token id (``"Bar"``, ``"Position"``, ``"Program"``, ``"Pitch"``, ...)."""
+    return [tokenizer[i].split("_")[0] for i in range(len(tokenizer))]
+
+
+def token_values(tokenizer: miditok.MusicTokenizer, token_type: str) -> dict[int, int]:
+    """Integer value of every token of an integer-valued type, by token id.
+
+    For example ``token_values(tokenizer, "Pitch")`` maps each Pitch token id to its MIDI
+    pitch, and ``token_values(tokenizer, "Program")`` each Program token to its program
+    (-1 for drums).
+    """
+    prefix = f"{token_type}_"
+    return {
+        i: int(tokenizer[i][len(prefix):])
+        for i in range(len(tokenizer))
+        if tokenizer[i].startswith(prefix)
+    }
+
+
+# Token types that carry no music; a generated sequence never contains them.
+SPECIAL_TYPES = ("PAD", "BOS", "EOS", "MASK")
+# Types after which a note is still incomplete (its Duration has not come yet).
+NOTE_OPENING_TYPES = ("Program", "Pitch", "PitchDrum", "Velocity")
+
+
+@dataclass
+class GrammarState:
+    """Where a sequence stands in the token grammar (see :class:`TokenGrammar`).
+
+    Attributes:
+        last_type: type of the last token, None before the first one.
+        program: program of the note being written (-1 for drums), None outside a note.
+        position: REMI position of the last Position token in this bar, -1 after a Bar.
+        positions_per_bar: REMI positions in the current bar (from its time signature).
+        beats_per_bar: TSD beats per bar (numerator of the time signature).
+        beats: TSD beats elapsed in the current bar.
+        bars: bars completed so far (a REMI Bar token completes the bar before it, if any).
+        notes: notes completed so far (Duration tokens).
+        in_bar: a REMI Bar token has been seen (the next one completes a bar).
+    """
+
+    last_type: str | None = None
+    program: int | None = None
+    position: int = -1
+    positions_per_bar: int = 32
+    beats_per_bar: int = 4
+    beats: float = 0.0
+    bars: int = 0
+    notes: int = 0
+    in_bar: bool = False
+
+    @property
+    def inside_note(self) -> bool:
+        return self.last_type in NOTE_OPENING_TYPES
+
+
+class TokenGrammar:
+    """The well-formed token sequences of a REMI or TSD tokenizer with programs, as masks.
+
+    Token-type transitions come from miditok's own ``tokens_types_graph`` (e.g. REMI:
+    ``Bar TimeSig Position Program Pitch [Velocity] Duration ...``). On top of it: a Program is
+    followed by a drum pitch only for drums; REMI positions strictly increase within a bar and
+    stay inside it; special tokens never appear; Program tokens can be limited to ``programs``.
+    A sequence sampled under these masks always decodes to the notes it spells.
+
+    Args:
+        tokenizer: a tokenizer from :func:`create_tokenizer` (REMI or TSD, with programs).
+        programs: programs allowed in Program tokens (None: all of the tokenizer's).
+    """
+
+    def __init__(self, tokenizer: miditok.MusicTokenizer, programs: Sequence[int] | None = None) -> None:
+        self.types = token_types(tokenizer)
+        self.vocab_size = len(self.types)
+        self.is_remi = "Bar" in self.types
+        self.type_masks = {
+            kind: torch.tensor([t == kind for t in self.types]) for kind in set(self.types)
+        }
+        empty = torch.zeros(self.vocab_size, dtype=torch.bool)
+        self.follow = {}
+        for kind, successors in tokenizer.tokens_types_graph.items():
+            if kind in SPECIAL_TYPES:
+                continue
+            mask = empty.clone()
+            for successor in successors:
+                if successor in self.type_masks and successor not in SPECIAL_TYPES:
+                    mask |= self.type_masks[successor]
+            self.follow[kind] = mask
+        start_types = ("Bar",) if self.is_remi else ("TimeSig", "TimeShift", "Program")
+        self.start = empty.clone()
+        for kind in start_types:
+            self.start |= self.type_masks.get(kind, empty)
+
+        self.program_of = token_values(tokenizer, "Program")
+        wanted = set(self.program_of.values()) if programs is None else set(programs)
+        self.program_allowed = ~self.type_masks["Program"] | torch.tensor(
+            [self.program_of.get(i) in wanted for i in range(self.vocab_size)]
+        )
+        self.position_of = token_values(tokenizer, "Position")
+        position_values = torch.full((self.vocab_size,), -1, dtype=torch.long)
+        for token, value in self.position_of.items():
+            position_values[token] = value
+        self.position_values = position_values
+        self.positions_per_beat = tokenizer.config.max_num_pos_per_beat
+        self.time_signature_of = {
+            i: tuple(int(v) for v in tokenizer[i].split("_")[1].split("/"))
+            for i in range(self.vocab_size)
+            if self.types[i] == "TimeSig"
+        }
+        self.beats_of_shift = {
+            i: _beats(tokenizer[i]) for i in range(self.vocab_size) if self.types[i] == "TimeShift"
+        }
+        self.bos_id = special_token_id(tokenizer, "BOS")
+        # Masks depend on a few state fields only; sampling asks for the same ones again and again.
+        self._allowed_cache: dict[tuple, torch.Tensor] = {}
+
+    def initial_state(self) -> GrammarState:
+        """State before the first token (4/4 until a time signature says otherwise)."""
+        return GrammarState(positions_per_bar=4 * self.positions_per_beat)
+
+    def allowed(self, state: GrammarState) -> torch.Tensor:
+        """BoolTensor ``[vocab]`` of the tokens that may follow ``state`` (shared: do not modify)."""
+        key = (
+            state.last_type,
+            state.last_type == "Program" and state.program == -1,
+            state.position if self.is_remi else 0,
+            state.positions_per_bar if self.is_remi else 0,
+        )
+        mask = self._allowed_cache.get(key)
+        if mask is None:
+            mask = self._allowed_cache[key] = self._compute_allowed(state)
+        return mask
+
+    def _compute_allowed(self, state: GrammarState) -> torch.Tensor:
+        if state.last_type is None:
+            mask = self.start.clone()
+        elif state.last_type == "Program":
+            mask = self.type_masks["PitchDrum" if state.program == -1 else "Pitch"].clone()
+        else:
+            mask = self.follow[state.last_type].clone()
+        if self.is_remi:
+            later = (self.position_values > state.position) & (self.position_values < state.positions_per_bar)
+            mask &= ~self.type_masks["Position"] | later
+        mask &= self.program_allowed
+        return mask
+
+    def advance(self, state: GrammarState, token: int) -> None:
+        """Update ``state`` in place with the next ``token`` (special tokens: only BOS resets)."""
+        kind = self.types[token]
+        if kind in SPECIAL_TYPES:
+            if token == self.bos_id:
+                state.__dict__.update(self.initial_state().__dict__)
+            return
+        if kind == "Bar":
+            state.bars += int(state.in_bar)
+            state.in_bar = True
+            state.position = -1
+        elif kind == "Position":
+            state.position = self.position_of[token]
+        elif kind == "TimeSig":
+            numerator, _ = self.time_signature_of[token]
+            state.positions_per_bar = numerator * self.positions_per_beat
+            state.beats_per_bar = numerator
+            state.beats = 0.0
+        elif kind == "TimeShift":
+            state.beats += self.beats_of_shift[token]
+            while state.beats >= state.beats_per_bar:
+                state.beats -= state.beats_per_bar
+                state.bars += 1
+        elif kind == "Program":
+            state.program = self.program_of[token]
+        elif kind == "Duration":
+            state.notes += 1
+            state.program = None
+        state.last_type = kind
+
+    def state_after(self, tokens: Sequence[int]) -> GrammarState:
+        """The state after a whole sequence (e.g. a primer)."""
+        state = self.initial_state()
+        for token in tokens:
+            self.advance(state, int(token))
+        return state
+
+
+def _beats(token: str) -> float:
+    """Beats of a miditok time value such as ``TimeShift_1.4.8`` (1 + 4/8 beats)."""
+    whole, part, resolution = (int(v) for v in token.split("_")[1].split("."))
+    return whole + part / resolution
