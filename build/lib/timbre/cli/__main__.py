@@ -1,5 +1,0 @@
-import sys
-
-from timbre.cli import main
-
-sys.exit(main())
