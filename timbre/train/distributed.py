@@ -60,5 +60,8 @@ def replicas_identical(model: torch.nn.Module, context: ProcessContext) -> bool:
 
 
 def shutdown(context: ProcessContext) -> None:
+    """Leave the process group together: a rank that tore down its gloo pairs while another was
+    still finishing made that one abort ("terminate called without an active exception")."""
     if context.distributed and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
