@@ -20,6 +20,7 @@ import symusic
 import torch
 
 from timbre.data.midi import load_score
+from timbre.io_utils import atomic_write
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.models.composer import Composer
 from timbre.tokens import (
@@ -266,9 +267,8 @@ def save_midi(score: symusic.Score, path: str | Path) -> Path:
     path = Path(path)
     if not path.parent.is_dir():
         raise MidiError(f"{path}: folder {path.parent} does not exist")
-    temporary = path.with_name(f".{path.name}.part")
-    temporary.write_bytes(score.dumps_midi())
-    temporary.replace(path)
+    with atomic_write(path) as file:
+        file.write(score.dumps_midi())
     return path
 
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
+from timbre.io_utils import atomic_write
 from timbre.errors import ConfigError, DatasetError, MidiError
 from timbre.tokens import (
     create_tokenizer,
@@ -192,9 +193,8 @@ def build_chorale_corpus(cache_dir: str | Path | None = None, limit: int | None 
 
 def _write_atomically(path: Path, data: bytes) -> None:
     """Write through a temporary file so an interrupted conversion leaves no broken file."""
-    temporary = path.with_name(path.name + ".part")
-    temporary.write_bytes(data)
-    os.replace(temporary, path)
+    with atomic_write(path) as file:
+        file.write(data)
 
 
 def corpus_files(
