@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from timbre.compose import CompositionControl, load_composer
+from timbre.symbolic.compose import CompositionControl, load_composer
 from timbre.models.composer import Composer
-from timbre.tokens import TokenGrammar, special_token_id
+from timbre.symbolic.tokens import TokenGrammar, special_token_id
 
 
 @torch.inference_mode()

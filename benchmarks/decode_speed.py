@@ -1,10 +1,10 @@
-"""Autoregressive decoding speed: naive recomputation against the cached engine (timbre.generate).
+"""Autoregressive decoding speed: naive recomputation against the cached engine (timbre.generation.engine).
 
 Prints one table row per decoder configuration and batch size:
 
 * naive: every sample runs the teacher-forced forward pass over one receptive field (the
   decoder's ``receptive_field`` samples) and samples from its last logits;
-* cached: :func:`timbre.generate.generate`, end to end (weight packing, conditioning, sampling);
+* cached: :func:`timbre.generation.engine.generate`, end to end (weight packing, conditioning, sampling);
 * their ratio; achieved GFLOP/s of each, counted analytically (2 flops per multiply-add of the
   layer shapes, conditioning excluded) and as a fraction of this machine's float32 matmul peak,
   measured in the same run with the same thread count (a 2048x2048 ``torch.matmul``);
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from timbre.generate import generate
+from timbre.generation.engine import generate
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 

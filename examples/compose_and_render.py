@@ -22,7 +22,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import timbre
-from timbre.compose import compose, load_composer, save_midi
+from timbre.symbolic.compose import compose, load_composer, save_midi
 from timbre.plots import plot_rainbowgram
 from timbre.render import DEFAULT_TIMBRE_SET, TrackNotes, onset_f_measure, read_tracks, render_fluidsynth, render_midi
 

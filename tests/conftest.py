@@ -75,7 +75,7 @@ def fixture_note(pitch: int, velocity: int, sounding_seconds: float = 4.0, sampl
 
 @pytest.fixture(scope="session")
 def nsynth_fixture_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from timbre.audio import save_wav
+    from timbre.io.audio import save_wav
 
     root = tmp_path_factory.mktemp("nsynth")
     shutil.copytree(FIXTURES / "nsynth", root, dirs_exist_ok=True)

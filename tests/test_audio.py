@@ -7,7 +7,7 @@ import pytest
 import soundfile
 import torch
 
-from timbre.audio import (
+from timbre.io.audio import (
     SAMPLE_RATE,
     load_audio,
     mu_law_decode,

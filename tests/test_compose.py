@@ -10,7 +10,7 @@ import symusic
 import torch
 
 from timbre.cli import main
-from timbre.compose import (
+from timbre.symbolic.compose import (
     DEFAULT_COMPOSER,
     compose,
     compose_many,

@@ -1,4 +1,4 @@
-"""Tests of timbre.dsp: oscillators, frame upsampling, FIR noise filtering."""
+"""Tests of timbre.models.dsp: oscillators, frame upsampling, FIR noise filtering."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from timbre import dsp
+from timbre.models import dsp
 
 SAMPLE_RATE = 16000
 

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from timbre import _fastgen
-from timbre.audio import mu_law_decode, mu_law_encode
-from timbre.generate import cached_logits, generate
+from timbre.generation import native as _fastgen
+from timbre.io.audio import mu_law_decode, mu_law_encode
+from timbre.generation.engine import cached_logits, generate
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 

@@ -14,7 +14,7 @@ import torch
 import timbre.data.midi as midi
 from timbre.data import DataBundle
 from timbre.errors import ConfigError, DatasetError, MidiError
-from timbre.tokens import create_tokenizer, tokenizer_from_dict
+from timbre.symbolic.tokens import create_tokenizer, tokenizer_from_dict
 
 MIDI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "midi"
 

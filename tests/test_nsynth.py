@@ -162,7 +162,7 @@ def test_workers_draw_different_crops(nsynth_fixture_root):
 
 
 def test_crop_longer_than_note_is_zero_padded(tmp_path):
-    from timbre.audio import save_wav
+    from timbre.io.audio import save_wav
 
     split_dir = tmp_path / "nsynth-train"
     fields = {"pitch": 60, "velocity": 100, "instrument_str": "x_acoustic_000",

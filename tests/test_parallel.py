@@ -9,7 +9,7 @@ import pesto
 import pytest
 import torch
 
-from timbre import dsp
+from timbre.models import dsp
 from timbre.errors import ConfigError
 from timbre.models.parallel import HarmonicNoiseDecoder
 

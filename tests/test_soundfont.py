@@ -9,7 +9,7 @@ import pytest
 import soundfile
 import torch
 
-from timbre.audio import rms_level
+from timbre.io.audio import rms_level
 from timbre.cli import main
 from timbre.cli.dataset import parse_int_list
 from timbre.data.families import GM_PROGRAMS, NSYNTH_FAMILIES, NSYNTH_SOURCES, instrument_name

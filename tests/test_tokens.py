@@ -11,7 +11,7 @@ import symusic
 import torch
 
 from timbre.errors import ConfigError, MidiError
-from timbre.tokens import (
+from timbre.symbolic.tokens import (
     TokenGrammar,
     create_tokenizer,
     decode_ids,

@@ -24,14 +24,21 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Embedding": "timbre.embedding",
-    "SAMPLE_RATE": "timbre.audio",
+    "SAMPLE_RATE": "timbre.io.audio",
     "TimbreError": "timbre.errors",
     "TimbreModel": "timbre.synthesizer",
     "load": "timbre.hub",
-    "load_audio": "timbre.audio",
-    "save_wav": "timbre.audio",
+    "load_audio": "timbre.io.audio",
+    "save_wav": "timbre.io.audio",
 }
-_SUBMODULES = ("interpolate", "plots", "render", "compose", "audio")
+# public submodule name -> its module
+_SUBMODULES = {
+    "interpolate": "timbre.interpolate",
+    "plots": "timbre.plots",
+    "render": "timbre.render",
+    "compose": "timbre.symbolic.compose",
+    "audio": "timbre.io.audio",
+}
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 
@@ -40,5 +47,5 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"timbre.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'timbre' has no attribute {name!r}")

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from timbre.audio import load_audio, save_wav
+from timbre.io.audio import load_audio, save_wav
 from timbre.data.timbre_set import load_timbre_index
 from timbre.hub import load
 from timbre.sound_design import interpolation_sweep, morph_note, timbre_grid, write_notes
@@ -88,7 +88,7 @@ def run_demo(
 
 def compose_and_render(model, out: Path, composer: str | None, bars: int, seed: int, say: Callable[[str], None]) -> list[Path]:
     """Compose a chorale, render it with four timbres, then with its top voice morphing."""
-    from timbre.compose import compose, load_composer, save_midi
+    from timbre.symbolic.compose import compose, load_composer, save_midi
     from timbre.render import render_midi
 
     score = compose(load_composer(composer), bars=bars, seed=seed)

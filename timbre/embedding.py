@@ -116,7 +116,7 @@ class Embedding:
 
     def save(self, path: str | Path) -> Path:
         """Write ``[frames, dim]`` to ``.npy`` with the metadata in a ``.json`` beside it (atomically)."""
-        from timbre.io_utils import atomic_write
+        from timbre.io.files import atomic_write
 
         path = Path(path)
         metadata = {k: v for k, v in asdict(self).items() if k != "tensor"}

@@ -31,7 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from timbre.errors import AudioError, ConfigError
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 
 AudioLike = Union[np.ndarray, torch.Tensor]
 

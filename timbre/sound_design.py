@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from timbre import interpolate
-from timbre.audio import save_wav
+from timbre.io.audio import save_wav
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
 from timbre.synthesizer import AudioSource, TimbreModel

@@ -14,8 +14,8 @@ from typing import Any, Sequence, Union
 import numpy as np
 import torch
 
-from timbre.audio import load_audio, resample, to_mono
-from timbre.dsp import velocity_to_gain
+from timbre.io.audio import load_audio, resample, to_mono
+from timbre.models.dsp import velocity_to_gain
 from timbre.embedding import Embedding
 from timbre.errors import AudioError, ConfigError
 from timbre.models.autoencoder import Autoencoder

@@ -49,7 +49,7 @@ def run_encode(args: argparse.Namespace) -> int:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Synthesize a note at --pitch from an embedding written by `timbre encode`."""
-    from timbre.audio import save_wav
+    from timbre.io.audio import save_wav
     from timbre.embedding import Embedding
 
     check_inputs_exist([args.input])

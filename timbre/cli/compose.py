@@ -8,7 +8,7 @@ import time
 
 def _compose(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and miditok.
-    from timbre.compose import compose, load_composer, save_midi
+    from timbre.symbolic.compose import compose, load_composer, save_midi
 
     composer = load_composer(args.model)
     started = time.perf_counter()

@@ -93,7 +93,7 @@ def run_grid(args: argparse.Namespace) -> int:
 
     Writes DIR/grid_r<row>_c<col>.wav (and DIR/grid.png with --plot).
     """
-    from timbre.audio import save_wav
+    from timbre.io.audio import save_wav
     from timbre.sound_design import timbre_grid
 
     check_inputs_exist(args.corners)
@@ -119,7 +119,7 @@ def run_grid(args: argparse.Namespace) -> int:
 
 def run_morph(args: argparse.Namespace) -> int:
     """Play one note at --pitch whose timbre moves from A to B along --curve over --seconds."""
-    from timbre.audio import save_wav
+    from timbre.io.audio import save_wav
     from timbre.sound_design import morph_note
 
     check_inputs_exist([args.a, args.b])

@@ -2,7 +2,7 @@
 
 The chorales are converted from music21's bundled corpus to MIDI once and cached (one file per
 chorale, four tracks with distinct programs, see :data:`CHORALE_VOICES`). Pieces are split into
-train/valid/test by piece, tokenized into single token streams (:mod:`timbre.tokens`) and served
+train/valid/test by piece, tokenized into single token streams (:mod:`timbre.symbolic.tokens`) and served
 as windows of at most ``max_tokens`` tokens.
 """
 
@@ -22,9 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 from timbre.errors import ConfigError, DatasetError, MidiError
-from timbre.tokens import (
+from timbre.symbolic.tokens import (
     create_tokenizer,
     encode_score,
     special_token_id,
@@ -411,7 +411,7 @@ def build_datasets(
         corpus: ``"chorales"`` for music21's Bach chorales (exclusive with ``folder``).
         folder: a folder of MIDI files, searched recursively.
         cache_dir: cache root for the converted chorales (default :func:`default_cache_dir`).
-        tokenizer: ``"remi"`` or ``"tsd"`` (see :func:`timbre.tokens.create_tokenizer`).
+        tokenizer: ``"remi"`` or ``"tsd"`` (see :func:`timbre.symbolic.tokens.create_tokenizer`).
         velocities: velocity bins of the tokenizer, 0 for none.
         time_signatures: whether the tokenizer has time-signature tokens.
         max_tokens: tokens per training window.

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from timbre.audio import SAMPLE_RATE, load_audio
+from timbre.io.audio import SAMPLE_RATE, load_audio
 from timbre.data import DataBundle
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_SOURCES
 from timbre.errors import ConfigError, DatasetError

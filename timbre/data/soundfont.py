@@ -48,10 +48,10 @@ import numpy as np
 import soundfile
 from tqdm.auto import tqdm
 
-from timbre.audio import SAMPLE_RATE, peak_level, resample, save_wav
+from timbre.io.audio import SAMPLE_RATE, peak_level, resample, save_wav
 from timbre.data.families import DEFAULT_PROGRAMS, NSYNTH_QUALITIES, gm_program, instrument_name
 from timbre.data.nsynth import AUDIO_DIR, EXAMPLES_FILE, SPLITS
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 from timbre.errors import ConfigError, DatasetError
 
 RENDER_RATE = 48000

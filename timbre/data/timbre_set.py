@@ -16,10 +16,10 @@ import json
 import re
 from pathlib import Path
 
-from timbre.audio import save_wav
+from timbre.io.audio import save_wav
 from timbre.data.families import gm_program
 from timbre.data.soundfont import render_note
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 
 TIMBRE_SET_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "timbres"
 # Contrasting instruments covering every NSynth family the demo and renders need.

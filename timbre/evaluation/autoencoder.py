@@ -40,7 +40,7 @@ import torch
 from matplotlib.figure import Figure
 
 from timbre import __version__, plots
-from timbre.audio import save_wav
+from timbre.io.audio import save_wav
 from timbre.data.nsynth import NoteDataset
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
@@ -60,7 +60,7 @@ from timbre.evaluation.metrics import (
 )
 from timbre.hub import load
 from timbre.interpolate import slerp
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 from timbre.synthesizer import TimbreModel
 from timbre.train.checkpoint import build_model, load_checkpoint
 

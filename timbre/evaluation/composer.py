@@ -23,11 +23,11 @@ import symusic
 import torch
 import torch.nn.functional as F
 
-from timbre.compose import LoadedComposer, compose_many, load_composer
+from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
 from timbre.errors import CheckpointError, DatasetError
 from timbre.models.composer import Composer
-from timbre.tokens import decode_ids
+from timbre.symbolic.tokens import decode_ids
 
 # Candidate n-gram orders; long orders pay off on chorales, whose corpus repeats whole phrases.
 NGRAM_ORDERS = (2, 3, 4, 6, 8, 12, 16, 24)

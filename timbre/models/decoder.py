@@ -185,7 +185,7 @@ class WaveNetDecoder(nn.Module):
         **options: Any,
     ) -> torch.Tensor:
         """Sample a waveform ``[batch, n_samples]`` autoregressively with the cached engine."""
-        from timbre.generate import generate  # the engine depends on this module, not vice versa
+        from timbre.generation.engine import generate  # the engine depends on this module, not vice versa
 
         return generate(
             self, z, pitch, n_samples, temperature=temperature, generator=generator, progress=progress, **options

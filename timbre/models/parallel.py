@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from timbre import dsp
+from timbre.models import dsp
 from timbre.errors import ConfigError
 
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
@@ -215,7 +215,7 @@ class HarmonicNoiseDecoder(nn.Module):
             pitch: ``[batch]`` MIDI pitches.
             n_samples: length of the output.
             velocity: ``[batch]`` MIDI velocities scaling the loudness the embedding carries by
-                :func:`timbre.dsp.velocity_to_gain` (127 leaves it unchanged); ``None`` = 127.
+                :func:`timbre.models.dsp.velocity_to_gain` (127 leaves it unchanged); ``None`` = 127.
             generator: source of the noise, on the decoder's device; the same seed gives the same audio.
 
         Returns:

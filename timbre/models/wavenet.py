@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from timbre.audio import mu_law_encode
+from timbre.io.audio import mu_law_encode
 
 
 def dilations(layers: int, stages: int) -> list[int]:

@@ -24,7 +24,7 @@ import librosa
 import mir_eval
 import numpy as np
 
-from timbre.audio import SAMPLE_RATE
+from timbre.io.audio import SAMPLE_RATE
 from timbre.render.notes import MidiSource, TrackNotes, read_tracks
 
 ONSET_HOP_SECONDS = 0.01

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from timbre.audio import SAMPLE_RATE, resample
+from timbre.io.audio import SAMPLE_RATE, resample
 from timbre.data.soundfont import RENDER_RATE, SoundfontError, _new_synth, _write_float_function
 from timbre.render.notes import MidiSource, TrackNotes, read_tracks, require_notes
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from timbre.errors import CheckpointError
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 
 CHECKPOINT_FORMAT = "timbre-checkpoint-v1"
 LAST_CHECKPOINT = "last.pt"

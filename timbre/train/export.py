@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
 
 PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"

@@ -8,7 +8,7 @@ are generated together, each with its own embedding and pitch.
 Two interchangeable steppers run the per-sample step:
 
 * ``native`` (CPU, the default there): a small C kernel compiled once on first use with the
-  system C compiler and cached (see :mod:`timbre._fastgen`), which removes the per-layer
+  system C compiler and cached (see :mod:`timbre.generation.native`), which removes the per-layer
   Python/dispatch overhead that dominates a step at small batch sizes. If no compiler is
   available the engine falls back to ``torch`` with a warning.
 * ``torch``: the step as a few batched torch operations per layer. Its state and indices live in
@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING, Literal
 import torch
 from tqdm.auto import tqdm
 
-from timbre import _fastgen
-from timbre.audio import mu_law_decode
+from timbre.generation import native as _fastgen
+from timbre.io.audio import mu_law_decode
 from timbre.models.wavenet import class_to_input
 
 if TYPE_CHECKING:
@@ -378,7 +378,7 @@ def generate(
         backend: ``"auto"`` (native kernel on CPU when it builds, torch otherwise), ``"native"`` or
             ``"torch"``.
         threads: CPU threads of the native kernel (default: up to ``torch.get_num_threads()``, see
-            :func:`timbre._fastgen.default_threads`).
+            :func:`timbre.generation.native.default_threads`).
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
     Returns:
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.

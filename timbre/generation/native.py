@@ -9,7 +9,7 @@ second instead of a minute (no torch headers) and needs nothing but a C compiler
 library is cached under ``$TIMBRE_CACHE_DIR`` (default ``~/.cache/timbre``), keyed by the source,
 the flags and the CPU, so it is built once per machine. It uses OpenMP when the compiler supports
 it (sharing torch's ``libgomp``); ``TIMBRE_NATIVE=0`` disables it and any build failure makes
-:mod:`timbre.generate` fall back to its torch stepper.
+:mod:`timbre.generation.engine` fall back to its torch stepper.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from timbre.generate import DecoderWeights
+    from timbre.generation.engine import DecoderWeights
 
 # Output columns per packed panel; must match PANEL in the C source.
 PANEL = 64

@@ -1,6 +1,6 @@
 """Symbolic generation: compose MIDI from scratch or continue a primer with a trained composer.
 
-Sampling runs under :class:`timbre.tokens.TokenGrammar` masks, so every sampled sequence is
+Sampling runs under :class:`timbre.symbolic.tokens.TokenGrammar` masks, so every sampled sequence is
 well formed (Bar, TimeSig, Position, Program, Pitch, Duration in order; positions increasing
 within a bar; only the programs of the training corpus) and decodes to exactly the notes it
 spells. The only repair left is at the end: once a token budget is spent, time tokens are masked
@@ -20,10 +20,10 @@ import symusic
 import torch
 
 from timbre.data.midi import load_score
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.models.composer import Composer
-from timbre.tokens import (
+from timbre.symbolic.tokens import (
     GrammarState,
     TokenGrammar,
     decode_ids,
@@ -33,7 +33,7 @@ from timbre.tokens import (
     tokenizer_from_dict,
 )
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 DEFAULT_COMPOSER = PRETRAINED_DIR / "composer-chorales"
 # Safety bound on tokens per requested bar; chorales use about 70, dense pop about 300.
 MAX_TOKENS_PER_BAR = 1024

@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional
 
 from timbre.errors import AudioError
-from timbre.io_utils import atomic_write
+from timbre.io.files import atomic_write
 
 SAMPLE_RATE = 16000
 MU_LAW_LEVELS = 256

@@ -1,0 +1,1 @@
+"""The cached autoregressive decoding engine (Fast WaveNet ring buffers) and its native kernel."""

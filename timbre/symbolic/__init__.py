@@ -1,0 +1,1 @@
+"""Symbolic music: MIDI tokenization and sampling from the composer model."""
