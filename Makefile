@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm
+DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm chromium
 OUT ?= out
 
 .PHONY: all install system-packages demo test test-fast benchmarks clean
@@ -24,7 +24,7 @@ system-packages:
 		fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py timbre/generation/fastgen.c
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)

@@ -1,15 +1,19 @@
-"""The cached autoregressive engine: exactness against the teacher-forced decoder, sampling, batching."""
+"""The cached autoregressive engine: exactness against the teacher-forced decoder, sampling, batching.
+
+The native kernel's loading and packaging are tested in test_generation_native.py.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
-from timbre.generation import native as _fastgen
-from timbre.io.audio import mu_law_decode, mu_law_encode
+from timbre.generation import native
 from timbre.generation.engine import cached_logits, generate
+from timbre.io.audio import mu_law_decode, mu_law_encode
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 
@@ -24,18 +28,18 @@ CONFIGS = {
     "deep": dict(residual_channels=8, skip_channels=8, layers=10, stages=10, kernel_size=3, pitch_embedding_dim=4),
 }
 
-native_available = _fastgen.load_library() is not None
+native_available = native.load_library() is not None
 BACKENDS = [
     pytest.param(dict(backend="torch"), id="torch"),
     pytest.param(
         dict(backend="native", threads=1),
         id="native",
-        marks=pytest.mark.skipif(not native_available, reason="no C compiler for the native kernel"),
+        marks=pytest.mark.skipif(not native_available, reason="timbre was installed without its native kernel"),
     ),
     pytest.param(
         dict(backend="native", threads=2),
         id="native-2-threads",
-        marks=pytest.mark.skipif(not native_available, reason="no C compiler for the native kernel"),
+        marks=pytest.mark.skipif(not native_available, reason="timbre was installed without its native kernel"),
     ),
 ]
 
@@ -124,7 +128,7 @@ def test_seed_decides_the_audio(options):
 
 def test_native_and_torch_steppers_sample_the_same_audio():
     if not native_available:
-        pytest.skip("no C compiler for the native kernel")
+        pytest.skip("timbre was installed without its native kernel")
     decoder = make_decoder("kernel2")
     z, pitch = note_inputs(decoder, 2, 300)
     audio = [
@@ -176,27 +180,46 @@ def test_synthesize_uses_the_engine_and_shows_progress(capsys):
     assert torch.equal(audio, generate(decoder, z, pitch, 100, generator=torch.Generator().manual_seed(3)))
 
 
-def test_without_a_compiler_the_torch_stepper_takes_over(monkeypatch):
-    monkeypatch.setattr(_fastgen, "_tried", False)
-    monkeypatch.setattr(_fastgen, "_library", None)
-    monkeypatch.setenv("TIMBRE_NATIVE", "0")
+def test_without_the_native_kernel_the_torch_stepper_takes_over(monkeypatch):
+    """An install without the compiled kernel decodes the same audio with the torch stepper."""
+    monkeypatch.setattr(native, "library_path", lambda: None)
+    monkeypatch.setattr(native, "_tried", False)
+    monkeypatch.setattr(native, "_loaded", None)
     decoder = make_decoder()
     z, pitch = note_inputs(decoder, 2, 80)
-    with pytest.warns(RuntimeWarning, match="disabled by TIMBRE_NATIVE=0"):
+    with pytest.warns(RuntimeWarning, match="installed without its compiled kernel"):
         audio = generate(decoder, z, pitch, 80, temperature=0.0)
     assert torch.equal(audio, generate(decoder, z, pitch, 80, temperature=0.0, backend="torch"))
-    with pytest.raises(RuntimeError, match="could not be built"):
+    with pytest.raises(RuntimeError, match="native decoding kernel is unavailable"):
         generate(decoder, z, pitch, 80, backend="native")
 
 
-def test_native_kernel_builds_into_an_empty_cache(monkeypatch, tmp_path):
-    if not native_available:
-        pytest.skip("no C compiler for the native kernel")
-    monkeypatch.setattr(_fastgen, "_tried", False)
-    monkeypatch.setattr(_fastgen, "_library", None)
-    monkeypatch.setenv("TIMBRE_CACHE_DIR", str(tmp_path))
-    assert _fastgen.load_library() is not None
-    assert len(list(tmp_path.glob("fastgen-*.so"))) == 1
+class OnlyTheStepLayout:
+    """A decoder seen only through what the engine may use: its step layout and conditioning."""
+
+    def __init__(self, decoder: WaveNetDecoder) -> None:
+        self.hop_length = decoder.hop_length
+        self.step_weights = decoder.step_weights
+        self.conditioning = decoder.conditioning
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+def test_the_engine_reads_the_decoder_only_through_its_step_layout(options):
+    decoder = make_decoder("kernel2")
+    z, pitch = note_inputs(decoder, 2, 90)
+    expected = generate(decoder, z, pitch, 90, generator=torch.Generator().manual_seed(4), **options)
+    wrapped = generate(OnlyTheStepLayout(decoder), z, pitch, 90, generator=torch.Generator().manual_seed(4), **options)
+    assert torch.equal(wrapped, expected)
+
+
+def test_the_step_layout_refuses_inconsistent_shapes():
+    step = make_decoder("kernel3").step_weights()
+    assert step.dilations == [1, 2, 4, 1, 2, 4] and step.kernel_size == 3 and step.residual_channels == 8
+    assert step.layers[-1].residual_weight is None and step.layers[0].residual_weight is not None
+    with pytest.raises(ValueError, match=r"layers\[1\]\.skip_weight has shape \(8, 7\), expected \(8, 8\)"):
+        dataclasses.replace(
+            step, layers=(step.layers[0], dataclasses.replace(step.layers[1], skip_weight=torch.zeros(8, 7)))
+        )
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

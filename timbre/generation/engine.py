@@ -1,20 +1,22 @@
-"""Fast autoregressive sampling from a :class:`~timbre.models.decoder.WaveNetDecoder`.
+"""Fast autoregressive sampling from a decoder that describes its per-sample step.
 
 The queue method of Fast WaveNet (Paine et al., 2016): every layer keeps a ring buffer of its
 last ``(kernel_size - 1) * dilation`` inputs, so producing one sample costs one matrix-vector
 product per layer instead of a forward pass over the whole receptive field. All notes of a batch
 are generated together, each with its own embedding and pitch.
 
-Two interchangeable steppers run the per-sample step:
+The engine reads a decoder only through ``step_weights()`` (the step layout of
+:mod:`timbre.models.decoder_step`, which :class:`~timbre.models.decoder.WaveNetDecoder` owns) and
+its frame-rate ``conditioning(z, pitch)``. Two interchangeable steppers run the step:
 
-* ``native`` (CPU, the default there): a small C kernel compiled once on first use with the
-  system C compiler and cached (see :mod:`timbre.generation.native`), which removes the per-layer
-  Python/dispatch overhead that dominates a step at small batch sizes. If no compiler is
-  available the engine falls back to ``torch`` with a warning.
+* ``native`` (CPU, the default there): the C kernel ``fastgen.c``, built when the package is
+  installed (see :mod:`timbre.generation.native`), which removes the per-layer Python/dispatch
+  overhead that dominates a step at small batch sizes. If the package was installed without it,
+  the engine falls back to ``torch`` with a warning.
 * ``torch``: the step as a few batched torch operations per layer. Its state and indices live in
   tensors, so on CUDA the whole step is captured once in a CUDA graph and replayed per sample.
 
-Both compute exactly what the teacher-forced :meth:`WaveNetDecoder.forward` computes (up to
+Both compute exactly what the teacher-forced ``WaveNetDecoder.forward`` computes (up to
 float32 rounding; :func:`cached_logits` exposes the step's logits to check it). Sampling draws
 one uniform number per note and sample from the given ``torch.Generator`` and inverts the CDF of
 ``softmax(logits / temperature)``, so the same seed gives the same audio; temperature 0 is greedy.
@@ -27,20 +29,29 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
-from timbre.generation import native as _fastgen
+from timbre.generation import native
 from timbre.io.audio import mu_law_decode
+from timbre.models.decoder_step import DecoderStepWeights
 from timbre.models.wavenet import class_to_input
 
-if TYPE_CHECKING:
-    from timbre.models.decoder import WaveNetDecoder
-
 Backend = Literal["auto", "native", "torch"]
+
+
+class SteppableDecoder(Protocol):
+    """What the engine needs of a decoder (:class:`~timbre.models.decoder.WaveNetDecoder` has it)."""
+
+    hop_length: int
+
+    def step_weights(self) -> DecoderStepWeights: ...
+
+    def conditioning(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass
@@ -55,7 +66,7 @@ class ConditioningMaps:
     def frame_biases(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-layer and output biases of one conditioning frame.
 
-        Args: condition ``[batch, C]`` (one frame of :meth:`WaveNetDecoder.conditioning`).
+        Args: condition ``[batch, C]`` (one frame of the decoder's conditioning).
         Returns: ``(layer biases [layers, batch, 2R], output bias [batch, S])``.
         """
         condition = condition.float()
@@ -64,12 +75,13 @@ class ConditioningMaps:
 
 
 @dataclass
-class DecoderWeights:
-    """A decoder's parameters rearranged for the per-sample step (float32, on the decoder's device).
+class FoldedWeights:
+    """A step layout folded for the steppers (float32, on the layout's device).
 
     Matrices are ``[inputs, outputs]``. The gate half of every pre-activation is halved and the
     skip/residual projections are halved (see the module docstring); all skip biases are summed
-    into ``skip_bias``. Shapes use K = kernel, R = residual, S = skip, C = condition channels.
+    into ``skip_bias``; a missing residual projection is a zero one. Shapes use K = kernel,
+    R = residual, S = skip, C = condition channels.
     """
 
     kernel_size: int
@@ -80,7 +92,7 @@ class DecoderWeights:
     skip_start_weight: torch.Tensor  # [R, S]
     skip_bias: torch.Tensor  # [S], skip_start's bias plus every layer's skip bias
     dilated_weight: torch.Tensor  # [layers, K*R, 2R], rows tap-major like start_weight
-    residual_weight: torch.Tensor  # [layers - 1, R, R], none for the last layer
+    residual_weight: torch.Tensor  # [layers - 1, R, R]: the last layer's residual output feeds nothing
     residual_bias: torch.Tensor  # [layers - 1, R]
     skip_weight: torch.Tensor  # [layers, R, S]
     conditioning: ConditioningMaps
@@ -89,49 +101,47 @@ class DecoderWeights:
     logits_bias: torch.Tensor  # [classes]
 
     @classmethod
-    def from_decoder(cls, decoder: WaveNetDecoder) -> DecoderWeights:
-        layers = list(decoder.layers)
-        # The last layer's residual output feeds nothing (the decoder may omit its projection).
-        residual_layers = layers[:-1]
-        residual = decoder.start.out_channels
+    def from_step(cls, step: DecoderStepWeights) -> FoldedWeights:
+        residual = step.residual_channels
         # Gate half of every pre-activation: sigmoid(x) = (1 + tanh(x / 2)) / 2.
-        gate_scale = torch.cat([torch.ones(residual), torch.full((residual,), 0.5)]).to(decoder.start.weight)
-
-        def matrix(conv: torch.nn.Conv1d) -> torch.Tensor:  # 1x1 conv [out, in, 1] -> [in, out]
-            return conv.weight[:, :, 0].t()
+        gate_scale = torch.cat([torch.ones(residual), torch.full((residual,), 0.5)]).to(step.start_weight)
+        zeros = step.start_weight.new_zeros(residual, residual)
 
         def stacked(tensors: list[torch.Tensor], *empty_shape: int) -> torch.Tensor:
             if not tensors:  # a single layer has no residual projection
-                return decoder.start.weight.new_zeros(0, *empty_shape, dtype=torch.float32)
+                return step.start_weight.new_zeros(0, *empty_shape)
             return torch.stack(tensors).float().contiguous()
 
+        layers, residual_layers = step.layers, step.layers[:-1]
         with torch.no_grad():
             return cls(
-                kernel_size=decoder.start.kernel_size[0],
-                dilations=[layer.dilated.dilation[0] for layer in layers],
-                hop_length=decoder.hop_length,
-                start_weight=decoder.start.weight[:, 0, :].t().float().contiguous(),
-                start_bias=decoder.start.bias.float().clone(),
-                skip_start_weight=matrix(decoder.skip_start).float().contiguous(),
-                skip_bias=(decoder.skip_start.bias + sum(layer.skip.bias for layer in layers)).float(),
-                # [2R, R, K] -> [K, R, 2R] -> [K*R, 2R]
-                dilated_weight=stacked(
-                    [layer.dilated.weight.permute(2, 1, 0).reshape(-1, 2 * residual) * gate_scale for layer in layers]
-                ),
+                kernel_size=step.kernel_size,
+                dilations=step.dilations,
+                hop_length=step.hop_length,
+                start_weight=step.start_weight.float().contiguous(),
+                start_bias=step.start_bias.float(),
+                skip_start_weight=step.skip_start_weight.float().contiguous(),
+                skip_bias=(step.skip_start_bias + sum(layer.skip_bias for layer in layers)).float(),
+                dilated_weight=stacked([layer.dilated_weight.flatten(0, 1) * gate_scale for layer in layers]),
                 residual_weight=stacked(
-                    [matrix(layer.residual) * 0.5 for layer in residual_layers], residual, residual
+                    [(zeros if layer.residual_weight is None else layer.residual_weight) * 0.5 for layer in residual_layers],
+                    residual,
+                    residual,
                 ),
-                residual_bias=stacked([layer.residual.bias for layer in residual_layers], residual),
-                skip_weight=stacked([matrix(layer.skip) * 0.5 for layer in layers]),
+                residual_bias=stacked(
+                    [zeros[0] if layer.residual_bias is None else layer.residual_bias for layer in residual_layers],
+                    residual,
+                ),
+                skip_weight=stacked([layer.skip_weight * 0.5 for layer in layers]),
                 conditioning=ConditioningMaps(
-                    layer_weight=stacked([matrix(layer.condition) * gate_scale for layer in layers]),
-                    layer_bias=stacked([(layer.condition.bias + layer.dilated.bias) * gate_scale for layer in layers]),
-                    output_weight=matrix(decoder.output_condition).float().contiguous(),
-                    output_bias=(decoder.output_condition.bias + decoder.output_hidden.bias).float(),
+                    layer_weight=stacked([layer.condition_weight * gate_scale for layer in layers]),
+                    layer_bias=stacked([(layer.condition_bias + layer.dilated_bias) * gate_scale for layer in layers]),
+                    output_weight=step.output_condition_weight.float().contiguous(),
+                    output_bias=(step.output_condition_bias + step.hidden_bias).float(),
                 ),
-                hidden_weight=matrix(decoder.output_hidden).float().contiguous(),
-                logits_weight=matrix(decoder.logits).float().contiguous(),
-                logits_bias=decoder.logits.bias.float().clone(),
+                hidden_weight=step.hidden_weight.float().contiguous(),
+                logits_weight=step.logits_weight.float().contiguous(),
+                logits_bias=step.logits_bias.float(),
             )
 
     @property
@@ -156,7 +166,7 @@ class TorchStepper:
     then adds only its current tap. The position is a tensor so a captured graph can advance it.
     """
 
-    def __init__(self, weights: DecoderWeights, batch: int, chunk: int) -> None:
+    def __init__(self, weights: FoldedWeights, batch: int, chunk: int) -> None:
         device = weights.start_bias.device
         kernel, residual = weights.kernel_size, weights.residual_channels
         self.weights = weights
@@ -254,20 +264,20 @@ def _inverse_temperature(temperature: float) -> float:
 class _Stepper:
     """Runs chunks of steps (all within one conditioning frame) on the native kernel or a TorchStepper."""
 
-    def __init__(self, weights: DecoderWeights, batch: int, backend: Backend, threads: int | None) -> None:
+    def __init__(self, weights: FoldedWeights, batch: int, backend: Backend, threads: int | None) -> None:
         device = weights.start_bias.device
         if backend == "native" and device.type != "cpu":
             raise ValueError(f"the native backend runs on CPU only, the decoder is on {device}")
-        self.native = None
+        self.native: native.NativeStepper | None = None
         if backend in ("auto", "native") and device.type == "cpu":
-            library = _fastgen.load_library()
+            library = native.load_library()
             if library is not None:
-                self.native = _fastgen.NativeStepper(library, weights, batch, threads)
+                self.native = native.NativeStepper(library, weights, batch, threads)
             elif backend == "native":
-                raise RuntimeError(f"the native decoding kernel could not be built: {_fastgen.build_error()}")
+                raise RuntimeError(f"the native decoding kernel is unavailable: {native.unavailable_reason()}")
             else:
                 warnings.warn(
-                    f"timbre: native decoding kernel unavailable ({_fastgen.build_error()}); "
+                    f"timbre: native decoding kernel unavailable ({native.unavailable_reason()}); "
                     "using the slower torch stepper",
                     RuntimeWarning,
                     stacklevel=3,
@@ -326,25 +336,27 @@ class _Stepper:
         return torch.stack(logits)
 
 
-def _conditioning(decoder: WaveNetDecoder, z: torch.Tensor, pitch: torch.Tensor | int, samples: int) -> torch.Tensor:
-    """Validated frame-rate conditioning ``[batch, C, frames]`` covering ``samples``."""
+def _prepare(
+    decoder: SteppableDecoder, z: torch.Tensor, pitch: torch.Tensor | int, samples: int
+) -> tuple[FoldedWeights, torch.Tensor]:
+    """The decoder's folded step and its validated frame-rate conditioning ``[batch, C, frames]``."""
     if z.dim() != 3:
         raise ValueError(f"z must be [batch, latent, frames], got shape {tuple(z.shape)}")
+    step = decoder.step_weights()
+    if z.shape[-1] * step.hop_length < samples:
+        raise ValueError(
+            f"{z.shape[-1]} frames at hop {step.hop_length} cover {z.shape[-1] * step.hop_length} samples, "
+            f"need {samples}"
+        )
+    if step.start_weight.device != z.device:
+        raise ValueError(f"decoder is on {step.start_weight.device} but z is on {z.device}")
     pitch = torch.as_tensor(pitch, dtype=torch.long, device=z.device)
     if pitch.dim() == 0:
         pitch = pitch.expand(z.shape[0])
-    if z.shape[-1] * decoder.hop_length < samples:
-        raise ValueError(
-            f"{z.shape[-1]} frames at hop {decoder.hop_length} cover {z.shape[-1] * decoder.hop_length} samples, "
-            f"need {samples}"
-        )
-    parameter = next(decoder.parameters())
-    if parameter.device != z.device:
-        raise ValueError(f"decoder is on {parameter.device} but z is on {z.device}")
-    return decoder.conditioning(z.to(parameter.dtype), pitch)
+    return FoldedWeights.from_step(step), decoder.conditioning(z, pitch)
 
 
-def _frames(samples: int, hop: int):
+def _frames(samples: int, hop: int) -> Iterator[tuple[int, int, int]]:
     """``(frame, first sample, samples in it)`` for each conditioning frame up to ``samples``."""
     for frame in range(math.ceil(samples / hop)):
         start = frame * hop
@@ -353,14 +365,14 @@ def _frames(samples: int, hop: int):
 
 @torch.inference_mode()
 def generate(
-    decoder: WaveNetDecoder,
+    decoder: SteppableDecoder,
     z: torch.Tensor,
     pitch: torch.Tensor | int,
     n_samples: int,
+    *,
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
-    *,
     backend: Backend = "auto",
     threads: int | None = None,
     cuda_graph: bool = True,
@@ -375,8 +387,8 @@ def generate(
         temperature: softmax temperature; 0 picks the most likely class (greedy).
         generator: source of the sampling noise; the same seed gives the same audio.
         progress: show a progress bar over samples.
-        backend: ``"auto"`` (native kernel on CPU when it builds, torch otherwise), ``"native"`` or
-            ``"torch"``.
+        backend: ``"auto"`` (the native kernel on CPU when installed, torch otherwise), ``"native"``
+            or ``"torch"``.
         threads: CPU threads of the native kernel (default: up to ``torch.get_num_threads()``, see
             :func:`timbre.generation.native.default_threads`).
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
@@ -384,15 +396,15 @@ def generate(
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
     """
     inverse_temperature = _inverse_temperature(temperature)
-    condition = _conditioning(decoder, z, pitch, n_samples)
+    weights, condition = _prepare(decoder, z, pitch, n_samples)
     batch = z.shape[0]
-    stepper = _Stepper(DecoderWeights.from_decoder(decoder), batch, backend, threads)
+    stepper = _Stepper(weights, batch, backend, threads)
     if cuda_graph and z.is_cuda and stepper.torch_stepper is not None:
         stepper.capture_cuda_graph(inverse_temperature)
     random_device = generator.device if generator is not None else torch.device("cpu")
     classes = torch.empty(batch, n_samples, dtype=torch.long, device=z.device)
     with tqdm(total=n_samples, disable=not progress, unit="sample", unit_scale=True, desc="decoding") as bar:
-        for frame, start, steps in _frames(n_samples, decoder.hop_length):
+        for frame, start, steps in _frames(n_samples, weights.hop_length):
             stepper.set_frame(condition[:, :, frame])
             uniforms = None
             if inverse_temperature != math.inf:
@@ -404,7 +416,7 @@ def generate(
 
 @torch.inference_mode()
 def cached_logits(
-    decoder: WaveNetDecoder,
+    decoder: SteppableDecoder,
     inputs: torch.Tensor,
     z: torch.Tensor,
     pitch: torch.Tensor | int,
@@ -414,17 +426,17 @@ def cached_logits(
 ) -> torch.Tensor:
     """Teacher-forced logits computed step by step by the cached engine.
 
-    Same contract as :meth:`WaveNetDecoder.forward` (``inputs [batch, samples]`` at network
-    scale, ``inputs[:, 0]`` normally 0.0); returns logits ``[batch, 256, samples]``, which must
-    match the decoder's up to float32 rounding.
+    Same contract as ``WaveNetDecoder.forward`` (``inputs [batch, samples]`` at network scale,
+    ``inputs[:, 0]`` normally 0.0); returns logits ``[batch, 256, samples]``, which must match
+    the decoder's up to float32 rounding.
     """
     if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
         raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
-    condition = _conditioning(decoder, z, pitch, inputs.shape[-1])
-    stepper = _Stepper(DecoderWeights.from_decoder(decoder), inputs.shape[0], backend, threads)
+    weights, condition = _prepare(decoder, z, pitch, inputs.shape[-1])
+    stepper = _Stepper(weights, inputs.shape[0], backend, threads)
     inputs = inputs.to(torch.float32)
     chunks = []
-    for frame, start, steps in _frames(inputs.shape[-1], decoder.hop_length):
+    for frame, start, steps in _frames(inputs.shape[-1], weights.hop_length):
         stepper.set_frame(condition[:, :, frame])
         chunks.append(stepper.teacher_forced(start, inputs[:, start : start + steps].t().contiguous()))
     return torch.cat(chunks).permute(1, 2, 0)

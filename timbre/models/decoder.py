@@ -8,6 +8,9 @@ The conditioning at frame rate is the embedding ``z`` concatenated with a learne
 MIDI pitch (broadcast over frames), so a timbre encoded at one pitch can be played at another. Every
 layer maps it through its own 1x1 convolution; since a 1x1 convolution commutes with repeating
 frames, the maps are applied at frame rate and upsampled afterwards (``hop_length`` times cheaper).
+
+Sampling runs in the cached engine (:mod:`timbre.generation.engine`), which reads the decoder only
+through :meth:`WaveNetDecoder.step_weights`: the layout of one step, owned here.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from timbre.models.decoder_step import DecoderStepWeights, LayerStepWeights
 from timbre.models.wavenet import (
     MU_LAW_CLASSES,
     CausalConv1d,
@@ -174,6 +178,55 @@ class WaveNetDecoder(nn.Module):
             accuracy = (logits.argmax(dim=1) == targets).float().mean()
         return loss, {"cross_entropy": loss.item(), "accuracy": accuracy.item()}
 
+    @torch.no_grad()
+    def step_weights(self) -> DecoderStepWeights:
+        """This decoder as the per-sample step of :mod:`timbre.models.decoder_step`.
+
+        Tensors are float32 on the decoder's device and may share memory with its parameters:
+        read them, never write them.
+
+        The single place that maps the layers above to the step's matrices: a cached engine reads
+        nothing else of the decoder.
+        """
+
+        def matrix(conv: nn.Conv1d) -> torch.Tensor:  # 1x1 conv [out, in, 1] -> [in, out]
+            return conv.weight[:, :, 0].t().float().contiguous()
+
+        def vector(parameter: torch.Tensor) -> torch.Tensor:
+            return parameter.detach().float()
+
+        def taps(conv: nn.Conv1d) -> torch.Tensor:  # [out, in, K] -> [K, in, out]
+            return conv.weight.permute(2, 1, 0).float().contiguous()
+
+        layers = tuple(
+            LayerStepWeights(
+                dilation=layer.dilated.dilation[0],
+                dilated_weight=taps(layer.dilated),
+                dilated_bias=vector(layer.dilated.bias),
+                condition_weight=matrix(layer.condition),
+                condition_bias=vector(layer.condition.bias),
+                skip_weight=matrix(layer.skip),
+                skip_bias=vector(layer.skip.bias),
+                residual_weight=None if layer.residual is None else matrix(layer.residual),
+                residual_bias=None if layer.residual is None else vector(layer.residual.bias),
+            )
+            for layer in self.layers
+        )
+        return DecoderStepWeights(
+            hop_length=self.hop_length,
+            start_weight=taps(self.start)[:, 0, :].contiguous(),
+            start_bias=vector(self.start.bias),
+            skip_start_weight=matrix(self.skip_start),
+            skip_start_bias=vector(self.skip_start.bias),
+            layers=layers,
+            hidden_weight=matrix(self.output_hidden),
+            hidden_bias=vector(self.output_hidden.bias),
+            output_condition_weight=matrix(self.output_condition),
+            output_condition_bias=vector(self.output_condition.bias),
+            logits_weight=matrix(self.logits),
+            logits_bias=vector(self.logits.bias),
+        )
+
     def synthesize(
         self,
         z: torch.Tensor,
@@ -184,8 +237,12 @@ class WaveNetDecoder(nn.Module):
         progress: bool = False,
         **options: Any,
     ) -> torch.Tensor:
-        """Sample a waveform ``[batch, n_samples]`` autoregressively with the cached engine."""
-        from timbre.generation.engine import generate  # the engine depends on this module, not vice versa
+        """Sample a waveform ``[batch, n_samples]``: :func:`timbre.generation.engine.generate` on this decoder.
+
+        Kept so the autoencoder can treat both decoder families alike; the engine itself reads
+        this decoder through :meth:`step_weights` only and does not import this module.
+        """
+        from timbre.generation.engine import generate  # deferred: importing the decoder must stay cheap
 
         return generate(
             self, z, pitch, n_samples, temperature=temperature, generator=generator, progress=progress, **options

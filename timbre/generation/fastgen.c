@@ -1,0 +1,420 @@
+/* The native cached WaveNet step: whole chunks of autoregressive samples, for all notes of a batch.
+ *
+ * Built by the package build (setup.py) into timbre/generation/_fastgen*.so and loaded with
+ * ctypes by timbre/generation/native.py, which mirrors the structures below field by field and
+ * checks their sizes against timbre_fastgen_sizes() when it loads the library. Plain C99 with
+ * optional OpenMP; no Python or torch headers.
+ *
+ * Matrices are packed in panels of TIMBRE_PANEL output columns, [panels][inputs][TIMBRE_PANEL],
+ * so every matrix-vector product streams its weights sequentially and keeps
+ * TIMBRE_PANEL x BATCH_BLOCK accumulators in registers. Output widths are padded to whole panels
+ * (the padding weights are zero): "padded R" below is the residual width rounded up to a panel.
+ *
+ * The hot loops are compiled once per CPU level and picked when the library loads (GCC's
+ * target_clones), so one wheel runs on any x86-64 and uses AVX-512 or AVX2+FMA where present.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define TIMBRE_PANEL 64
+#define BATCH_BLOCK 4
+/* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
+#define TIMBRE_FASTGEN_ABI 2
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+#if __GNUC__ >= 11
+#define CPU_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define CPU_DISPATCH __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
+#endif
+#else
+#define CPU_DISPATCH /* other compilers and CPUs: one baseline build */
+#endif
+
+/* Status codes of timbre_fastgen_run (native.py turns them into exceptions). */
+enum {
+    TIMBRE_OK = 0,
+    TIMBRE_NO_MEMORY = 1,     /* scratch memory could not be allocated */
+    TIMBRE_BAD_GEOMETRY = 2,  /* a size, the batch, a dilation or the thread count is out of range */
+    TIMBRE_MISSING_BUFFER = 3 /* a weight or state pointer is NULL */
+};
+
+/* One gated layer, packed. */
+typedef struct {
+    int64_t dilation;
+    /* dilated conv: kernel*residual inputs (tap-major: tap j reads time t - (kernel-1-j)*dilation)
+     * -> filter half then gate half, each padded R wide; the gate half pre-halved (see gate_rows) */
+    const float *dilated;
+    /* the halved skip and residual 1x1s side by side: residual -> padded skip + padded R */
+    const float *skip_residual;
+    /* their bias, padded skip + padded R (the skip part is zero: skip biases are summed in skip_bias) */
+    const float *skip_residual_bias;
+} timbre_layer;
+
+/* The decoder, packed; its sizes decide every padded width. */
+typedef struct {
+    int64_t residual, skip, kernel, layers, classes;
+    const float *start_weight;     /* [kernel][residual], tap j multiplies the input at t - (kernel-1-j) */
+    const float *start_bias;       /* [residual] */
+    const float *skip_start;       /* packed: residual -> padded skip */
+    const float *skip_bias;        /* [padded skip]: skip_start's bias plus every layer's skip bias */
+    const float *hidden;           /* packed: skip -> padded skip */
+    const float *logits;           /* packed: skip -> padded classes */
+    const float *logits_bias;      /* [padded classes] */
+    const timbre_layer *layer;     /* [layers] */
+} timbre_decoder;
+
+/* The state of one batch of notes, all zero at time 0 (the causal convolutions' zero padding). */
+typedef struct {
+    int64_t batch;
+    float *input_ring;         /* [kernel][batch]: past network inputs */
+    float *const *layer_ring;  /* [layers] rings of [(kernel-1)*dilation + 1][batch][residual] */
+    float *inputs;             /* [batch]: the network input of the next step */
+    /* the current conditioning frame: each layer's conditioning plus dilated bias
+     * [layers][batch][2 * padded R], and the output conditioning plus hidden bias [batch][padded skip] */
+    const float *layer_bias;
+    const float *output_bias;
+} timbre_state;
+
+static int padded(int64_t size) { return (int)((size + TIMBRE_PANEL - 1) / TIMBRE_PANEL * TIMBRE_PANEL); }
+
+/* Y[b][p*PANEL + j] += sum over segments s, inputs i of X_s[b][i] * P[p][s*seg_len + i][j]
+ * for panels p in [p0, p1). A segment is one tap of a dilated convolution (kernel segments of
+ * seg_len inputs, each read from its own ring-buffer slot); plain matrices have one segment. */
+CPU_DISPATCH
+static void panels_multiply(const float *restrict packed, int segments, int seg_len, int p0, int p1,
+                            const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+{
+    const int n_in = segments * seg_len;
+    for (int p = p0; p < p1; ++p) {
+        const float *restrict panel = packed + (size_t)p * n_in * TIMBRE_PANEL;
+        int b = 0;
+        for (; b + BATCH_BLOCK <= batch; b += BATCH_BLOCK) {
+            float acc[BATCH_BLOCK][TIMBRE_PANEL];
+            for (int r = 0; r < BATCH_BLOCK; ++r)
+                memcpy(acc[r], out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL, sizeof(acc[r]));
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const float *restrict w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
+                for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
+                    for (int r = 0; r < BATCH_BLOCK; ++r) {
+                        const float xi = x[r * ldx + i];
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * w[j];
+                    }
+                }
+            }
+            for (int r = 0; r < BATCH_BLOCK; ++r)
+                memcpy(out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL, acc[r], sizeof(acc[r]));
+        }
+        for (; b < batch; ++b) {
+            /* Two accumulator sets (even and odd inputs) halve the FMA dependency chain. */
+            float even[TIMBRE_PANEL], odd[TIMBRE_PANEL];
+            memcpy(even, out + (size_t)b * ldy + p * TIMBRE_PANEL, sizeof(even));
+            memset(odd, 0, sizeof(odd));
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const float *restrict w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
+                int i = 0;
+                for (; i + 2 <= seg_len; i += 2, w += 2 * TIMBRE_PANEL) {
+                    const float x0 = x[i], x1 = x[i + 1];
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                        even[j] += x0 * w[j];
+                        odd[j] += x1 * w[TIMBRE_PANEL + j];
+                    }
+                }
+                for (; i < seg_len; ++i, w += TIMBRE_PANEL)
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) even[j] += x[i] * w[j];
+            }
+            for (int j = 0; j < TIMBRE_PANEL; ++j) out[(size_t)b * ldy + p * TIMBRE_PANEL + j] = even[j] + odd[j];
+        }
+    }
+}
+
+/* tanh as Eigen's rational approximation (a few ulp in float32): unlike libm's tanhf it
+ * vectorizes, and the step evaluates 2 * residual of them per layer and note. */
+static inline float rational_tanh(float x)
+{
+    const float bound = 7.90531110763549805f;
+    x = x > bound ? bound : (x < -bound ? -bound : x);
+    const float x2 = x * x;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 + -8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    return x * p / q;
+}
+
+/* 2 * tanh(filter) * sigmoid(gate) as tanh(f) * (1 + tanh(g')) for rows [b0, b1): the gate half
+ * arrives pre-halved (g' = gate / 2, since sigmoid(x) = (1 + tanh(x/2)) / 2) and the factor 2 is
+ * undone by halved skip and residual weights, both exact in floating point. */
+CPU_DISPATCH
+static void gate_rows(const float *restrict pre, int ld_pre, int gate_offset, int channels, int b0, int b1,
+                      float *restrict gated)
+{
+    for (int b = b0; b < b1; ++b) {
+        const float *restrict f = pre + (size_t)b * ld_pre;
+        const float *restrict g = f + gate_offset;
+        float *restrict o = gated + (size_t)b * channels;
+        for (int c = 0; c < channels; ++c) o[c] = rational_tanh(f[c]) * (1.0f + rational_tanh(g[c]));
+    }
+}
+
+static void relu_rows(const float *restrict in, int ld_in, int channels, int batch, float *restrict out)
+{
+    for (int b = 0; b < batch; ++b)
+        for (int c = 0; c < channels; ++c) {
+            const float v = in[(size_t)b * ld_in + c];
+            out[(size_t)b * channels + c] = v > 0.0f ? v : 0.0f;
+        }
+}
+
+static void fill_rows(float *restrict out, int ld, const float *restrict row, int batch, int width)
+{
+    for (int b = 0; b < batch; ++b) memcpy(out + (size_t)b * ld, row, (size_t)width * sizeof(float));
+}
+
+static inline int64_t ring_slot(int64_t time, int64_t length) { return ((time % length) + length) % length; }
+
+static inline void thread_share(int items, int thread, int threads, int *first, int *last)
+{
+    *first = (int)((int64_t)items * thread / threads);
+    *last = (int)((int64_t)items * (thread + 1) / threads);
+}
+
+/* Pick a class from logits: argmax when uniform < 0, else inverse-CDF sampling of
+ * softmax(logits * inv_temperature) with the given uniform in [0, 1). */
+static int64_t pick_class(const float *restrict logits, int classes, float uniform, float inv_temperature,
+                          float *restrict scratch)
+{
+    int64_t best = 0;
+    for (int c = 1; c < classes; ++c)
+        if (logits[c] > logits[best]) best = c;
+    if (uniform < 0.0f) return best;
+    const float top = logits[best];
+    float total = 0.0f;
+    int64_t last_positive = best;
+    for (int c = 0; c < classes; ++c) {
+        scratch[c] = expf((logits[c] - top) * inv_temperature);
+        total += scratch[c];
+        scratch[c] = total;
+        if (scratch[c] > (c ? scratch[c - 1] : 0.0f)) last_positive = c;
+    }
+    const float target = uniform * total;
+    for (int c = 0; c < classes; ++c)
+        if (scratch[c] > target) return c;
+    return last_positive;
+}
+
+/* Sizes and ranges the kernel relies on; everything is indexed with int below. */
+static int check(const timbre_decoder *d, const timbre_state *s, int64_t n_steps, int64_t threads)
+{
+    const int64_t limit = 1 << 20;
+    if (!d || !s || !d->layer || !d->start_weight || !d->start_bias || !d->skip_start || !d->skip_bias ||
+        !d->hidden || !d->logits || !d->logits_bias || !s->input_ring || !s->layer_ring || !s->inputs ||
+        !s->layer_bias || !s->output_bias)
+        return TIMBRE_MISSING_BUFFER;
+    if (d->residual < 1 || d->residual > limit || d->skip < 1 || d->skip > limit || d->kernel < 1 ||
+        d->kernel > 64 || d->layers < 1 || d->layers > 4096 || d->classes < 2 || d->classes > limit ||
+        s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024)
+        return TIMBRE_BAD_GEOMETRY;
+    for (int64_t l = 0; l < d->layers; ++l) {
+        const timbre_layer *layer = d->layer + l;
+        if (layer->dilation < 1 || layer->dilation > limit) return TIMBRE_BAD_GEOMETRY;
+        if (!layer->dilated || !layer->skip_residual || !layer->skip_residual_bias || !s->layer_ring[l])
+            return TIMBRE_MISSING_BUFFER;
+    }
+    return TIMBRE_OK;
+}
+
+/* sizeof of the structures above, for native.py to check its ctypes mirror; returns the ABI version. */
+int timbre_fastgen_sizes(int64_t *layer, int64_t *decoder, int64_t *state, int64_t *panel)
+{
+    *layer = (int64_t)sizeof(timbre_layer);
+    *decoder = (int64_t)sizeof(timbre_decoder);
+    *state = (int64_t)sizeof(timbre_state);
+    *panel = TIMBRE_PANEL;
+    return TIMBRE_FASTGEN_ABI;
+}
+
+/* Run steps t0 .. t0+n_steps-1 within the current conditioning frame.
+ *
+ * If teacher [n_steps][batch] is given, step s uses teacher[s][b] as its input; otherwise the
+ * input comes from the class picked at the previous step: sampled with uniforms[s][b] from
+ * softmax(logits * inv_temperature), or argmax when uniforms is NULL. logits_out
+ * [n_steps][batch][classes] and classes_out [n_steps][batch] are optional. state->inputs ends
+ * holding the next step's input.
+ *
+ * Threads split the notes when there are at least as many notes as threads (no synchronisation
+ * inside a step), else they split every product's panels and meet at barriers.
+ * Returns TIMBRE_OK or one of the status codes above (then nothing has been written). */
+int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state, int64_t t0, int64_t n_steps,
+                       int64_t n_threads, const float *teacher, const float *uniforms, float inv_temperature,
+                       float *logits_out, int64_t *classes_out)
+{
+    const int status = check(decoder, state, n_steps, n_threads);
+    if (status != TIMBRE_OK) return status;
+    const int batch = (int)state->batch, residual = (int)decoder->residual, skip = (int)decoder->skip;
+    const int kernel = (int)decoder->kernel, layers = (int)decoder->layers, classes = (int)decoder->classes;
+    const int pad_r = padded(residual), pad_s = padded(skip), pad_c = padded(classes);
+    const int threads = (int)n_threads, split_notes = batch >= threads;
+    const timbre_layer *layer_weights = decoder->layer;
+    const float *start_w = decoder->start_weight, *start_b = decoder->start_bias;
+    const float *skip_start = decoder->skip_start, *skip_b = decoder->skip_bias;
+    const float *hidden_w = decoder->hidden, *logits_w = decoder->logits, *logits_b = decoder->logits_bias;
+    const float *layer_bias = state->layer_bias, *out_bias = state->output_bias;
+    float *inputs = state->inputs, *input_ring = state->input_ring;
+    float *const *layer_ring = state->layer_ring;
+    const int ld_pre = 2 * pad_r, ld_rs = pad_s + pad_r;
+
+    /* Shared scratch, one row per note: pre-activations, skip|residual outputs, skip sum, hidden, logits. */
+    const size_t shared_floats = (size_t)batch * (ld_pre + ld_rs + pad_s + pad_s + pad_c);
+    /* Per-thread scratch: gated activations / relu inputs, softmax CDF. */
+    const int widest = residual > skip ? residual : skip;
+    const size_t private_floats = (size_t)batch * widest + classes;
+    float *scratch = calloc(shared_floats + (size_t)threads * private_floats, sizeof(float));
+    const float **taps = malloc((size_t)threads * kernel * sizeof(float *));
+    if (!scratch || !taps) {
+        free(scratch);
+        free(taps);
+        return TIMBRE_NO_MEMORY;
+    }
+    float *pre_all = scratch, *rs_all = pre_all + (size_t)batch * ld_pre;
+    float *skip_all = rs_all + (size_t)batch * ld_rs, *hidden_all = skip_all + (size_t)batch * pad_s;
+    float *logits_all = hidden_all + (size_t)batch * pad_s, *private_base = logits_all + (size_t)batch * pad_c;
+
+#pragma omp parallel num_threads(threads)
+    {
+#ifdef _OPENMP
+        const int thread = omp_get_thread_num(), team = omp_get_num_threads();
+#else
+        const int thread = 0, team = 1;
+#endif
+        /* This thread's notes [row0, row0 + rows) and its share of panels (panel_thread of panel_team). */
+        int row0 = 0, row_end = batch;
+        const int panel_team = split_notes ? 1 : team, panel_thread = split_notes ? 0 : thread;
+        if (split_notes) thread_share(batch, thread, team, &row0, &row_end);
+        const int rows = row_end - row0;
+        float *pre = pre_all + (size_t)row0 * ld_pre, *rs = rs_all + (size_t)row0 * ld_rs;
+        float *skip_sum = skip_all + (size_t)row0 * pad_s, *hidden = hidden_all + (size_t)row0 * pad_s;
+        float *logits = logits_all + (size_t)row0 * pad_c;
+        float *mine = private_base + (size_t)thread * private_floats, *cdf = mine + (size_t)batch * widest;
+        const float **my_taps = taps + (size_t)thread * kernel;
+        int p0, p1, b0, b1;
+
+#define SYNC_PANELS()                    \
+    do {                                 \
+        if (panel_team > 1) {            \
+            _Pragma("omp barrier")       \
+        }                                \
+    } while (0)
+
+        for (int64_t s = 0; s < n_steps; ++s) {
+            const int64_t t = t0 + s;
+            if (panel_thread == 0) {
+                /* Start convolution from the ring of past inputs, then the first skip. */
+                for (int b = row0; b < row_end; ++b) {
+                    if (teacher) inputs[b] = teacher[s * batch + b];
+                    input_ring[ring_slot(t, kernel) * batch + b] = inputs[b];
+                }
+                float *x0 = layer_ring[0] +
+                            ring_slot(t, (int64_t)(kernel - 1) * layer_weights[0].dilation + 1) * batch * residual;
+                for (int b = row0; b < row_end; ++b)
+                    for (int r = 0; r < residual; ++r) {
+                        float v = start_b[r];
+                        for (int j = 0; j < kernel; ++j)
+                            v += start_w[j * residual + r] *
+                                 input_ring[ring_slot(t - (kernel - 1 - j), kernel) * batch + b];
+                        x0[b * residual + r] = v;
+                    }
+                fill_rows(skip_sum, pad_s, skip_b, rows, pad_s);
+                const float *x0_rows = x0 + (size_t)row0 * residual;
+                panels_multiply(skip_start, 1, residual, 0, pad_s / TIMBRE_PANEL, &x0_rows, residual, rows, skip_sum,
+                                pad_s);
+            }
+            SYNC_PANELS();
+            for (int l = 0; l < layers; ++l) {
+                const timbre_layer *lw = layer_weights + l;
+                const int64_t length = (int64_t)(kernel - 1) * lw->dilation + 1;
+                for (int j = 0; j < kernel; ++j) {
+                    const int64_t slot = ring_slot(t - (int64_t)(kernel - 1 - j) * lw->dilation, length);
+                    my_taps[j] = layer_ring[l] + (slot * batch + row0) * residual;
+                }
+                thread_share(ld_pre / TIMBRE_PANEL, panel_thread, panel_team, &p0, &p1);
+                for (int b = 0; b < rows; ++b)
+                    memcpy(pre + (size_t)b * ld_pre + p0 * TIMBRE_PANEL,
+                           layer_bias + ((size_t)l * batch + row0 + b) * ld_pre + p0 * TIMBRE_PANEL,
+                           (size_t)(p1 - p0) * TIMBRE_PANEL * sizeof(float));
+                panels_multiply(lw->dilated, kernel, residual, p0, p1, my_taps, residual, rows, pre, ld_pre);
+                SYNC_PANELS();
+                /* Every panel thread gates all its notes' rows, so the next product needs no barrier. */
+                gate_rows(pre, ld_pre, pad_r, residual, 0, rows, mine);
+                const int last = l == layers - 1; /* the last layer's residual output is unused */
+                thread_share((pad_s + (last ? 0 : pad_r)) / TIMBRE_PANEL, panel_thread, panel_team, &p0, &p1);
+                fill_rows(rs + p0 * TIMBRE_PANEL, ld_rs, lw->skip_residual_bias + p0 * TIMBRE_PANEL, rows,
+                          (p1 - p0) * TIMBRE_PANEL);
+                const float *gated = mine;
+                panels_multiply(lw->skip_residual, 1, residual, p0, p1, &gated, residual, rows, rs, ld_rs);
+                const float *here = my_taps[kernel - 1];
+                float *next = NULL; /* where the next layer's ring keeps its input at time t */
+                if (!last) {
+                    const int64_t slot = ring_slot(t, (int64_t)(kernel - 1) * layer_weights[l + 1].dilation + 1);
+                    next = layer_ring[l + 1] + (slot * batch + row0) * residual;
+                }
+                for (int b = 0; b < rows; ++b) {
+                    const float *row = rs + (size_t)b * ld_rs;
+                    for (int c = p0 * TIMBRE_PANEL; c < p1 * TIMBRE_PANEL; ++c) {
+                        if (c < skip)
+                            skip_sum[(size_t)b * pad_s + c] += row[c];
+                        else if (next && c >= pad_s && c - pad_s < residual)
+                            next[(size_t)b * residual + c - pad_s] = here[(size_t)b * residual + c - pad_s] + row[c];
+                    }
+                }
+                SYNC_PANELS();
+            }
+            /* Output stack: relu, 1x1 + conditioning, relu, 1x1 to logits. */
+            relu_rows(skip_sum, pad_s, skip, rows, mine);
+            thread_share(pad_s / TIMBRE_PANEL, panel_thread, panel_team, &p0, &p1);
+            for (int b = 0; b < rows; ++b)
+                memcpy(hidden + (size_t)b * pad_s + p0 * TIMBRE_PANEL,
+                       out_bias + (size_t)(row0 + b) * pad_s + p0 * TIMBRE_PANEL,
+                       (size_t)(p1 - p0) * TIMBRE_PANEL * sizeof(float));
+            const float *relu_skip = mine;
+            panels_multiply(hidden_w, 1, skip, p0, p1, &relu_skip, skip, rows, hidden, pad_s);
+            SYNC_PANELS();
+            relu_rows(hidden, pad_s, skip, rows, mine);
+            thread_share(pad_c / TIMBRE_PANEL, panel_thread, panel_team, &p0, &p1);
+            fill_rows(logits + p0 * TIMBRE_PANEL, pad_c, logits_b + p0 * TIMBRE_PANEL, rows, (p1 - p0) * TIMBRE_PANEL);
+            const float *relu_hidden = mine;
+            panels_multiply(logits_w, 1, skip, p0, p1, &relu_hidden, skip, rows, logits, pad_c);
+            SYNC_PANELS();
+            thread_share(rows, panel_thread, panel_team, &b0, &b1);
+            for (int b = b0; b < b1; ++b) {
+                const float *row = logits + (size_t)b * pad_c;
+                const size_t note = (size_t)s * batch + row0 + b;
+                if (logits_out) memcpy(logits_out + note * classes, row, classes * sizeof(float));
+                if (teacher) continue;
+                const float uniform = uniforms ? uniforms[note] : -1.0f;
+                const int64_t picked = pick_class(row, classes, uniform, inv_temperature, cdf);
+                if (classes_out) classes_out[note] = picked;
+                inputs[row0 + b] = (float)(picked - classes / 2) / (float)(classes / 2);
+            }
+            SYNC_PANELS();
+        }
+#undef SYNC_PANELS
+    }
+    free(taps);
+    free(scratch);
+    return TIMBRE_OK;
+}
