@@ -4,6 +4,10 @@
 - ``fluidr3_soundfont``: path of FluidR3_GM.sf2 (tests using it are skipped where it is missing).
 - ``fluidr3_dataset``: nine 4 s FluidR3_GM notes in all three splits (piano in train, flute in
   valid, violin in test; pitches 48/60/72, velocity 100). Session-wide, read-only.
+- ``MIDI_FIXTURES``: small MIDI files written by ``tests/fixtures/make_midi.py`` (a pop band with
+  drums, a solo piano piece, a primer melody, an empty file, two corrupt ones); ``SONGS`` are the
+  multi-bar pieces among them, plus every MIDI file of the folder ``$TIMBRE_TEST_MIDI`` names (an
+  optional extra set of real songs; the suite never needs it).
 - ``nsynth_fixture_root``: a hand-made dataset in the official NSynth layout (``tests/fixtures/nsynth/``:
   an ``examples.json`` in NSynth's exact format, with wavs synthesised here as sines at each
   note's pitch). Session-wide: copy it before changing it.
@@ -26,20 +30,41 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
-SHARED_MIDI = Path(__file__).resolve().parents[2] / "shared" / "midi"
 FIXTURES = Path(__file__).parent / "fixtures"
+MIDI_FIXTURES = FIXTURES / "midi"
+EXTRA_MIDI = Path(os.environ["TIMBRE_TEST_MIDI"]) if os.environ.get("TIMBRE_TEST_MIDI") else None
+
+
+def readable_songs() -> list[Path]:
+    """The fixture songs, then the readable files of ``$TIMBRE_TEST_MIDI`` (if set), sorted by name."""
+    songs = [MIDI_FIXTURES / "band.mid", MIDI_FIXTURES / "piano.mid"]
+    if EXTRA_MIDI is not None:
+        from timbre.errors import MidiError
+        from timbre.io.midi import is_midi_file, load_score
+
+        for path in sorted(path for path in EXTRA_MIDI.iterdir() if is_midi_file(path)):
+            try:
+                load_score(path)
+            except MidiError:
+                continue  # the extra set may hold broken files on purpose
+            songs.append(path)
+    return songs
+
+
+SONGS = readable_songs()
+
 # Notes of the hand-made fixture that stop sounding early (seconds), like NSynth's percussive notes.
 FIXTURE_SOUNDING_SECONDS = {"guitar_electronic_028-060-127": 0.5}
 
 
 @pytest.fixture(scope="session")
-def note_dataset(tmp_path_factory) -> Path:
+def note_dataset(fluidr3_soundfont: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Six real FluidR3_GM notes of 1 s in the NSynth layout: four train (piano, violin), two valid (flute)."""
     from timbre.data.soundfont import build_dataset
 
     root = tmp_path_factory.mktemp("notes")
     build_dataset(
-        SOUNDFONT, root, programs=[0, 40, 73], pitches=[60, 64], velocities=[100],
+        fluidr3_soundfont, root, programs=[0, 40, 73], pitches=[60, 64], velocities=[100],
         seconds=1.0, hold=0.75, valid=0.34, test=0.0, progress=False,
     )  # fmt: skip
     return root

@@ -10,8 +10,8 @@ import symusic
 import torch
 
 from timbre.cli import main
+from timbre.constants import DEFAULT_COMPOSER_DIR
 from timbre.symbolic.compose import (
-    DEFAULT_COMPOSER,
     compose,
     compose_many,
     fit_prime_to_voices,
@@ -23,8 +23,9 @@ from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.models.composer import Composer
 from timbre.train.checkpoint import save_checkpoint
 
-MIDI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "midi"
-PRIMER = MIDI_DIR / "primer_melody.mid"
+from conftest import MIDI_FIXTURES
+
+PRIMER = MIDI_FIXTURES / "primer_melody.mid"
 
 
 @pytest.fixture(scope="module")
@@ -108,10 +109,10 @@ def test_fit_prime_to_voices_orders_tracks_by_register() -> None:
 def test_bad_primers_models_and_options_give_clear_errors(checkpoint: Path, tmp_path: Path) -> None:
     composer = load_composer(checkpoint)
     with pytest.raises(MidiError, match="holds no notes"):
-        compose(composer, prime=MIDI_DIR / "empty.mid")
+        compose(composer, prime=MIDI_FIXTURES / "empty.mid")
     with pytest.raises(MidiError, match="not a readable MIDI file"):
-        compose(composer, prime=MIDI_DIR / "ValueError_Control168.mid")
-    with pytest.raises(ConfigError, match="--top-p"):
+        compose(composer, prime=MIDI_FIXTURES / "corrupt_control_value.mid")
+    with pytest.raises(ConfigError, match=r"top_p must be in \(0, 1\], got 1.5"):
         compose(composer, top_p=1.5)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_composer(tmp_path / "missing.pt")
@@ -125,13 +126,13 @@ def test_cli_writes_identical_files_and_reports_errors(checkpoint: Path, tmp_pat
         assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--seed", "1", "--bars", "2"]) == 0
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
     assert symusic.Score(str(outputs[0])).note_num() > 0
-    assert main(["compose", "--model", str(checkpoint), "--out", str(tmp_path / "c.mid"), "--prime", str(MIDI_DIR / "empty.mid")]) == 1
+    assert main(["compose", "--model", str(checkpoint), "--out", str(tmp_path / "c.mid"), "--prime", str(MIDI_FIXTURES / "empty.mid")]) == 1
     assert "empty.mid: the MIDI file holds no notes" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_bundled_model_composes_four_part_music_deterministically(tmp_path: Path) -> None:
-    assert (DEFAULT_COMPOSER / "model.pt").is_file(), "the bundled chorale composer is missing"
+    assert (DEFAULT_COMPOSER_DIR / "model.pt").is_file(), "the bundled chorale composer is missing"
     outputs = [tmp_path / "x.mid", tmp_path / "y.mid"]
     for out in outputs:
         assert main(["compose", "--out", str(out), "--seed", "1"]) == 0

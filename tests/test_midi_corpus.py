@@ -13,10 +13,10 @@ import torch
 
 import timbre.data.midi as midi
 from timbre.data import DataBundle
-from timbre.errors import ConfigError, DatasetError, MidiError
+from timbre.errors import ConfigError, DatasetError
 from timbre.symbolic.tokens import create_tokenizer, tokenizer_from_dict
 
-MIDI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "midi"
+from conftest import MIDI_FIXTURES
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +25,6 @@ def chorale_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cache = tmp_path_factory.mktemp("cache")
     midi.build_chorale_corpus(cache, limit=6)
     return cache
-
-
-def test_empty_and_corrupted_midi_give_clear_errors(tmp_path: Path) -> None:
-    with pytest.raises(MidiError, match=r"empty\.mid: the MIDI file holds no notes"):
-        midi.load_score(MIDI_DIR / "empty.mid")
-    with pytest.raises(MidiError, match=r"ValueError_Control168\.mid: not a readable MIDI file"):
-        midi.load_score(MIDI_DIR / "ValueError_Control168.mid")
-    with pytest.raises(MidiError, match="no such MIDI file"):
-        midi.load_score(tmp_path / "missing.mid")
 
 
 def test_chorale_has_four_voices_with_distinct_programs_and_aligned_bars() -> None:
@@ -79,8 +70,8 @@ def test_chorales_that_fail_are_skipped_with_a_warning(tmp_path: Path, monkeypat
 
 def test_midi_folder_is_searched_recursively(tmp_path: Path) -> None:
     (tmp_path / "a" / "b").mkdir(parents=True)
-    shutil.copy(MIDI_DIR / "primer_melody.mid", tmp_path / "a" / "b" / "one.MID")
-    shutil.copy(MIDI_DIR / "POP909_008.mid", tmp_path / "two.midi")
+    shutil.copy(MIDI_FIXTURES / "primer_melody.mid", tmp_path / "a" / "b" / "one.MID")
+    shutil.copy(MIDI_FIXTURES / "piano.mid", tmp_path / "two.midi")
     (tmp_path / "notes.txt").write_text("not midi")
     assert midi.find_midi_files(tmp_path) == [tmp_path / "a" / "b" / "one.MID", tmp_path / "two.midi"]
     (tmp_path / "empty").mkdir()
@@ -102,11 +93,14 @@ def test_split_by_piece_is_seeded_disjoint_and_complete() -> None:
 
 
 def test_folder_corpus_skips_broken_files_with_a_warning(tmp_path: Path) -> None:
-    for name in ("POP909_008.mid", "primer_melody.mid", "Mr_Blue_Sky.mid", "empty.mid", "ValueError_Control168.mid"):
-        shutil.copy(MIDI_DIR / name, tmp_path / name)
-    with pytest.warns(UserWarning, match="skipping"):
+    readable = ("piano.mid", "primer_melody.mid", "band.mid")
+    for name in (*readable, "empty.mid", "corrupt_control_value.mid", "truncated.mid"):
+        shutil.copy(MIDI_FIXTURES / name, tmp_path / name)
+    with pytest.warns(UserWarning) as warnings:
         bundle = midi.build_datasets(folder=str(tmp_path), max_tokens=64, valid=0.34, test=0.0)
-    assert len(bundle.train.pieces) + len(bundle.valid.pieces) == 3
+    skipped = sorted(str(warning.message).split(": ")[0].removeprefix("skipping ") for warning in warnings)
+    assert skipped == [str(tmp_path / name) for name in ("corrupt_control_value.mid", "empty.mid", "truncated.mid")]
+    assert len(bundle.train.pieces) + len(bundle.valid.pieces) == len(readable)
 
 
 def test_chorale_bundle_feeds_the_trainer(chorale_cache: Path) -> None:

@@ -36,7 +36,7 @@ from timbre.render import (
 )
 from timbre.render.renderer import fade_envelope
 
-from conftest import SHARED_MIDI
+from conftest import MIDI_FIXTURES, SONGS
 
 PEAK = 10 ** (-1 / 20)  # the default -1 dBFS
 # A monophonic line: (onset s, duration s, pitch, velocity), with rests between the notes.
@@ -169,19 +169,19 @@ def test_unknown_timbre_source_and_track_are_clear_errors(fast_model, timbre_set
 
 def test_empty_and_corrupt_midi_files_are_clear_errors(fast_model, timbre_set: Path) -> None:
     with pytest.raises(MidiError, match="empty.mid: the MIDI file holds no notes"):
-        render_midi(SHARED_MIDI / "empty.mid", fast_model, timbre_set_dir=timbre_set)
-    with pytest.raises(MidiError, match="ValueError_Control168.mid: not a readable MIDI file"):
-        render_midi(SHARED_MIDI / "ValueError_Control168.mid", fast_model, timbre_set_dir=timbre_set)
+        render_midi(MIDI_FIXTURES / "empty.mid", fast_model, timbre_set_dir=timbre_set)
+    with pytest.raises(MidiError, match="corrupt_control_value.mid: not a readable MIDI file"):
+        render_midi(MIDI_FIXTURES / "corrupt_control_value.mid", fast_model, timbre_set_dir=timbre_set)
 
 
 def test_cli_errors_are_one_line_and_exit_1(fast_checkpoint: Path, timbre_set: Path, tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "x.wav")
     common = ["--out", out, "--model", str(fast_checkpoint), "--timbre-set", str(timbre_set), "--no-progress"]
     for midi, extra, message in [
-        (SHARED_MIDI / "empty.mid", [], "holds no notes"),
-        (SHARED_MIDI / "ValueError_Control168.mid", [], "not a readable MIDI file"),
-        (SHARED_MIDI / "primer_melody.mid", ["--timbre", "0=nope.flac"], "unknown timbre source 'nope.flac'"),
-        (SHARED_MIDI / "primer_melody.mid", ["--decoder", "wavenet"], "has a fast decoder, but --decoder wavenet"),
+        (MIDI_FIXTURES / "empty.mid", [], "holds no notes"),
+        (MIDI_FIXTURES / "corrupt_control_value.mid", [], "not a readable MIDI file"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--timbre", "0=nope.flac"], "unknown timbre source 'nope.flac'"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--decoder", "wavenet"], "has a fast decoder, but --decoder wavenet"),
     ]:
         assert main(["render", str(midi), *common, *extra]) == 1
         error = capsys.readouterr().err.strip().splitlines()
@@ -301,9 +301,9 @@ def test_fade_envelope_has_no_steps() -> None:
     assert fade_envelope(100, 16000).max() <= 1.0
 
 
-@pytest.mark.parametrize("name", ["Funkytown.mid", "Mr_Blue_Sky.mid", "What_a_Fool_Believes.mid", "POP909_008.mid"])
-def test_polyphonic_songs_render_without_clipping(fast_model, timbre_set: Path, name: str) -> None:
-    result = render_midi(SHARED_MIDI / name, fast_model, timbre_set_dir=timbre_set, start=20.0, end=26.0)
+@pytest.mark.parametrize("song", SONGS, ids=lambda path: path.name)
+def test_polyphonic_songs_render_without_clipping(fast_model, timbre_set: Path, song: Path) -> None:
+    result = render_midi(song, fast_model, timbre_set_dir=timbre_set, start=20.0, end=26.0)
     audio = result.audio
     assert np.isfinite(audio).all() and np.abs(audio).max() == pytest.approx(PEAK, rel=1e-5)
     assert result.plan.notes > 10 and result.plan.unique_notes <= result.plan.notes
@@ -361,7 +361,7 @@ def test_cli_renders_a_song_with_reference(
 ) -> None:
     out = tmp_path / "song.wav"
     status = main(
-        ["render", str(SHARED_MIDI / "Mr_Blue_Sky.mid"), "--out", str(out), "--model", str(fast_checkpoint),
+        ["render", str(MIDI_FIXTURES / "band.mid"), "--out", str(out), "--model", str(fast_checkpoint),
          "--timbre-set", str(timbre_set), "--start", "10", "--end", "18", "--timbre", f"Melody={flute_wav}",
          "--timbre", "Piano=blend:gm:0,gm:40:0.3,0.7", "--morph", "Bass=gm:33,gm:40", "--gain", "Bass=-3",
          "--reference", "fluidsynth", "--verbose", "--no-progress"]

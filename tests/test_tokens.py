@@ -23,8 +23,10 @@ from timbre.symbolic.tokens import (
     tokenizer_to_dict,
 )
 
-MIDI_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "midi"
-READABLE = ["Funkytown.mid", "Mr_Blue_Sky.mid", "POP909_008.mid", "What_a_Fool_Believes.mid", "primer_melody.mid"]
+from conftest import MIDI_FIXTURES, SONGS
+
+READABLE = [*SONGS, MIDI_FIXTURES / "primer_melody.mid"]
+BAND, PIANO = MIDI_FIXTURES / "band.mid", MIDI_FIXTURES / "piano.mid"
 
 
 def notes_in_beats(score: symusic.Score) -> list[tuple]:
@@ -38,10 +40,10 @@ def notes_in_beats(score: symusic.Score) -> list[tuple]:
 
 
 @pytest.mark.parametrize("kind", ["remi", "tsd"])
-@pytest.mark.parametrize("name", READABLE)
-def test_round_trip_reproduces_the_quantized_notes(kind: str, name: str) -> None:
+@pytest.mark.parametrize("path", READABLE, ids=lambda path: path.name)
+def test_round_trip_reproduces_the_quantized_notes(kind: str, path: Path) -> None:
     tokenizer = create_tokenizer(kind, velocities=32)
-    score = symusic.Score(str(MIDI_DIR / name))
+    score = symusic.Score(str(path))
     ids = encode_score(tokenizer, score)
     decoded = decode_ids(tokenizer, ids)
     expected = notes_in_beats(tokenizer.preprocess_score(score.copy()))
@@ -55,7 +57,7 @@ def test_saved_tokenizer_is_json_and_restores_the_same_vocabulary() -> None:
     restored = tokenizer_from_dict(json.loads(json.dumps(params)))
     assert type(restored) is type(tokenizer)
     assert restored.vocab == tokenizer.vocab
-    score = symusic.Score(str(MIDI_DIR / "POP909_008.mid"))
+    score = symusic.Score(str(BAND))
     assert encode_score(restored, score) == encode_score(tokenizer, score)
 
 
@@ -88,22 +90,25 @@ def test_token_values_parse_pitches_and_drum_program() -> None:
 def test_grammar_accepts_every_real_sequence(kind: str, velocities: int) -> None:
     tokenizer = create_tokenizer(kind, velocities=velocities)
     grammar = TokenGrammar(tokenizer)
-    for name in ("Funkytown.mid", "POP909_008.mid"):
-        ids = encode_score(tokenizer, symusic.Score(str(MIDI_DIR / name)))
+    for path in SONGS:
+        ids = encode_score(tokenizer, symusic.Score(str(path)))
         state = grammar.initial_state()
         for position, token in enumerate(ids):
-            assert grammar.allowed(state)[token], f"{name}: token {position} {tokenizer[token]} refused"
+            assert grammar.allowed(state)[token], f"{path.name}: token {position} {tokenizer[token]} refused"
             grammar.advance(state, token)
-        assert state.notes == symusic.Score(str(MIDI_DIR / name)).note_num()
+        assert state.notes == symusic.Score(str(path)).note_num()
 
 
-def test_grammar_counts_bars_alike_for_remi_and_tsd() -> None:
-    score = symusic.Score(str(MIDI_DIR / "POP909_008.mid"))
-    bars = []
+# Bars completed by the end: all but the last one (no bar line follows it). The band's 32 bars
+# include a 2/4 one; the piano's 40 bars of 4/4 then 3/4 are followed by a bar with a final chord.
+@pytest.mark.parametrize("path, bars", [(BAND, 31), (PIANO, 40)], ids=["band", "piano"])
+def test_grammar_counts_bars_alike_for_remi_and_tsd(path: Path, bars: int) -> None:
+    score = symusic.Score(str(path))
+    counted = []
     for kind in ("remi", "tsd"):
         tokenizer = create_tokenizer(kind)
-        bars.append(TokenGrammar(tokenizer).state_after(encode_score(tokenizer, score)).bars)
-    assert bars[0] == bars[1] > 100
+        counted.append(TokenGrammar(tokenizer).state_after(encode_score(tokenizer, score)).bars)
+    assert counted == [bars, bars]
 
 
 @pytest.mark.parametrize("kind", ["remi", "tsd"])

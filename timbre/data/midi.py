@@ -9,7 +9,6 @@ as windows of at most ``max_tokens`` tokens.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
-from timbre.io.files import atomic_write
 from timbre.errors import ConfigError, DatasetError, MidiError
+from timbre.io.files import atomic_write
+from timbre.io.midi import is_midi_file, load_score
 from timbre.symbolic.tokens import (
     create_tokenizer,
     encode_score,
@@ -42,30 +42,13 @@ CHORALE_VOICES: tuple[tuple[str, int], ...] = (
 )
 CHORALE_TICKS_PER_QUARTER = 480
 CHORALE_VELOCITY = 90  # music21's own MIDI velocity; the chorales have no dynamics
-MIDI_SUFFIXES = {".mid", ".midi"}
 
 
 def default_cache_dir() -> Path:
-    """Where converted corpora live: ``$TIMBRE_CACHE`` or ``~/.cache/timbre``."""
-    return Path(os.environ.get("TIMBRE_CACHE", Path.home() / ".cache" / "timbre"))
+    """Where converted corpora live: :func:`timbre.constants.cache_dir`."""
+    from timbre.constants import cache_dir
 
-
-def load_score(path: str | Path) -> symusic.Score:
-    """Read a MIDI file, refusing files that are missing, unreadable or without notes.
-
-    Raises:
-        MidiError: naming the file and the problem.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MidiError(f"{path}: no such MIDI file")
-    try:
-        score = symusic.Score(str(path))
-    except Exception as error:  # symusic raises RuntimeError/ValueError for malformed files
-        raise MidiError(f"{path}: not a readable MIDI file ({error})") from error
-    if score.note_num() == 0:
-        raise MidiError(f"{path}: the MIDI file holds no notes")
-    return score
+    return cache_dir()
 
 
 def find_midi_files(folder: str | Path) -> list[Path]:
@@ -77,7 +60,7 @@ def find_midi_files(folder: str | Path) -> list[Path]:
     folder = Path(folder)
     if not folder.is_dir():
         raise DatasetError(f"{folder}: MIDI folder does not exist")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in MIDI_SUFFIXES)
+    files = sorted(path for path in folder.rglob("*") if is_midi_file(path))
     if not files:
         raise DatasetError(f"{folder}: no .mid or .midi files found (searched recursively)")
     return files

@@ -1,6 +1,6 @@
 """The notes of a MIDI file as the renderer sees them: per track, in seconds, within a time window.
 
-Any MIDI file symusic reads is accepted (through :func:`timbre.data.midi.load_score`, which
+Any MIDI file symusic reads is accepted (through :func:`timbre.io.midi.load_score`, which
 refuses missing, corrupt and empty files with a :class:`~timbre.errors.MidiError`). Tracks keep
 their position in the file (``index``), name, General MIDI program and drum flag, so that
 timbres can be assigned by index, name or program. Controllers (pedal, pitch bend, volume) are
@@ -17,7 +17,7 @@ from typing import Union
 import numpy as np
 import symusic
 
-from timbre.data.midi import load_score
+from timbre.io.midi import load_score
 from timbre.errors import ConfigError, MidiError
 
 MidiSource = Union[str, os.PathLike, symusic.core.ScoreTick, symusic.core.ScoreSecond]
