@@ -386,10 +386,12 @@
     const rows = canvas.height;
     const binOfRow = Array.from({ length: rows }, (_, row) =>
       Math.min(size / 2 - 1, Math.round((low * (nyquist / low) ** (1 - row / (rows - 1))) / nyquist * (size / 2))));
-    const image = g.createImageData(canvas.width, rows);
+    const levels = new Float32Array(frames * rows);  // dB, frame-major
+    const hues = new Float32Array(frames * rows);
     let previousPhase = new Float32Array(size / 2);
     const re = new Float32Array(size);
     const im = new Float32Array(size);
+    let loudest = -Infinity;
     for (let frame = 0; frame < frames; frame++) {
       for (let n = 0; n < size; n++) {
         re[n] = (samples[frame * hop + n] || 0) * hann[n];
@@ -397,30 +399,33 @@
       }
       fft(re, im);
       const phase = new Float32Array(size / 2);
-      const level = new Float32Array(size / 2);
-      const deviation = new Float32Array(size / 2);
-      for (let bin = 0; bin < size / 2; bin++) {
-        level[bin] = 20 * Math.log10(Math.hypot(re[bin], im[bin]) / (size / 4) + 1e-9);
-        phase[bin] = Math.atan2(im[bin], re[bin]);
-        const expected = (2 * Math.PI * bin * hop) / size;
-        let advance = phase[bin] - previousPhase[bin] - expected;
-        advance -= 2 * Math.PI * Math.round(advance / (2 * Math.PI));
-        deviation[bin] = advance / Math.PI;  // in [-1, 1]: where the energy sits within the bin
-      }
-      previousPhase = phase;
-      const x0 = Math.floor((frame * canvas.width) / frames);
-      const x1 = Math.max(x0 + 1, Math.floor(((frame + 1) * canvas.width) / frames));
+      for (let bin = 0; bin < size / 2; bin++) phase[bin] = Math.atan2(im[bin], re[bin]);
       for (let row = 0; row < rows; row++) {
         const bin = binOfRow[row];
-        const brightness = Math.min(1, Math.max(0, (level[bin] + 80) / 80));
-        const [r, gr, b] = hueToRgb((deviation[bin] + 1) / 2);
-        for (let x = x0; x < x1 && x < canvas.width; x++) {
-          const offset = 4 * (row * canvas.width + x);
-          image.data[offset] = r * brightness;
-          image.data[offset + 1] = gr * brightness;
-          image.data[offset + 2] = b * brightness;
-          image.data[offset + 3] = 255;
-        }
+        const level = 20 * Math.log10(Math.hypot(re[bin], im[bin]) + 1e-9);
+        // Phase advance beyond the bin centre's, as a frequency offset in bins (clamped to +-1/2).
+        let advance = phase[bin] - previousPhase[bin] - (2 * Math.PI * bin * hop) / size;
+        advance -= 2 * Math.PI * Math.round(advance / (2 * Math.PI));
+        const offset = Math.min(0.5, Math.max(-0.5, (advance * size) / (2 * Math.PI * hop)));
+        levels[frame * rows + row] = level;
+        hues[frame * rows + row] = offset + 0.5;
+        loudest = Math.max(loudest, level);
+      }
+      previousPhase = phase;
+    }
+    // Brightness over the note's own 70 dB below its loudest point: quiet notes stay visible.
+    const image = g.createImageData(canvas.width, rows);
+    for (let x = 0; x < canvas.width; x++) {
+      const frame = Math.min(frames - 1, Math.floor((x * frames) / canvas.width));
+      for (let row = 0; row < rows; row++) {
+        const index = frame * rows + row;
+        const brightness = Math.min(1, Math.max(0, (levels[index] - loudest + 70) / 70));
+        const [r, gr, b] = hueToRgb(hues[index]);
+        const offset = 4 * (row * canvas.width + x);
+        image.data[offset] = r * brightness;
+        image.data[offset + 1] = gr * brightness;
+        image.data[offset + 2] = b * brightness;
+        image.data[offset + 3] = 255;
       }
     }
     g.putImageData(image, 0, 0);
