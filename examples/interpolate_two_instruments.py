@@ -33,7 +33,7 @@ def main() -> None:
     model = timbre.load(args.model)
     a, b = model.encode(args.a), model.encode(args.b)  # encode once, reuse for both methods
     for method in ("slerp", "crossfade"):
-        audio, mixes = interpolation_sweep(model, a, b, args.steps, args.pitch, 4.0, method)
+        audio, mixes = interpolation_sweep(model, a, b, steps=args.steps, pitch=args.pitch, seconds=4.0, method=method)
         names = [f"{method}_{i:02d}_mix_{mix:.2f}" for i, mix in enumerate(mixes)]
         labels = [f"{method} {mix:.2f}" for mix in mixes]
         for path in write_notes(Path(args.out), audio, names, model.sample_rate, f"{method}.png", labels):

@@ -30,9 +30,9 @@ def main() -> None:
     model = timbre.load(args.model)
     a, b = model.encode(args.a), model.encode(args.b)
     out = Path(args.out)
-    notes = {f"endpoint_{name}": model.synthesize(e, args.pitch, args.seconds) for name, e in (("a", a), ("b", b))}
+    notes = {f"endpoint_{name}": model.synthesize(e, pitch=args.pitch, seconds=args.seconds) for name, e in (("a", a), ("b", b))}
     for curve in ("linear", "ease", "sigmoid"):
-        notes[f"morph_{curve}"] = morph_note(model, a, b, args.pitch, args.seconds, curve)
+        notes[f"morph_{curve}"] = morph_note(model, a, b, pitch=args.pitch, seconds=args.seconds, curve=curve)
     for name, audio in notes.items():
         print(f"wrote {timbre.save_wav(out / f'{name}.wav', audio, model.sample_rate)}")
         plot_rainbowgram(audio, out / f"{name}.png", title=name.replace("_", " "), sample_rate=model.sample_rate)

@@ -34,7 +34,7 @@ def main() -> None:
     model = timbre.load(args.model)
     corners = [model.encode(corner) for corner in args.corners]
     for pitch in (int(p) for p in args.pitches.split(",")):
-        grid = timbre_grid(model, corners, args.size, pitch, 4.0, weighting=args.weighting)
+        grid = timbre_grid(model, corners, size=args.size, pitch=pitch, seconds=4.0, weighting=args.weighting)
         directory = Path(args.out) / f"pitch_{pitch}"
         for row in range(args.size):
             for col in range(args.size):

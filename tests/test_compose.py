@@ -18,7 +18,7 @@ from timbre.symbolic.compose import (
     load_composer,
     save_midi,
 )
-from timbre.data.midi import build_datasets
+from timbre.data.midi import build_midi_bundle
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.models.composer import Composer
 from timbre.train.checkpoint import save_checkpoint
@@ -32,7 +32,7 @@ PRIMER = MIDI_FIXTURES / "primer_melody.mid"
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in the trainer's format: an untrained tiny composer and its chorale tokenizer."""
     folder = tmp_path_factory.mktemp("composer")
-    data = build_datasets(corpus="chorales", cache_dir=str(folder), limit=4, velocities=0, valid=0.0, test=0.0)
+    data = build_midi_bundle(corpus="chorales", cache_dir=str(folder), limit=4, velocities=0, valid=0.0, test=0.0)
     config = {"_target_": "timbre.models.composer.Composer", **data.model_overrides, "dim": 32, "layers": 2, "heads": 2, "max_context": 128}
     torch.manual_seed(0)
     model = Composer(**{key: value for key, value in config.items() if key != "_target_"})

@@ -91,10 +91,10 @@ def test_every_experiment_composes_a_consistent_run(name):
     TrainerSettings(**OmegaConf.to_container(config.trainer, resolve=True)).validate()
     target = config.model._target_
     if target.endswith("Autoencoder"):
-        assert config.data._target_ == "timbre.data.nsynth.build_datasets"
+        assert config.data._target_ == "timbre.data.nsynth.build_note_bundle"
         crop = config.data.crop_samples
         assert crop % config.model.encoder.hop_length == 0
         receptive_field = getattr(instantiate(config.model.decoder), "receptive_field", 0)
         assert crop > receptive_field, "crops must be longer than the decoder's receptive field"
     else:
-        assert config.data._target_ == "timbre.data.midi.build_datasets"
+        assert config.data._target_ == "timbre.data.midi.build_midi_bundle"

@@ -12,7 +12,7 @@ import symusic
 import torch
 
 from timbre.cli import main
-from timbre.data.midi import build_datasets
+from timbre.data.midi import build_midi_bundle
 from timbre.evaluation.composer import (
     KneserNeyModel,
     key_normalized_pitch_class_histogram,
@@ -81,7 +81,7 @@ def test_music_statistics_on_known_scores() -> None:
 
 @pytest.mark.slow
 def test_evaluate_command_writes_the_report(tmp_path: Path) -> None:
-    data = build_datasets(corpus="chorales", cache_dir=str(tmp_path), limit=8, velocities=0, valid=0.2, test=0.2)
+    data = build_midi_bundle(corpus="chorales", cache_dir=str(tmp_path), limit=8, velocities=0, valid=0.2, test=0.2)
     config = {"_target_": "timbre.models.composer.Composer", **data.model_overrides, "dim": 32, "layers": 1, "heads": 2, "max_context": 256}
     torch.manual_seed(0)
     state = Composer(**{key: value for key, value in config.items() if key != "_target_"}).state_dict()

@@ -27,3 +27,4 @@ def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):
     card = (destination / "MODEL_CARD.md").read_text()
     assert "# tiny-test" in card and "Training steps: 3" in card and "| spectral distance | 1.234 |" in card
     assert "timbre dataset build ..." in card and "![p]" not in card
+    assert "- Model: autoencoder (wavenet encoder, wavenet decoder), " in card

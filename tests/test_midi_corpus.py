@@ -97,14 +97,14 @@ def test_folder_corpus_skips_broken_files_with_a_warning(tmp_path: Path) -> None
     for name in (*readable, "empty.mid", "corrupt_control_value.mid", "truncated.mid"):
         shutil.copy(MIDI_FIXTURES / name, tmp_path / name)
     with pytest.warns(UserWarning) as warnings:
-        bundle = midi.build_datasets(folder=str(tmp_path), max_tokens=64, valid=0.34, test=0.0)
+        bundle = midi.build_midi_bundle(folder=str(tmp_path), max_tokens=64, valid=0.34, test=0.0)
     skipped = sorted(str(warning.message).split(": ")[0].removeprefix("skipping ") for warning in warnings)
     assert skipped == [str(tmp_path / name) for name in ("corrupt_control_value.mid", "empty.mid", "truncated.mid")]
     assert len(bundle.train.pieces) + len(bundle.valid.pieces) == len(readable)
 
 
 def test_chorale_bundle_feeds_the_trainer(chorale_cache: Path) -> None:
-    bundle = midi.build_datasets(
+    bundle = midi.build_midi_bundle(
         corpus="chorales", cache_dir=str(chorale_cache), limit=6, velocities=0, max_tokens=128, valid=0.2, test=0.2
     )
     assert isinstance(bundle, DataBundle)

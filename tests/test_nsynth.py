@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 
 from conftest import FIXTURE_SOUNDING_SECONDS
 from timbre.data import DataBundle
-from timbre.data.nsynth import NoMatchingNotesError, NoteDataset, build_datasets, find_split_dir, read_examples
+from timbre.data.nsynth import NoMatchingNotesError, NoteDataset, build_note_bundle, find_split_dir, read_examples
 from timbre.errors import ConfigError, DatasetError
 
 GUITAR = "guitar_electronic_028-060-127"
@@ -197,24 +197,24 @@ def test_indexes_ten_thousand_notes_fast(tmp_path):
     assert elapsed < 2.0, f"indexing 10,000 notes took {elapsed:.2f} s"
 
 
-def test_build_datasets(nsynth_fixture_root, tmp_path):
+def test_build_note_bundle(nsynth_fixture_root, tmp_path):
     shutil.copytree(nsynth_fixture_root / "nsynth-valid", tmp_path / "nsynth-train")
     shutil.copytree(nsynth_fixture_root / "nsynth-valid", tmp_path / "nsynth-valid")
-    bundle = build_datasets(tmp_path, crop_samples=1024, valid_crop_samples=2048, families=["bass", "flute"])
+    bundle = build_note_bundle(tmp_path, crop_samples=1024, valid_crop_samples=2048, families=["bass", "flute"])
     assert isinstance(bundle, DataBundle)
     assert len(bundle.train) == 3 and bundle.train[0]["audio"].shape == (1024,)
     assert bundle.valid.deterministic_crops and bundle.valid[0]["audio"].shape == (2048,)
     assert not bundle.train.deterministic_crops
 
     # A split directory alone has no validation set; so has a filter that empties valid.
-    assert build_datasets(tmp_path / "nsynth-train", crop_samples=None).valid is None
+    assert build_note_bundle(tmp_path / "nsynth-train", crop_samples=None).valid is None
     (tmp_path / "nsynth-valid" / "examples.json").write_text(json.dumps({}))
     with pytest.warns(UserWarning, match="no validation set"):
-        assert build_datasets(tmp_path, crop_samples=1024).valid is None
+        assert build_note_bundle(tmp_path, crop_samples=1024).valid is None
 
 
 def test_reads_the_builders_output(fluidr3_dataset):
-    bundle = build_datasets(fluidr3_dataset, crop_samples=6144)
+    bundle = build_note_bundle(fluidr3_dataset, crop_samples=6144)
     test_split = NoteDataset(fluidr3_dataset, "test")
     splits = [bundle.train, bundle.valid, test_split]
     assert [len(split) for split in splits] == [3, 3, 3]

@@ -158,7 +158,7 @@ def test_blend_source_is_the_interpolation_of_its_parts(fast_model, timbre_set: 
 def test_unknown_timbre_source_and_track_are_clear_errors(fast_model, timbre_set: Path, line_midi: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown timbre source 'missing.wav'"):
         plan_render(line_midi, fast_model, {"0": "missing.wav"}, timbre_set_dir=timbre_set)
-    with pytest.raises(ConfigError, match="--timbre Piano: no such track.*'Melody'"):
+    with pytest.raises(ConfigError, match="timbres key 'Piano': no such track.*'Melody'"):
         plan_render(line_midi, fast_model, {"Piano": "gm:0"}, timbre_set_dir=timbre_set)
     with pytest.raises(ConfigError, match="no pitched track plays program 5"):
         plan_render(line_midi, fast_model, {"program:5": "gm:0"}, timbre_set_dir=timbre_set)
@@ -182,6 +182,11 @@ def test_cli_errors_are_one_line_and_exit_1(fast_checkpoint: Path, timbre_set: P
         (MIDI_FIXTURES / "corrupt_control_value.mid", [], "not a readable MIDI file"),
         (MIDI_FIXTURES / "primer_melody.mid", ["--timbre", "0=nope.flac"], "unknown timbre source 'nope.flac'"),
         (MIDI_FIXTURES / "primer_melody.mid", ["--decoder", "wavenet"], "has a fast decoder, but --decoder wavenet"),
+        # The library names its arguments (timbres, morphs, gains); the CLI restates them as options.
+        (MIDI_FIXTURES / "primer_melody.mid", ["--timbre", "Piano=gm:0"], "--timbre Piano: no such track"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--morph", "0=gm:0"], "--morph 0: a morph needs at least two timbres"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--gain", "0=loud"], "--gain 0: the gain must be a number of dB"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--timbre", "flute.wav"], "--timbre 'flute.wav': expected TRACK=VALUE"),
     ]:
         assert main(["render", str(midi), *common, *extra]) == 1
         error = capsys.readouterr().err.strip().splitlines()

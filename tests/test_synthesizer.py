@@ -57,7 +57,7 @@ def test_velocity_scales_loudness_relative_to_the_source(model):
 
 def test_batch_rows_keep_their_own_lengths(model):
     embedding = model.encode(tone(1.0, 16000))
-    audio = model.synthesize_batch([embedding, embedding], [48, 72], [0.5, 1.5])
+    audio = model.synthesize_batch([embedding, embedding], [48, 72], seconds=[0.5, 1.5])
     assert audio.shape == (2, 24000)
     assert np.all(audio[0, 8000:] == 0) and np.abs(audio[1, 8000:]).max() > 0
 

@@ -24,7 +24,7 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "Embedding": "timbre.embedding",
-    "SAMPLE_RATE": "timbre.io.audio",
+    "SAMPLE_RATE": "timbre.constants",
     "TimbreError": "timbre.errors",
     "TimbreModel": "timbre.synthesizer",
     "load": "timbre.hub",
@@ -40,12 +40,33 @@ _SUBMODULES = {
     "audio": "timbre.io.audio",
 }
 
-__all__ = sorted([*_EXPORTS, *_SUBMODULES])
+__all__ = [
+    "Embedding",
+    "SAMPLE_RATE",
+    "TimbreError",
+    "TimbreModel",
+    "audio",
+    "compose",
+    "interpolate",
+    "load",
+    "load_audio",
+    "plots",
+    "render",
+    "save_wav",
+]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    if name in _SUBMODULES:
-        return importlib.import_module(_SUBMODULES[name])
-    raise AttributeError(f"module 'timbre' has no attribute {name!r}")
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(_SUBMODULES[name])
+    else:
+        raise AttributeError(f"module 'timbre' has no attribute {name!r}")
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    """The public API (``dir(timbre)``), whether or not it has been imported yet."""
+    return sorted({*__all__, "__version__"})

@@ -50,20 +50,22 @@ def run_demo(
     programs = [FLUTE, TRUMPET, CELLO, ORGAN, PIANO]
     originals = [load_audio(path[p]) for p in programs]
     embeddings = [timbre_model.encode(path[p], pitch=60, velocity=100) for p in programs]
-    decoded = timbre_model.synthesize_batch(embeddings, [60] * len(programs), [4.0] * len(programs), seed=seed)
+    decoded = timbre_model.synthesize_batch(embeddings, [60] * len(programs), seconds=[4.0] * len(programs), seed=seed)
     names = [notes[p]["file"].removesuffix(".wav") for p in programs]
     written += write_notes(out / "reconstructions", decoded, names, timbre_model.sample_rate)
     written.append(plot_grid([originals, list(decoded)], out / "reconstructions" / "original_vs_decoded.png"))
 
     say("2/5 interpolation sweep flute -> trumpet (slerp) and the crossfade baseline")
     for method in ("slerp", "crossfade"):
-        audio, mixes = interpolation_sweep(timbre_model, embeddings[0], embeddings[1], 7, 60, 4.0, method, seed=seed)
+        audio, mixes = interpolation_sweep(
+            timbre_model, embeddings[0], embeddings[1], steps=7, pitch=60, seconds=4.0, method=method, seed=seed
+        )
         labels = [f"{method} {m:.2f}" for m in mixes]
         step_names = [f"{method}_{i:02d}_mix_{m:.2f}" for i, m in enumerate(mixes)]
         written += write_notes(out / "sweep", audio, step_names, timbre_model.sample_rate, f"sweep_{method}.png", labels)
 
     say("3/5 3x3 grid between flute, trumpet, cello and organ")
-    grid = timbre_grid(timbre_model, embeddings[:4], 3, 60, 4.0, seed=seed)
+    grid = timbre_grid(timbre_model, embeddings[:4], size=3, pitch=60, seconds=4.0, seed=seed)
     for row in range(3):
         for col in range(3):
             written.append(save_wav(out / "grid" / f"grid_r{row}_c{col}.wav", grid[row, col], timbre_model.sample_rate))

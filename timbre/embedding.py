@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from timbre.constants import SAMPLE_RATE
 from timbre.errors import AudioError
 
 # NSynth notes are held for 3 of their 4 seconds; the first 0.25 s is treated as the attack.
@@ -43,7 +44,7 @@ class Embedding:
     """
 
     tensor: torch.Tensor
-    sample_rate: int = 16000
+    sample_rate: int = SAMPLE_RATE
     hop_length: int = 512
     release_frame: int | None = None
     attack_frames: int | None = None

@@ -1,7 +1,7 @@
 """Pretrained models shipped inside the package, and ``timbre.load``.
 
 Each bundled model is a directory ``timbre/pretrained/<name>/`` holding ``model.pt`` (an
-inference-only checkpoint: EMA weights and the model config) and ``MODEL_CARD.md`` (the config,
+inference-only checkpoint: EMA weights and the model spec) and ``MODEL_CARD.md`` (the config,
 the exact training command, data, steps, wall time and measured metrics).
 """
 
@@ -9,18 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from timbre.constants import PRETRAINED_DIR
 from timbre.errors import CheckpointError
 from timbre.models.autoencoder import Autoencoder
 from timbre.synthesizer import TimbreModel
 
-PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {"default": "fast", "fast": "fast", "wavenet-small": "wavenet-small", "wavenet": "wavenet-small"}
-
-
-def bundled_models() -> list[str]:
-    """Names of the bundled models present in this installation."""
-    return sorted(path.name for path in PRETRAINED_DIR.glob("*/model.pt") for path in [path.parent])
 
 
 def resolve(name_or_path: str | Path = "default") -> Path:
@@ -37,13 +32,6 @@ def resolve(name_or_path: str | Path = "default") -> Path:
     if not path.is_file():
         raise CheckpointError(f"{name_or_path}: the bundled model {name!r} is not in this installation ({path} is missing)")
     return path
-
-
-def model_card(name_or_path: str | Path = "default") -> str:
-    """The MODEL_CARD.md text of a bundled model (or of a checkpoint's directory), or ''."""
-    path = resolve(name_or_path)
-    card = (path if path.is_dir() else path.parent) / "MODEL_CARD.md"
-    return card.read_text() if card.is_file() else ""
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:

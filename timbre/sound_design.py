@@ -25,6 +25,7 @@ def interpolation_sweep(
     model: TimbreModel,
     a: AudioSource | Embedding,
     b: AudioSource | Embedding,
+    *,
     steps: int = 5,
     pitch: int = 60,
     seconds: float | None = 4.0,
@@ -50,8 +51,9 @@ def interpolation_sweep(
     mixes = np.linspace(0.0, 1.0, steps)
     if method == "crossfade":
         ends = model.synthesize_batch(
-            [embedding_a, embedding_b], [pitch] * 2, [seconds] * 2, [velocity] * 2, temperature, seed, progress
-        )
+            [embedding_a, embedding_b], [pitch] * 2, seconds=[seconds] * 2, velocities=[velocity] * 2,
+            temperature=temperature, seed=seed, progress=progress,
+        )  # fmt: skip
         audio = np.stack([(1 - m) * ends[0] + m * ends[1] for m in mixes]).astype(np.float32)
         return audio, mixes
     blend = interpolate.slerp if method == "slerp" else interpolate.lerp
@@ -59,14 +61,16 @@ def interpolation_sweep(
     tensors = blend(embedding_a.tensor, embedding_b.tensor, mix_column)  # [steps, frames, dim]
     embeddings = [embedding_a.with_tensor(t, source=f"{method} {m:.2f}") for t, m in zip(tensors, mixes)]
     audio = model.synthesize_batch(
-        embeddings, [pitch] * steps, [seconds] * steps, [velocity] * steps, temperature, seed, progress
-    )
+        embeddings, [pitch] * steps, seconds=[seconds] * steps, velocities=[velocity] * steps,
+        temperature=temperature, seed=seed, progress=progress,
+    )  # fmt: skip
     return audio, mixes
 
 
 def timbre_grid(
     model: TimbreModel,
     corners: Sequence[AudioSource | Embedding],
+    *,
     size: int = 3,
     pitch: int = 60,
     seconds: float | None = 4.0,
@@ -89,7 +93,10 @@ def timbre_grid(
     tensors = interpolate.grid([e.tensor for e in embeddings], size, weighting=weighting, method=method)
     flat = [embeddings[0].with_tensor(t, source="grid") for t in tensors.reshape(size * size, *tensors.shape[2:])]
     count = len(flat)
-    audio = model.synthesize_batch(flat, [pitch] * count, [seconds] * count, [velocity] * count, temperature, seed, progress)
+    audio = model.synthesize_batch(
+        flat, [pitch] * count, seconds=[seconds] * count, velocities=[velocity] * count,
+        temperature=temperature, seed=seed, progress=progress,
+    )  # fmt: skip
     return audio.reshape(size, size, -1)
 
 
@@ -97,6 +104,7 @@ def morph_note(
     model: TimbreModel,
     a: AudioSource | Embedding,
     b: AudioSource | Embedding,
+    *,
     pitch: int = 60,
     seconds: float = 4.0,
     curve: str = "linear",
@@ -107,11 +115,13 @@ def morph_note(
     progress: bool = False,
 ) -> np.ndarray:
     """One note whose timbre moves from ``a`` to ``b`` along ``curve`` over ``seconds``; ``[samples]``."""
-    embedding_a = model.fit(model.encode(a), seconds)
-    embedding_b = model.fit(model.encode(b), seconds)
+    embedding_a = model.prepare_embedding(model.encode(a), seconds)
+    embedding_b = model.prepare_embedding(model.encode(b), seconds)
     tensor = interpolate.morph(embedding_a.tensor, embedding_b.tensor, curve, method=method)
     morphed = embedding_a.with_tensor(tensor, source=f"morph {curve}")
-    return model.synthesize(morphed, pitch, seconds, velocity, temperature, seed, progress)
+    return model.synthesize(
+        morphed, pitch=pitch, seconds=seconds, velocity=velocity, temperature=temperature, seed=seed, progress=progress
+    )
 
 
 def write_notes(

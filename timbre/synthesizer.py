@@ -113,6 +113,7 @@ class TimbreModel:
     def synthesize(
         self,
         embedding: Embedding | torch.Tensor,
+        *,
         pitch: int = 60,
         seconds: float | None = None,
         velocity: int | None = None,
@@ -132,11 +133,15 @@ class TimbreModel:
             seed: random seed (same seed, same audio).
             progress: show a progress bar (autoregressive decoding).
         """
-        audio = self.synthesize_batch([embedding], [pitch], [seconds], [velocity], temperature, seed, progress)
+        audio = self.synthesize_batch(
+            [embedding], [pitch], seconds=[seconds], velocities=[velocity], temperature=temperature, seed=seed,
+            progress=progress,
+        )
         return audio[0]
 
-    def fit(self, embedding: Embedding | torch.Tensor, seconds: float | None) -> Embedding:
-        """The embedding fitted to a total length of ``seconds`` (release kept whole)."""
+    def prepare_embedding(self, embedding: Embedding | torch.Tensor, seconds: float | None) -> Embedding:
+        """``embedding`` checked against this model and fitted to a total length of ``seconds``
+        (release kept whole; None keeps its length). A bare tensor ``[frames, dim]`` is wrapped."""
         if not isinstance(embedding, Embedding):
             embedding = Embedding(torch.as_tensor(embedding), self.sample_rate, self.hop_length)
         if embedding.dim != self.autoencoder.latent_dim:
@@ -154,6 +159,7 @@ class TimbreModel:
         self,
         embeddings: Sequence[Embedding | torch.Tensor],
         pitches: Sequence[int],
+        *,
         seconds: Sequence[float | None] | None = None,
         velocities: Sequence[int | None] | None = None,
         temperature: float = 1.0,
@@ -161,6 +167,9 @@ class TimbreModel:
         progress: bool = False,
     ) -> np.ndarray:
         """Synthesize several notes in one decoder pass; returns ``[notes, samples]``.
+
+        ``pitches``, ``seconds`` and ``velocities`` hold one value per embedding (see
+        :meth:`synthesize`); ``temperature``, ``seed`` and ``progress`` apply to the whole batch.
 
         Notes are fitted to their ``seconds`` and padded (with their last frame) to the longest;
         each output row is cut to its own note's length and zero-padded after it.
@@ -173,7 +182,7 @@ class TimbreModel:
         for pitch in pitches:
             if not 0 <= int(pitch) <= 127:
                 raise ConfigError(f"pitch {pitch} is outside the MIDI range 0-127")
-        fitted = [self.fit(embedding, length) for embedding, length in zip(embeddings, seconds)]
+        fitted = [self.prepare_embedding(embedding, length) for embedding, length in zip(embeddings, seconds)]
         lengths = [
             round(length * self.sample_rate) if length is not None else e.frames * self.hop_length
             for e, length in zip(fitted, seconds)

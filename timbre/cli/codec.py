@@ -59,8 +59,9 @@ def run_decode(args: argparse.Namespace) -> int:
         print(f"warning: {args.input} was encoded by {embedding.model}, decoding with {model.name}")
     warn_if_outside_training_range(model, args.pitch)
     audio = model.synthesize(
-        embedding, args.pitch, args.seconds, args.velocity, args.temperature, args.seed, progress=True
-    )
+        embedding, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, temperature=args.temperature,
+        seed=args.seed, progress=True,
+    )  # fmt: skip
     written = [save_wav(args.out, audio, model.sample_rate)]
     if args.plot:
         from timbre.plots import plot_rainbowgram

@@ -77,7 +77,9 @@ def load_model(args: argparse.Namespace):
 
 
 def warn_if_outside_training_range(model, pitch: int) -> None:
-    low, high = model.info.get("pitch_range", (24, 96))
+    from timbre.constants import DEFAULT_PITCH_RANGE
+
+    low, high = model.info.get("pitch_range", DEFAULT_PITCH_RANGE)
     if not low <= pitch <= high:
         print(f"warning: pitch {pitch} is outside the range the model was trained on ({low}-{high})")
 

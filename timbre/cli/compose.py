@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from timbre.cli.common import positive_int
+
 
 def _compose(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and miditok.
@@ -33,6 +35,26 @@ def _compose(args: argparse.Namespace) -> int:
     return 0
 
 
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
+def probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``timbre compose``."""
     parser = subparsers.add_parser(
@@ -48,10 +70,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="composer checkpoint file or run directory (default: the bundled chorale model)")
     parser.add_argument("--prime", help="MIDI file whose notes open the piece; its tracks take the model's voices")
     length = parser.add_mutually_exclusive_group()
-    length.add_argument("--bars", type=int, default=16, help="bars to add after the primer (default: 16)")
-    length.add_argument("--tokens", type=int, help="new tokens to sample instead of --bars (the last note is completed)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)")
-    parser.add_argument("--top-k", type=int, help="sample among the K most likely tokens only")
-    parser.add_argument("--top-p", type=float, help="sample among the most likely tokens holding probability P only")
+    length.add_argument("--bars", type=positive_int, default=16, help="bars to add after the primer (default: 16)")
+    length.add_argument("--tokens", type=positive_int, help="new tokens to sample instead of --bars (the last note is completed)")
+    parser.add_argument("--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)")
+    parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
+    parser.add_argument("--top-p", type=probability, help="sample among the most likely tokens holding probability P only")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.set_defaults(handler=_compose)

@@ -79,8 +79,8 @@ def run_interpolate(args: argparse.Namespace) -> int:
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     audio, mixes = interpolation_sweep(
-        model, _source(args.a), _source(args.b), args.steps, args.pitch, args.seconds, args.method,
-        args.velocity, args.seed, args.temperature, progress=True,
+        model, _source(args.a), _source(args.b), steps=args.steps, pitch=args.pitch, seconds=args.seconds,
+        method=args.method, velocity=args.velocity, seed=args.seed, temperature=args.temperature, progress=True,
     )  # fmt: skip
     names = [f"step_{i:02d}_mix_{mix:.2f}" for i, mix in enumerate(mixes)]
     labels = [f"{args.method} {mix:.2f}" for mix in mixes]
@@ -100,8 +100,9 @@ def run_grid(args: argparse.Namespace) -> int:
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     audio = timbre_grid(
-        model, [_source(c) for c in args.corners], args.size, args.pitch, args.seconds, args.weighting,
-        args.method, args.velocity, args.seed, args.temperature, progress=True,
+        model, [_source(c) for c in args.corners], size=args.size, pitch=args.pitch, seconds=args.seconds,
+        weighting=args.weighting, method=args.method, velocity=args.velocity, seed=args.seed,
+        temperature=args.temperature, progress=True,
     )  # fmt: skip
     out = Path(args.out)
     written = [
@@ -126,8 +127,9 @@ def run_morph(args: argparse.Namespace) -> int:
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     audio = morph_note(
-        model, _source(args.a), _source(args.b), args.pitch, args.seconds or 4.0, args.curve, args.method,
-        args.velocity, args.seed, args.temperature, progress=True,
+        model, _source(args.a), _source(args.b), pitch=args.pitch, seconds=args.seconds or 4.0,
+        curve=args.curve, method=args.method, velocity=args.velocity, seed=args.seed, temperature=args.temperature,
+        progress=True,
     )  # fmt: skip
     written = [save_wav(args.out, audio, model.sample_rate)]
     if args.plot:

@@ -5,35 +5,39 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import re
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from timbre.cli.common import positive_int
+from timbre.constants import DEFAULT_SOUNDFONT
 
 # Bundled model for each decoder when --model is not given.
 DEFAULT_MODELS = {"fast": "default", "wavenet": "wavenet-small"}
+# The option of each render_midi argument that the library names in its errors.
+OPTION_OF_ARGUMENT = {"timbres": "--timbre", "morphs": "--morph", "gains": "--gain"}
 
 
 def _render(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch.
     import timbre
     from timbre.errors import ConfigError
-    from timbre.render import DEFAULT_TIMBRE_SET, onset_f_measure, parse_assignment, render_fluidsynth, render_midi
+    from timbre.render import DEFAULT_TIMBRE_SET, onset_f_measure, render_fluidsynth, render_midi
 
     if args.list:
         return _list_tracks(args)
     if args.out is None:
         raise ConfigError("--out is required (the WAV file to write), unless --list is given")
-    timbres = dict(parse_assignment(text, "--timbre") for text in args.timbre)
-    morphs = {key: value.split(",") for key, value in (parse_assignment(t, "--morph") for t in args.morph)}
-    gains = dict(parse_assignment(text, "--gain") for text in args.gain)
+    timbres = _assignments("--timbre", args.timbre)
+    morphs = {key: value.split(",") for key, value in _assignments("--morph", args.morph).items()}
+    gains = _assignments("--gain", args.gain)
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
         raise ConfigError(f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for")
 
-    with _messages(args.verbose):
+    with _messages(args.verbose), _in_option_terms():
         result = render_midi(
             args.midi, model, timbres, morphs, gains, timbre_set_dir=args.timbre_set or DEFAULT_TIMBRE_SET, start=args.start,
             end=args.end, release=args.release, interpolation=args.interpolation, batch_size=args.batch_size,
@@ -61,6 +65,32 @@ def _render(args: argparse.Namespace) -> int:
                 f"recall {score.recall:.3f}; {score.reference} score onsets, {score.estimated} detected)"
             )
     return 0
+
+
+def _assignments(option: str, texts: list[str]) -> dict[str, str]:
+    """``{TRACK: VALUE}`` of the repeated ``option TRACK=VALUE``; errors name the option."""
+    from timbre.errors import ConfigError
+    from timbre.render import parse_assignment
+
+    try:
+        return dict(parse_assignment(text) for text in texts)
+    except ConfigError as error:
+        raise ConfigError(f"{option} {error}") from None
+
+
+@contextlib.contextmanager
+def _in_option_terms() -> Iterator[None]:
+    """Restate render_midi's ``timbres key 'Piano': ...`` errors as ``--timbre Piano: ...``."""
+    from timbre.errors import ConfigError
+
+    try:
+        yield
+    except ConfigError as error:
+        match = re.match(r"(\w+) key '(.*?)': (.*)", str(error), flags=re.DOTALL)
+        if match is None or match.group(1) not in OPTION_OF_ARGUMENT:
+            raise
+        argument, key, problem = match.groups()
+        raise ConfigError(f"{OPTION_OF_ARGUMENT[argument]} {key}: {problem}") from None
 
 
 def _list_tracks(args: argparse.Namespace) -> int:
@@ -138,7 +168,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")
     parser.add_argument("--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures")
-    parser.add_argument("--soundfont", default="/usr/share/sounds/sf2/FluidR3_GM.sf2", help="SF2 soundfont of the reference")
+    parser.add_argument(
+        "--soundfont", default=str(DEFAULT_SOUNDFONT), help="SF2 soundfont of the reference (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--list", action="store_true", help="list the tracks of the MIDI file and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="report each track's timbre and the cache statistics")

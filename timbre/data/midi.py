@@ -374,7 +374,7 @@ class TokenCollator:
         return collate_tokens(items, self.pad_id)
 
 
-def build_datasets(
+def build_midi_bundle(
     corpus: str | None = None,
     folder: str | None = None,
     cache_dir: str | None = None,

@@ -288,7 +288,7 @@ class NoteDataset(Dataset):
         return crop
 
 
-def build_datasets(
+def build_note_bundle(
     root: str | os.PathLike,
     crop_samples: int | None,
     valid_crop_samples: int | None = None,

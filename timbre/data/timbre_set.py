@@ -16,12 +16,12 @@ import json
 import re
 from pathlib import Path
 
+from timbre.constants import TIMBRE_SET_DIR
 from timbre.io.audio import save_wav
 from timbre.data.families import gm_program
 from timbre.data.soundfont import render_note
 from timbre.io.files import atomic_write
 
-TIMBRE_SET_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "timbres"
 # Contrasting instruments covering every NSynth family the demo and renders need.
 DEFAULT_TIMBRE_PROGRAMS = (0, 11, 19, 24, 32, 40, 42, 48, 52, 56, 60, 65, 71, 73, 80, 89)
 REFERENCE_PITCH = 60

@@ -290,7 +290,7 @@ def evaluate_composer(
     likelihood_seconds = time.perf_counter() - started
 
     started = time.perf_counter()
-    generated = compose_many(composer, samples, None, bars, None, temperature, top_k, top_p, seed)
+    generated = compose_many(composer, samples, bars=bars, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     generation_seconds = time.perf_counter() - started
     for index, score in enumerate(generated):
         (out_dir / f"sample_{index:02d}.mid").write_bytes(score.dumps_midi())

@@ -19,11 +19,10 @@ import soundfile
 import torch
 import torchaudio.functional
 
+from timbre.constants import MU_LAW_LEVELS, SAMPLE_RATE
 from timbre.errors import AudioError
 from timbre.io.files import atomic_write
 
-SAMPLE_RATE = 16000
-MU_LAW_LEVELS = 256
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 

@@ -287,6 +287,7 @@ class Composer(nn.Module):
         self,
         prompt: torch.Tensor,
         max_new_tokens: int,
+        *,
         temperature: float = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,

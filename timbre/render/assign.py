@@ -54,11 +54,12 @@ def assign_tracks(
 
     Raises:
         ConfigError: a key naming no track, a malformed source, a morph of fewer than two
-            timbres, or a gain that is not a number.
+            timbres, or a gain that is not a number. The message starts with the argument and the
+            key (``timbres key 'Piano': ...``) so that a caller can restate it in its own terms.
     """
-    assigned = _match_keys(tracks, {k: _parsed(v) for k, v in (timbres or {}).items()}, "--timbre")
-    morphing = _match_keys(tracks, {k: _morph_sources(k, v) for k, v in (morphs or {}).items()}, "--morph")
-    gain_of = _match_keys(tracks, {k: _gain(k, v) for k, v in (gains or {}).items()}, "--gain")
+    assigned = _match_keys(tracks, {k: _parsed(v) for k, v in (timbres or {}).items()}, "timbres")
+    morphing = _match_keys(tracks, {k: _morph_sources(k, v) for k, v in (morphs or {}).items()}, "morphs")
+    gain_of = _match_keys(tracks, {k: _gain(k, v) for k, v in (gains or {}).items()}, "gains")
     return {
         track.index: TrackAssignment(
             morphing.get(track.index) or [assigned.get(track.index) or TimbreSource("gm", str(track.program))],
@@ -111,8 +112,9 @@ class TrackTimbre:
         return (tuple(map(id, self.embeddings)), step), self.steps[step]
 
 
-def _match_keys(tracks: list[TrackNotes], mapping: Mapping[str, Value], option: str) -> dict[int, Value]:
-    """``{track index: value}``: the most specific key of ``mapping`` that names each track.
+def _match_keys(tracks: list[TrackNotes], mapping: Mapping[str, Value], argument: str) -> dict[int, Value]:
+    """``{track index: value}``: the most specific key of ``mapping`` (the ``argument`` of
+    :func:`assign_tracks`) that names each track.
 
     Raises:
         ConfigError: a key names no track.
@@ -130,12 +132,12 @@ def _match_keys(tracks: list[TrackNotes], mapping: Mapping[str, Value], option: 
             everything.append(value)
         elif key.lower().startswith("program:") and key[8:].isdigit():
             if not any(track.program == int(key[8:]) and not track.is_drum for track in tracks):
-                raise ConfigError(f"{option} {key}: no pitched track plays program {key[8:]}{_track_list(tracks)}")
+                raise ConfigError(f"{argument} key {key!r}: no pitched track plays program {key[8:]}{_track_list(tracks)}")
             by_program[int(key[8:])] = value
         elif names[key.lower()]:
             by_name[key.lower()] = value
         else:
-            raise ConfigError(f"{option} {key}: no such track{_track_list(tracks)}")
+            raise ConfigError(f"{argument} key {key!r}: no such track{_track_list(tracks)}")
     matched = {}
     for track in tracks:
         for candidates, lookup in ((by_index, track.index), (by_name, track.name.lower()), (by_program, track.program)):
@@ -161,7 +163,7 @@ def _morph_sources(key: str, sources: Sequence[Timbre]) -> list[TimbreSource | E
     if isinstance(sources, str):
         sources = sources.split(",")
     if len(sources) < 2:
-        raise ConfigError(f"--morph {key}: a morph needs at least two timbres, e.g. {key}=a.wav,b.wav")
+        raise ConfigError(f"morphs key {key!r}: a morph needs at least two timbres, got {len(sources)}")
     return [_parsed(source) for source in sources]
 
 
@@ -171,5 +173,5 @@ def _gain(key: str, value: float) -> float:
     except (TypeError, ValueError):
         gain = math.nan
     if not math.isfinite(gain):
-        raise ConfigError(f"--gain {key}={value}: the gain must be a number of dB")
+        raise ConfigError(f"gains key {key!r}: the gain must be a number of dB, got {value!r}")
     return gain

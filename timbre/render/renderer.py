@@ -33,6 +33,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
+from timbre.constants import DEFAULT_PITCH_RANGE
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
 from timbre.render.assign import Timbre, TrackTimbre, assign_tracks, describe_source
@@ -43,7 +44,6 @@ from timbre.synthesizer import TimbreModel
 logger = logging.getLogger(__name__)
 
 # The pitches the training data covers; a model's checkpoint may state its own ("pitch_range").
-DEFAULT_PITCH_RANGE = (24, 96)
 FADE_IN_SECONDS = 0.005
 FADE_OUT_SECONDS = 0.05
 
@@ -287,8 +287,8 @@ def render_plan(
         for batch_index, first in enumerate(range(0, len(plan.jobs), batch_size)):
             batch = plan.jobs[first : first + batch_size]
             audio = model.synthesize_batch(
-                [job.embedding for job in batch], [job.pitch for job in batch], None,
-                [job.velocity for job in batch], temperature, seed + batch_index,
+                [job.embedding for job in batch], [job.pitch for job in batch],
+                velocities=[job.velocity for job in batch], temperature=temperature, seed=seed + batch_index,
             )  # fmt: skip
             for row, job in enumerate(batch):
                 note = audio[row, : job.samples] * fade_envelope(job.samples, plan.sample_rate, job.fade_out)

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Sequence
 
 from timbre import interpolate
+from timbre.constants import TIMBRE_SET_DIR
 from timbre.data.families import gm_program
-from timbre.data.timbre_set import REFERENCE_PITCH, REFERENCE_VELOCITY, TIMBRE_SET_DIR
+from timbre.data.timbre_set import REFERENCE_PITCH, REFERENCE_VELOCITY
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
 from timbre.synthesizer import TimbreModel
@@ -112,12 +113,16 @@ def _numbers(text: str) -> list[float] | None:
         return None
 
 
-def parse_assignment(text: str, option: str = "--timbre") -> tuple[str, str]:
-    """Split ``KEY=VALUE`` (e.g. ``0=flute.wav``, ``program:33=gm:32``, ``Bass=blend:...``)."""
+def parse_assignment(text: str) -> tuple[str, str]:
+    """Split ``KEY=VALUE`` (e.g. ``0=flute.wav``, ``program:33=gm:32``, ``Bass=blend:...``).
+
+    Raises:
+        ConfigError: starting with ``repr(text)``, when the key or the value is missing.
+    """
     key, separator, value = str(text).partition("=")
     if not separator or not key.strip() or not value.strip():
         raise ConfigError(
-            f"{option} {text!r}: expected TRACK=VALUE, where TRACK is a track index, a track name, program:N or all"
+            f"{text!r}: expected TRACK=VALUE, where TRACK is a track index, a track name, program:N or all"
         )
     return key.strip(), value.strip()
 
@@ -161,8 +166,8 @@ class TimbreSet:
         if not index.is_file():
             hint = " (the bundled timbre set is not installed)" if self.directory == DEFAULT_TIMBRE_SET else ""
             raise ConfigError(
-                f"{index}: no timbre set here{hint}; give each track a timbre with --timbre TRACK=SOURCE "
-                "or point --timbre-set to a folder written by timbre.data.timbre_set.build_timbre_set"
+                f"{index}: no timbre set here{hint}; give each track a timbre, or use a timbre set "
+                "written by timbre.data.timbre_set.build_timbre_set"
             )
         try:
             rows = json.loads(index.read_text())

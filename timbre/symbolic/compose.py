@@ -19,9 +19,10 @@ import numpy as np
 import symusic
 import torch
 
-from timbre.data.midi import load_score
-from timbre.io.files import atomic_write
+from timbre.io.midi import load_score
+from timbre.constants import DEFAULT_COMPOSER_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
+from timbre.io.files import atomic_write
 from timbre.models.composer import Composer
 from timbre.symbolic.tokens import (
     GrammarState,
@@ -33,8 +34,6 @@ from timbre.symbolic.tokens import (
     tokenizer_from_dict,
 )
 
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
-DEFAULT_COMPOSER = PRETRAINED_DIR / "composer-chorales"
 # Safety bound on tokens per requested bar; chorales use about 70, dense pop about 300.
 MAX_TOKENS_PER_BAR = 1024
 # Enough tokens to complete a note from any grammar state (TimeSig Position Program Pitch
@@ -72,11 +71,11 @@ def load_composer(path: str | Path | None = None) -> LoadedComposer:
     from timbre.train.checkpoint import load_model
 
     if path is None:
-        path = DEFAULT_COMPOSER
+        path = DEFAULT_COMPOSER_DIR
         if not (path / "model.pt").is_file():
             raise CheckpointError(
-                f"{path}: the bundled composer model is not installed; pass --model PATH "
-                "(a checkpoint of timbre-train experiment=chorales)"
+                f"{path}: the bundled composer model is not installed; "
+                "give a checkpoint of timbre-train experiment=chorales instead"
             )
     model, checkpoint = load_model(path)
     artifacts = checkpoint.get("artifacts") or {}
@@ -199,6 +198,7 @@ def complete_notes(tokenizer: miditok.MusicTokenizer, ids: Sequence[int]) -> lis
 def compose_many(
     composer: LoadedComposer,
     count: int = 1,
+    *,
     prime: str | Path | symusic.Score | None = None,
     bars: int | None = 16,
     tokens: int | None = None,
@@ -219,7 +219,10 @@ def compose_many(
     control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after)
     generator = torch.Generator().manual_seed(seed)
     batch = torch.tensor([prompt] * count, dtype=torch.long)
-    output = model.generate(batch, finish_after + TOKENS_TO_FINISH, temperature, top_k, top_p, generator, control)
+    output = model.generate(
+        batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
+        generator=generator, control=control,
+    )  # fmt: skip
     # Tracks in the corpus's voice order (soprano first for the chorales), then any others.
     order = {program: rank for rank, program in enumerate(composer.programs)}
     scores = []
@@ -237,6 +240,7 @@ def compose_many(
 
 def compose(
     composer: LoadedComposer,
+    *,
     prime: str | Path | symusic.Score | None = None,
     bars: int | None = 16,
     tokens: int | None = None,
@@ -259,7 +263,10 @@ def compose(
     Returns:
         A score with one track per program, at the tokenizer's time division.
     """
-    return compose_many(composer, 1, prime, bars, tokens, temperature, top_k, top_p, seed)[0]
+    return compose_many(
+        composer, 1, prime=prime, bars=bars, tokens=tokens, temperature=temperature, top_k=top_k, top_p=top_p,
+        seed=seed,
+    )[0]
 
 
 def save_midi(score: symusic.Score, path: str | Path) -> Path:
@@ -276,12 +283,12 @@ def _check_sampling(count: int, bars: int | None, tokens: int | None, temperatur
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}")
     if tokens is None and (bars is None or bars < 1):
-        raise ConfigError(f"--bars must be at least 1, got {bars}")
+        raise ConfigError(f"bars must be at least 1, got {bars}")
     if tokens is not None and tokens < 1:
-        raise ConfigError(f"--tokens must be at least 1, got {tokens}")
+        raise ConfigError(f"tokens must be at least 1, got {tokens}")
     if not temperature >= 0:
-        raise ConfigError(f"--temperature must be >= 0, got {temperature}")
+        raise ConfigError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
-        raise ConfigError(f"--top-k must be at least 1, got {top_k}")
+        raise ConfigError(f"top_k must be at least 1, got {top_k}")
     if top_p is not None and not 0 < top_p <= 1:
-        raise ConfigError(f"--top-p must be in (0, 1], got {top_p}")
+        raise ConfigError(f"top_p must be in (0, 1], got {top_p}")

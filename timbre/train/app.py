@@ -1,6 +1,8 @@
 """``timbre-train``: the Hydra app that builds a model and its data from ``conf/`` and trains them.
 
 This is the only place that calls ``hydra.utils.instantiate``; library classes take plain arguments.
+Checkpoints store the model as a registry spec (:mod:`timbre.models.registry`), converted from the
+Hydra model config, so loading a model never needs Hydra.
 Run ``timbre-train --help`` for the config groups, ``timbre-train --cfg job`` to print a config.
 """
 
@@ -19,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from timbre.data import DataBundle
 from timbre.errors import ConfigError, TimbreError
-from timbre.train.checkpoint import load_checkpoint
+from timbre.train.checkpoint import load_checkpoint, model_spec
 from timbre.train.distributed import ProcessContext, init_distributed, shutdown
 from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command
 
@@ -56,6 +58,7 @@ def build_model_config(model_config: DictConfig, overrides: dict[str, Any]) -> d
 
 
 def instantiate_model(model_config: dict[str, Any]) -> torch.nn.Module:
+    """Instantiate a resolved Hydra model config (``_target_`` plus arguments)."""
     try:
         return instantiate(model_config, _convert_="all")
     except Exception as error:
@@ -84,7 +87,8 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
         torch.manual_seed(settings.seed)  # same initial weights on every rank and every rerun
         data = build_data(config.data)
         model_config = build_model_config(config.model, data.model_overrides)
-        if resume_state is not None and resume_state["model_config"] != model_config:
+        spec = model_spec(model_config)  # what checkpoints store; fails early for unregistered models
+        if resume_state is not None and resume_state["model_config"] != spec:
             raise ConfigError(
                 f"{resume_state['path']}: the model config differs from the checkpoint's; "
                 "resume with the same model= and data settings as the original run"
@@ -100,7 +104,7 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
             "config": _container(config),
             "world_size": context.world_size,
         }
-        trainer = Trainer(model, data, settings, run_dir, model_config, context, resume_state, run_info)
+        trainer = Trainer(model, data, settings, run_dir, spec, context, resume_state, run_info)
         result = trainer.fit()
         if context.is_main and context.distributed:
             print(f"timbre-train: {context.world_size} DDP replicas identical after step {result.step}", flush=True)

@@ -1,37 +1,86 @@
-"""Checkpoints: written atomically, self-describing, and loadable without repeating the config.
+"""Checkpoints: written atomically, self-describing, loadable with ``torch.load(weights_only=True)``.
 
-A checkpoint is a ``torch.save`` dict:
+A checkpoint is a ``torch.save`` dict of plain Python values and tensors only:
 
 - ``format``: :data:`CHECKPOINT_FORMAT`, checked on load;
-- ``model_config``: the resolved Hydra config of the model (with ``_target_``), so loading never
-  needs the user to repeat it;
+- ``model_config``: the model spec (a family name and plain settings, see
+  :mod:`timbre.models.registry`), so loading never needs the user to repeat the config and never
+  imports a path stored in the file;
 - ``model`` / ``ema``: state dicts of the raw and the EMA weights (EMA is used for inference);
 - ``artifacts``: JSON-able objects the data config provided (e.g. a tokenizer);
 - ``training``: optimizer, scheduler, step and RNG state, to resume exactly (absent in exported
   inference-only files).
+
+Files of the previous format (``timbre-checkpoint-v1``, whose model was a Hydra config with
+``_target_`` import paths) are read and upgraded in memory; ``python -m timbre.train.checkpoint
+FILE...`` rewrites them in the current format.
 """
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from timbre.errors import CheckpointError
+from timbre.errors import CheckpointError, ConfigError
 from timbre.io.files import atomic_write
+from timbre.models.registry import check_spec, model_from_spec, spec_from_hydra_config
 
-CHECKPOINT_FORMAT = "timbre-checkpoint-v1"
+CHECKPOINT_FORMAT = "timbre-checkpoint-v2"
+# Stored the model as a Hydra config; upgraded on load.
+HYDRA_CONFIG_FORMAT = "timbre-checkpoint-v1"
 LAST_CHECKPOINT = "last.pt"
 
 
+def model_spec(model_config: Mapping[str, Any]) -> dict[str, Any]:
+    """The registry spec of a model description: a spec (checked) or a Hydra config (converted).
+
+    Raises:
+        ConfigError: neither a valid spec nor a Hydra config of a registered model.
+    """
+    if isinstance(model_config, Mapping) and "_target_" in model_config:
+        return spec_from_hydra_config(model_config)
+    return check_spec(model_config)
+
+
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact."""
+    """Write ``checkpoint`` to ``path`` atomically: a crash leaves the previous file intact.
+
+    ``checkpoint["model_config"]`` is stored as a model spec (a Hydra model config is converted).
+
+    Raises:
+        ConfigError: the model is not a registered family, or an entry is neither a tensor nor a
+            plain value (it could not be loaded with ``weights_only=True``).
+    """
     path = Path(path)
+    if "model_config" not in checkpoint:
+        raise ConfigError(f"{path}: a checkpoint needs a 'model_config' entry")
+    checkpoint = {**checkpoint, "model_config": model_spec(checkpoint["model_config"])}
+    _check_weights_only(checkpoint, "checkpoint")
     with atomic_write(path) as file:
         torch.save({"format": CHECKPOINT_FORMAT, **checkpoint}, file)
     return path
+
+
+def _check_weights_only(value: Any, where: str) -> None:
+    """Raise :class:`ConfigError` at the first entry ``torch.load(weights_only=True)`` would refuse."""
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _check_weights_only(item, f"{where}[{index}]")
+    elif isinstance(value, dict):  # OrderedDict (state dicts) included
+        for key, item in value.items():
+            _check_weights_only(key, f"{where} key")
+            _check_weights_only(item, f"{where}[{key!r}]")
+    else:
+        raise ConfigError(
+            f"{where} is a {type(value).__name__}: checkpoints hold only tensors and plain Python values"
+        )
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -48,30 +97,42 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint file or run directory, with clear errors for missing or foreign files."""
+    """Read a checkpoint file or run directory, with clear errors for missing or foreign files.
+
+    Returns the stored dict with ``model_config`` as a model spec (a v1 Hydra config is converted),
+    ``format`` as written in the file, and ``path``, the file read.
+    """
     path = resolve_checkpoint_path(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # torch raises many types for truncated or foreign files
+        # weights_only: a checkpoint is data; unpickling it must never run code.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for truncated, foreign or unsafe files
         raise CheckpointError(f"{path}: not a readable checkpoint ({type(error).__name__}: {error})") from None
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
-        found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    found = checkpoint.get("format") if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    if found not in (CHECKPOINT_FORMAT, HYDRA_CONFIG_FORMAT):
         raise CheckpointError(f"{path}: not a timbre checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})")
     for key in ("model_config", "model"):
         if key not in checkpoint:
             raise CheckpointError(f"{path}: checkpoint has no {key!r} entry")
+    try:
+        checkpoint["model_config"] = model_spec(checkpoint["model_config"])
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: {error}") from None
     checkpoint["path"] = str(path)
     return checkpoint
 
 
-def build_model(model_config: dict[str, Any], source: str = "config") -> nn.Module:
-    """Instantiate a model from its stored Hydra config (``_target_`` plus plain arguments)."""
-    from hydra.utils import instantiate  # deferred: hydra is only needed to build models
+def build_model(model_config: Mapping[str, Any], source: str = "config") -> nn.Module:
+    """A freshly initialised model of a checkpoint's ``model_config`` (a model spec).
 
+    Raises:
+        CheckpointError: naming ``source``, when the spec names no registered model or its
+            settings do not fit the model's classes.
+    """
     try:
-        return instantiate(model_config, _convert_="all")
-    except Exception as error:
-        raise CheckpointError(f"{source}: cannot build the model from its config: {error}") from None
+        return model_from_spec(model_config)
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: cannot build the model: {error}") from None
 
 
 def load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -108,12 +169,10 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, dict[
     return model.eval(), checkpoint
 
 
-def export_inference_checkpoint(source: str | Path, destination: str | Path, half: bool = False) -> Path:
+def export_inference_checkpoint(source: str | Path, destination: str | Path) -> Path:
     """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint."""
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
-    if half:
-        weights = {k: v.half() if v.is_floating_point() else v for k, v in weights.items()}
     exported = {
         "model_config": checkpoint["model_config"],
         "model": weights,
@@ -122,3 +181,28 @@ def export_inference_checkpoint(source: str | Path, destination: str | Path, hal
         "run": checkpoint.get("run", {}),
     }
     return save_checkpoint(destination, exported)
+
+
+def upgrade_checkpoint(path: str | Path) -> bool:
+    """Rewrite a checkpoint file in the current format (weights untouched); False if it already was."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.pop("format") == CHECKPOINT_FORMAT:
+        return False
+    save_checkpoint(checkpoint.pop("path"), checkpoint)
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Rewrite timbre checkpoints of an older format in the current one (weights untouched)."
+    )
+    parser.add_argument("paths", nargs="+", help="checkpoint files or run directories")
+    for path in parser.parse_args().paths:
+        try:
+            print(f"{path}: {'upgraded' if upgrade_checkpoint(path) else 'already current'}")
+        except CheckpointError as error:
+            raise SystemExit(f"error: {error}") from None
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,7 @@
     python -m timbre.train.export runs/fast --name fast \\
         --data-command "timbre dataset build ..." --report reports/fast/report.md
 
-writes ``timbre/pretrained/fast/model.pt`` (EMA weights and the model config, no optimizer state)
+writes ``timbre/pretrained/fast/model.pt`` (EMA weights and the model spec, no optimizer state)
 and ``timbre/pretrained/fast/MODEL_CARD.md`` (config, exact command, data, steps, wall time and the
 evaluation report's measured metrics, pasted verbatim).
 """
@@ -16,10 +16,9 @@ from pathlib import Path
 
 import torch
 
+from timbre.constants import PRETRAINED_DIR
 from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
-
-PRETRAINED_DIR = Path(__file__).resolve().parents[1] / "pretrained"
 
 
 def export_run(
@@ -62,7 +61,7 @@ def model_card(
         "",
         "## Facts",
         "",
-        f"- Model: `{checkpoint['model_config'].get('_target_')}`, {parameters:,} parameters "
+        f"- Model: {describe_spec(checkpoint['model_config'])}, {parameters:,} parameters "
         "(EMA weights; inference-only checkpoint, float32).",
         f"- Training steps: {training.get('step')} at batch {settings.get('batch_size')} "
         f"({run.get('world_size', 1)} process(es)); wall time {run.get('wall_seconds', 0) / 60:.1f} min on a "
@@ -88,6 +87,13 @@ def model_card(
     else:
         lines.append("No evaluation report was given.")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def describe_spec(spec: dict) -> str:
+    """``autoencoder (wavenet encoder, harmonic_noise decoder)`` or ``composer``: a model spec in words."""
+    settings = spec["settings"]
+    parts = [f"{settings[part]['kind']} {part}" for part in ("encoder", "decoder") if part in settings]
+    return f"{spec['family']} ({', '.join(parts)})" if parts else spec["family"]
 
 
 def main() -> None:

@@ -198,7 +198,6 @@ class TrainResult:
     last_checkpoint: Path
     train_losses: list[tuple[int, float]]
     valid_losses: list[tuple[int, float]]
-    replicas_identical: bool
 
 
 class Trainer:
@@ -209,7 +208,7 @@ class Trainer:
         data: datasets and collate function from the data config.
         settings: the ``trainer`` config.
         run_dir: where checkpoints, ``metrics.csv`` and ``loss.png`` go.
-        model_config: the resolved model config, stored in every checkpoint.
+        model_config: the model spec (see :mod:`timbre.models.registry`), stored in every checkpoint.
         context: this process's rank in a DDP run.
         resume_state: a loaded checkpoint to continue from, or None.
         run_info: JSON-able facts stored in checkpoints (command line, configs, wall time).
@@ -419,8 +418,7 @@ class Trainer:
                     break
         if progress is not None:
             progress.close()
-        identical = replicas_identical(self.model, self.context)
-        if not identical:
+        if not replicas_identical(self.model, self.context):
             raise TimbreError("DDP replicas diverged: parameters differ between ranks")
         return TrainResult(
             run_dir=self.run_dir,
@@ -429,7 +427,6 @@ class Trainer:
             last_checkpoint=self.run_dir / "checkpoints" / LAST_CHECKPOINT,
             train_losses=train_losses,
             valid_losses=valid_losses,
-            replicas_identical=identical,
         )
 
     def _agree_to_stop(self, local_request: bool) -> bool:
