@@ -151,3 +151,51 @@ def test_synths_are_differentiable() -> None:
     audio = torch.randn(1, 70, dtype=torch.float64)
     magnitudes = torch.rand(1, 3, 9, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda m: dsp.frequency_filter(audio, m, 32), (magnitudes,))
+
+
+def test_partial_bank_follows_a_moving_fundamental_like_the_oscillator_bank() -> None:
+    """Frame-rate f0 and amplitudes, inharmonic partials: the same signal as a per-sample oscillator bank."""
+    torch.manual_seed(0)
+    frames, partials, hop = 20, 12, 64
+    amplitudes = torch.rand(2, frames, partials)
+    f0 = torch.tensor([220.0, 331.0])[:, None] * (1 + 0.01 * torch.sin(torch.arange(frames) / 3.0))[None]
+    ratios = dsp.harmonic_ratios(partials, torch.tensor([0.0, 1e-3]))
+    per_sample_f0 = dsp.upsample_frames(f0[..., None], frames * hop, hop)[..., 0]
+    reference = dsp.oscillator_bank(
+        per_sample_f0[..., None] * ratios[:, None, :].float(), dsp.upsample_frames(amplitudes, frames * hop, hop), SAMPLE_RATE
+    )
+    torch.testing.assert_close(dsp.partial_bank(f0, ratios, amplitudes, hop, SAMPLE_RATE), reference, atol=2e-3, rtol=0)
+
+
+def test_harmonic_ratios_stretch_like_a_stiff_string() -> None:
+    ratios = dsp.harmonic_ratios(4, torch.tensor([0.0, 0.01]))
+    torch.testing.assert_close(ratios[0], torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64))
+    torch.testing.assert_close(ratios[1, 3], torch.tensor(4 * math.sqrt(1 + 0.01 * 16), dtype=torch.float64))
+
+
+def test_band_noise_bands_sum_back_to_white_noise_and_split_the_spectrum() -> None:
+    bands = dsp.band_noise(6, 8192, SAMPLE_RATE, seed=3)
+    white = torch.rand(8192, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    torch.testing.assert_close(bands.sum(0), white, atol=1e-4, rtol=0)
+    spectrum = torch.fft.rfft(bands).abs() ** 2
+    centroid = (spectrum * torch.arange(spectrum.shape[-1])).sum(-1) / spectrum.sum(-1)
+    assert (centroid.diff() > 0).all()  # bands go up in frequency
+
+
+def test_fft_convolve_equals_direct_convolution() -> None:
+    torch.manual_seed(0)
+    audio, response = torch.randn(2, 300), torch.randn(2, 40)
+    direct = torch.stack(
+        [torch.nn.functional.conv1d(audio[i][None, None], response[i].flip(0)[None, None], padding=39)[0, 0, :300] for i in range(2)]
+    )
+    torch.testing.assert_close(dsp.fft_convolve(audio, response), direct, atol=1e-4, rtol=0)
+
+
+def test_decaying_noise_response_decays_at_each_bands_own_rate() -> None:
+    bands = dsp.band_noise(2, 16000, SAMPLE_RATE, seed=1)
+    response = dsp.decaying_noise_response(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.05, 0.05], [0.2, 0.2]]), bands, SAMPLE_RATE)
+    def level(signal: torch.Tensor, start: int) -> float:
+        return signal[start : start + 800].pow(2).mean().sqrt().item()
+    # Over 0.2 s the first (tau 0.05 s) falls by e^4, the second (tau 0.2 s) by e^1, within noise.
+    assert math.log(level(response[0], 0) / level(response[0], 3200)) == pytest.approx(4.0, abs=0.6)
+    assert math.log(level(response[1], 0) / level(response[1], 3200)) == pytest.approx(1.0, abs=0.4)

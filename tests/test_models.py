@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -43,6 +45,26 @@ def test_encoder_frames_are_local_averages():
     z, z_changed = encoder(audio), encoder(changed)
     assert torch.allclose(z[..., :5], z_changed[..., :5])  # frames 0-4 end at sample 2560
     assert not torch.allclose(z[..., 6:], z_changed[..., 6:])
+
+
+def test_mel_encoder_reads_levels_in_decibels_and_keeps_the_latent_shape():
+    """The log-mel front end: same latent shape, and a 40 dB quieter note moves the frames by a constant."""
+    from timbre.models.encoder import LogMelFrontEnd
+
+    torch.manual_seed(0)
+    encoder = WaveNetEncoder(channels=8, layers=2, stages=2, downsample=128, frontend="mel", n_mels=20, n_fft=512)
+    audio = torch.sin(torch.arange(64_000) * 2 * math.pi * 440 / 16000)[None] * 0.5
+    assert encoder(audio).shape == (1, 16, 125)
+    front = LogMelFrontEnd(16000, 128, 512, 20)
+    loud, quiet = front(audio), front(audio * 0.01)
+    assert loud.shape == (1, 20, 500)
+    shift = loud - quiet
+    strong = loud > loud.max() - 0.3  # bands well above the -80 dB floor
+    torch.testing.assert_close(shift[strong], torch.full_like(shift[strong], math.log(100) / math.log(1e4)))
+    with pytest.raises(ValueError, match="frontend"):
+        WaveNetEncoder(frontend="cqt")
+    with pytest.raises(ValueError, match="downsample"):
+        WaveNetEncoder(frontend="mel", downsample=1)
 
 
 @pytest.mark.parametrize("kernel_size", [2, 3])

@@ -137,3 +137,88 @@ def test_invalid_settings_raise_clear_errors() -> None:
     decoder = HarmonicNoiseDecoder()
     with pytest.raises(ConfigError, match="too short"):
         decoder.reconstruction_loss(torch.zeros(1, 1024), torch.zeros(1, 16, 2), torch.tensor([60]))
+
+
+def expressive_decoder(**overrides: float) -> HarmonicNoiseDecoder:
+    """A small decoder with every optional part switched on (bend, inharmonicity, room response)."""
+    settings = dict(pitch_deviation_cents=100.0, max_inharmonicity=0.02, reverb_seconds=0.25, reverb_bands=4)
+    settings.update(overrides)
+    return HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), **settings)
+
+
+def test_expressive_controls_are_bounded_and_the_median_bend_is_zero() -> None:
+    torch.manual_seed(0)
+    decoder = expressive_decoder()
+    with torch.no_grad():
+        decoder.output.bias[-1] = 3.0  # push the raw bend far up: it must stay bounded and centred
+    z = torch.randn(2, 16, 6)
+    controls = decoder.controls(z, torch.tensor([45, 70]))
+    bend = controls["deviation_cents"]
+    assert bend.shape == (2, 6 * 512 // 128)
+    assert bend.abs().max() <= 2 * 100.0
+    loud = controls["amplitude"][..., 0] > 0.01 * controls["amplitude"][..., 0].amax(dim=1, keepdim=True)
+    for note in range(2):
+        values = bend[note][loud[note]]
+        assert (values >= 0).float().mean() >= 0.5 and (values <= 0).float().mean() >= 0.5  # median at zero
+    assert ((controls["inharmonicity"] >= 0) & (controls["inharmonicity"] <= 0.02)).all()
+    assert controls["reverb_gain"].shape == (2, 4) and (controls["reverb_gain"] > 0).all()
+    assert (controls["reverb_decay"] > 0).all() and (controls["reverb_decay"] <= 0.25 / 3 + 1e-6).all()
+
+
+def test_expressive_decoder_trains_every_part_and_supervises_the_bend() -> None:
+    torch.manual_seed(0)
+    decoder = expressive_decoder()
+    t = torch.arange(4096) / SAMPLE_RATE
+    vibrato_cents = 40.0 * torch.sin(2 * math.pi * 5.0 * t)
+    phase = 2 * math.pi * torch.cumsum(dsp.midi_to_hz(60.0) * 2 ** (vibrato_cents / 1200) / SAMPLE_RATE, 0)
+    audio = sum(torch.sin(k * phase) / k for k in range(1, 6))[None] * 0.3
+    loss, parts = decoder.reconstruction_loss(audio, torch.randn(1, 16, 8), torch.tensor([60]))
+    loss.backward()
+    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend"}
+    assert parts["pitch_bend"] > 0.1  # the untrained bend misses a 40-cent vibrato
+    assert loss.item() == pytest.approx(parts["stft"] + parts["pitch_bend"], rel=1e-4)
+    for name, parameter in decoder.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+
+
+def test_without_bend_and_inharmonicity_the_partials_are_exact_harmonics() -> None:
+    """With the bend switched on but held at zero, the controls and the partials equal the fixed-pitch path's."""
+    torch.manual_seed(0)
+    fixed = HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17)
+    bending = HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, pitch_deviation_cents=50.0)
+    state = {key: value for key, value in fixed.state_dict().items() if not key.startswith("output.")}
+    bending.load_state_dict(state, strict=False)
+    with torch.no_grad():
+        bending.output.weight[:-1] = fixed.output.weight
+        bending.output.bias[:-1] = fixed.output.bias
+        bending.output.weight[-1] = 0.0
+        bending.output.bias[-1] = 0.0
+    z, pitch = torch.randn(1, 16, 4), torch.tensor([57])
+    a, b = fixed.controls(z, pitch), bending.controls(z, pitch)
+    for key in ("amplitude", "harmonic_distribution"):
+        torch.testing.assert_close(a[key], b[key])
+    amplitudes = a["amplitude"] * a["harmonic_distribution"]
+    f0 = dsp.midi_to_hz(pitch).float()
+    reference = dsp.harmonic_synthesis(f0, amplitudes, 2048, 128, SAMPLE_RATE)
+    frames = f0[:, None].expand(1, amplitudes.shape[1])
+    bank = dsp.partial_bank(frames, dsp.harmonic_ratios(16, None), amplitudes, 128, SAMPLE_RATE)
+    torch.testing.assert_close(bank, reference, atol=2e-4, rtol=0)
+
+
+def test_room_response_extends_a_note_into_its_silence() -> None:
+    """A dry note that stops half-way rings on through the predicted response, the longer the louder."""
+    torch.manual_seed(0)
+    decoder = expressive_decoder(pitch_deviation_cents=0.0, max_inharmonicity=0.0)
+    z = torch.randn(1, 16, 8)
+    with torch.no_grad():
+        decoder.note_output.bias.copy_(torch.tensor([4.0] * 4 + [3.0] * 4))  # loud, long response
+    controls = decoder.controls(z, torch.tensor([60]))
+    half = controls["amplitude"].shape[1] // 2
+    controls["amplitude"][:, half:] = 0.0
+    controls["noise_magnitudes"][:, half:] = 0.0
+    wet = decoder._render(controls, torch.tensor([60]), 4096, None)
+    controls["reverb_gain"] = controls["reverb_gain"] * 0.0
+    dry = decoder._render(controls, torch.tensor([60]), 4096, None)
+    tail = slice(2048 + 256, 4096)
+    assert dry[0, tail].abs().max() < 1e-4
+    assert wet[0, tail].pow(2).mean().sqrt() > 0.05 * wet[0, :2048].pow(2).mean().sqrt()

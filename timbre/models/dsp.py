@@ -77,6 +77,13 @@ def upsample_frames(controls: Tensor, n_samples: int, hop_length: int) -> Tensor
     return upsampled[..., :n_samples].transpose(1, 2)
 
 
+def hold_to_length(audio: Tensor, n_samples: int) -> Tensor:
+    """``[batch, samples]`` cropped, or extended by holding its last sample, to ``n_samples``."""
+    if audio.shape[-1] >= n_samples:
+        return audio[..., :n_samples]
+    return F.pad(audio, (0, n_samples - audio.shape[-1]), mode="replicate")
+
+
 def _hold_frames(controls: Tensor, n_frames: int) -> Tensor:
     """``[batch, frames, channels]`` cropped, or padded by repeating the last frame, to ``n_frames``."""
     index = torch.arange(n_frames, device=controls.device).clamp(max=controls.shape[1] - 1)
@@ -251,3 +258,136 @@ def filtered_noise(
         magnitudes.shape[0], n_samples, generator=generator, device=magnitudes.device, dtype=magnitudes.dtype
     )
     return frequency_filter(noise * 2.0 - 1.0, magnitudes, hop_length)
+
+
+def cents_to_ratio(cents: Tensor) -> Tensor:
+    """Frequency ratio of an interval in cents (1200 cents = one octave), any shape."""
+    return torch.pow(2.0, cents / 1200.0)
+
+
+def harmonic_ratios(n_harmonics: int, inharmonicity: Tensor | None, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Partial frequencies as multiples of the fundamental, stiff-string style.
+
+    A stiff string (piano, harpsichord) or a bar (bells, mallets) sounds partial ``k`` at
+    ``k * f0 * sqrt(1 + B k^2)`` (Fletcher, 1964); ``B = 0`` gives the harmonic series.
+
+    Args:
+        n_harmonics: partials ``k = 1..n_harmonics``.
+        inharmonicity: ``[batch]`` coefficients ``B >= 0``, or ``None`` for exact harmonics.
+        dtype: dtype of the result.
+
+    Returns:
+        ``[batch, n_harmonics]`` ratios (``[1, n_harmonics]`` when ``inharmonicity`` is ``None``).
+    """
+    device = inharmonicity.device if inharmonicity is not None else None
+    k = torch.arange(1, n_harmonics + 1, dtype=dtype, device=device)[None, :]
+    if inharmonicity is None:
+        return k
+    return k * torch.sqrt(1.0 + inharmonicity.to(dtype)[:, None] * k**2)
+
+
+def partial_bank(f0_hz: Tensor, ratios: Tensor, amplitudes: Tensor, hop_length: int, sample_rate: int) -> Tensor:
+    """Partials at fixed ratios of a time-varying fundamental, all controls at frame rate.
+
+    The fundamental and the partials' amplitudes are interpolated linearly between frame centres
+    (as :func:`upsample_frames` does). The work is organised in segments of ``hop_length`` samples
+    running from one frame centre to the next: each partial's phase at a segment's start is
+    accumulated in float64 at frame rate and reduced modulo one cycle, and only the phase advance
+    within the segment (at most ``hop_length / 2`` cycles of the fundamental) is computed per
+    sample in float32. Amplitudes enter as ``left + weight * (right - left)``, so the sum over
+    partials is two batched matrix products instead of a sample-rate envelope per partial.
+    Partials at or above Nyquist (at the highest fundamental of the note) are silenced.
+
+    Args:
+        f0_hz: ``[batch, frames]`` fundamental in Hz at hop ``hop_length``.
+        ratios: ``[batch or 1, partials]`` frequency ratios to the fundamental (float64).
+        amplitudes: ``[batch, frames, partials]`` at hop ``hop_length``.
+        hop_length: samples per frame.
+        sample_rate: samples per second.
+
+    Returns:
+        ``[batch, frames * hop_length]``; the caller crops or holds to its length.
+    """
+    batch, n_frames, n_partials = amplitudes.shape
+    dtype, device = amplitudes.dtype, amplitudes.device
+    ratios = ratios.expand(batch, -1)
+    top_hz = f0_hz.detach().amax(dim=1).double()[:, None] * ratios
+    amplitudes = amplitudes * (top_hz < sample_rate / 2).to(dtype)[:, None, :]
+
+    # Segment j spans samples [(j - 1) * hop + hop // 2, j * hop + hop // 2): from the centre of
+    # frame j - 1 to the centre of frame j (frame -1 is frame 0 held).
+    n_segments = n_frames + 1
+    index = (torch.arange(n_segments + 1, device=device) - 1).clamp(0, n_frames - 1)
+    offsets = torch.arange(hop_length, device=device, dtype=torch.float64)
+    weight = (offsets + (hop_length // 2 - (hop_length - 1) / 2)) / hop_length  # right frame's share
+    f0_left, f0_right = f0_hz.double()[:, index[:-1]], f0_hz.double()[:, index[1:]]  # [batch, segments]
+    # Cycles of the fundamental advanced from the segment's start to each of its samples (exclusive).
+    cycles_per_sample = (f0_left[..., None] + (f0_right - f0_left)[..., None] * weight) / sample_rate
+    advance = torch.cumsum(cycles_per_sample, dim=-1) - cycles_per_sample  # [batch, segments, hop]
+    segment_cycles = advance[..., -1] + cycles_per_sample[..., -1]
+    start = torch.cumsum(segment_cycles, dim=1) - segment_cycles  # [batch, segments]
+    first = hop_length - hop_length // 2  # samples of segment 0 before sample 0
+    start = start - advance[:, :1, first]  # phase zero on sample 0, like the oscillator bank
+    start_phase = torch.remainder(start[..., None] * ratios[:, None, :], 1.0)  # [batch, segments, partials]
+
+    # One fused multiply-add and an in-place sine over [batch, segments, partials, hop].
+    angles = torch.addcmul(
+        (2.0 * math.pi * start_phase).to(dtype)[..., None],
+        (2.0 * math.pi * ratios).to(dtype)[:, None, :, None],
+        advance.to(dtype)[:, :, None, :],
+    )
+    sines = angles.sin_().reshape(batch * n_segments, n_partials, hop_length)
+    left, right = amplitudes[:, index[:-1]], amplitudes[:, index[1:]]  # [batch, segments, partials]
+    pair = torch.stack([left, right - left], dim=-2).reshape(batch * n_segments, 2, n_partials)
+    mixed = torch.bmm(pair, sines).reshape(batch, n_segments, 2, hop_length)
+    segments = mixed[:, :, 0] + weight.to(dtype) * mixed[:, :, 1]
+    return segments.reshape(batch, -1)[:, first : first + n_frames * hop_length]
+
+
+def fft_convolve(audio: Tensor, impulse_response: Tensor) -> Tensor:
+    """Causal convolution of ``[batch, samples]`` with ``[batch, taps]`` by FFT, cut to ``samples``."""
+    n_samples = audio.shape[-1]
+    size = n_samples + impulse_response.shape[-1] - 1
+    fft_size = 2 ** math.ceil(math.log2(size))
+    spectrum = torch.fft.rfft(audio, fft_size) * torch.fft.rfft(impulse_response, fft_size)
+    return torch.fft.irfft(spectrum, fft_size)[..., :n_samples]
+
+
+def decaying_noise_response(gains: Tensor, decays: Tensor, bands: Tensor, sample_rate: int) -> Tensor:
+    """A room/body impulse response: band-limited noises, each with its own level and decay time.
+
+    ``response[t] = sum_b gains[b] * exp(-t / decays[b]) * bands[b, t]`` for ``t = 1..taps`` (the
+    response starts one sample late: the direct sound is the dry signal itself).
+
+    Args:
+        gains: ``[batch, bands]`` linear levels.
+        decays: ``[batch, bands]`` time constants in seconds (amplitude falls by ``e`` per constant).
+        bands: ``[bands, taps]`` band-limited noises (:func:`band_noise`).
+        sample_rate: samples per second.
+
+    Returns:
+        ``[batch, taps]``.
+    """
+    time = torch.arange(1, bands.shape[-1] + 1, device=bands.device, dtype=gains.dtype) / sample_rate
+    envelopes = gains[..., None] * torch.exp(-time / decays[..., None])
+    return (envelopes * bands).sum(dim=1)
+
+
+def band_noise(n_bands: int, n_samples: int, sample_rate: int, seed: int = 0) -> Tensor:
+    """White noise split into ``n_bands`` log-spaced bands (40 Hz to Nyquist) that sum back to it.
+
+    The band edges are smooth (raised-cosine crossovers on a log-frequency axis), so any positive
+    combination of the bands is a noise with a smooth spectral envelope.
+
+    Returns:
+        ``[n_bands, n_samples]``, deterministic for a given ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.rand(n_samples, generator=generator) * 2.0 - 1.0
+    spectrum = torch.fft.rfft(noise)
+    hz = torch.linspace(0.0, sample_rate / 2, spectrum.shape[-1])
+    position = torch.log2(hz.clamp(min=40.0) / 40.0) / math.log2(sample_rate / 2 / 40.0) * (n_bands - 1)
+    centres = torch.arange(n_bands, dtype=position.dtype)[:, None]
+    distance = (position[None, :] - centres).abs().clamp(max=1.0)
+    weights = 0.5 + 0.5 * torch.cos(math.pi * distance)  # partition of unity between neighbouring centres
+    return torch.fft.irfft(spectrum[None, :] * weights, n_samples)

@@ -8,12 +8,21 @@ bottleneck to ``latent_dim`` channels and average pooling over windows of ``hop_
 a strided learned filterbank (kernel ``2 * downsample``, stride ``downsample``), so the residual
 stack runs at ``sample_rate / downsample``: the same architecture and latent shape at a fraction of
 the cost, which is what lets the parallel model train and encode quickly on a CPU.
+
+``frontend="mel"`` (used by the default ``model=fast``) replaces the learned filterbank with a
+log-mel spectrogram at hop ``downsample``: the residual stack then reads the note's spectral
+envelope and loudness on a decibel scale directly. A mu-law waveform compresses a decaying note's
+level into a narrow range, which a small encoder struggles to read back; log-mel frames keep a
+40 dB decay a 40 dB decay, which is what the decoder needs to rebuild plucked and struck notes.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
+import torchaudio
 from torch import nn
 
 from timbre.models.wavenet import dilations, quantize_and_scale
@@ -33,6 +42,36 @@ class NonCausalResidualLayer(nn.Module):
         return x + self.project(F.relu(self.dilated(F.relu(x))))
 
 
+class LogMelFrontEnd(nn.Module):
+    """Log-mel spectrogram frames, ``[batch, samples]`` -> ``[batch, n_mels, samples // hop_length]``.
+
+    Frame ``i`` is centred on sample ``i * hop + hop / 2``, the centre of the samples it stands for,
+    so average pooling of the frames lines up with the embedding frames. Magnitudes are in natural
+    log units, floored at -80 dB re full scale, and scaled to roughly unit range.
+
+    Args:
+        sample_rate: audio samples per second.
+        hop_length: samples per frame.
+        n_fft: window and FFT size.
+        n_mels: mel bands from 20 Hz to Nyquist.
+    """
+
+    def __init__(self, sample_rate: int, hop_length: int, n_fft: int, n_mels: int) -> None:
+        super().__init__()
+        self.hop_length = hop_length
+        self.mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, f_min=20.0, n_mels=n_mels,
+            power=1.0, center=True, norm="slaney", mel_scale="slaney",
+        )
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        n_frames = audio.shape[-1] // self.hop_length
+        shifted = F.pad(audio, (0, self.hop_length // 2))[:, self.hop_length // 2 :]
+        magnitude = self.mel(shifted)[..., :n_frames]
+        # log(1e-4) is -80 dB; dividing by log(1e4) maps [-80 dB, 0 dB] to about [-1, 0].
+        return torch.log(magnitude.clamp(min=1e-4)) / math.log(1e4)
+
+
 class WaveNetEncoder(nn.Module):
     """Encodes a waveform into a temporal embedding.
 
@@ -44,6 +83,11 @@ class WaveNetEncoder(nn.Module):
         latent_dim: embedding channels (NSynth: 16).
         hop_length: samples per embedding frame, the average-pooling window (NSynth: 512).
         downsample: stride of the start convolution (NSynth: 1); must divide ``hop_length``.
+        frontend: ``"waveform"`` (NSynth: a convolution over the mu-law scaled waveform) or
+            ``"mel"`` (log-mel frames at hop ``downsample``, read by a 1x1 convolution).
+        n_mels: mel bands of the ``"mel"`` front end.
+        n_fft: window of the ``"mel"`` front end.
+        sample_rate: audio samples per second (``"mel"`` front end only).
     """
 
     def __init__(
@@ -55,6 +99,10 @@ class WaveNetEncoder(nn.Module):
         latent_dim: int = 16,
         hop_length: int = 512,
         downsample: int = 1,
+        frontend: str = "waveform",
+        n_mels: int = 80,
+        n_fft: int = 1024,
+        sample_rate: int = 16000,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -64,7 +112,15 @@ class WaveNetEncoder(nn.Module):
         self.latent_dim = latent_dim
         self.hop_length = hop_length
         self.downsample = downsample
-        if downsample == 1:
+        if frontend not in ("waveform", "mel"):
+            raise ValueError(f"encoder frontend must be 'waveform' or 'mel', got {frontend!r}")
+        self.frontend = frontend
+        if frontend == "mel":
+            if downsample < 2:
+                raise ValueError("the mel front end needs downsample >= 2 (its hop)")
+            self.mel = LogMelFrontEnd(sample_rate, downsample, n_fft, n_mels)
+            self.start = nn.Conv1d(n_mels, channels, 1)
+        elif downsample == 1:
             self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
         else:
             self.start = nn.Conv1d(1, channels, 2 * downsample, stride=downsample, padding=downsample // 2)
@@ -84,8 +140,11 @@ class WaveNetEncoder(nn.Module):
             raise ValueError(
                 f"encoder input length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}"
             )
-        _, scaled = quantize_and_scale(audio)
-        x = self.start(scaled.unsqueeze(1))
+        if self.frontend == "mel":
+            x = self.start(self.mel(audio))
+        else:
+            _, scaled = quantize_and_scale(audio)
+            x = self.start(scaled.unsqueeze(1))
         for layer in self.layers:
             x = layer(x)
         return F.avg_pool1d(self.bottleneck(x), self.hop_length // self.downsample)

@@ -1,27 +1,42 @@
 """Parallel decoder (``model=fast``): a whole note at once from harmonic oscillators plus filtered noise.
 
-A small non-causal convolutional network turns the timbre embedding and the MIDI pitch into
-frame-rate synthesis controls, in the manner of DDSP (Engel et al., 2020): an overall amplitude,
-a distribution over harmonics of the note's fundamental, and the magnitude response of a
-time-varying noise filter. The fundamental is ``midi_to_hz(pitch)`` itself, constant over the
-note, so the output is at the requested pitch by construction. Trained with a multi-resolution
-STFT loss (auraloss), it has ~0.5M parameters and synthesizes hundreds of times faster than real
-time on a laptop CPU.
+A non-causal convolutional network turns the timbre embedding and the MIDI pitch into frame-rate
+synthesis controls, in the manner of DDSP (Engel et al., 2020): an overall amplitude, a
+distribution over the partials of the note's fundamental, and the magnitude response of a
+time-varying noise filter. Optional parts, each switched on by a constructor setting, let it
+express a real instrument while staying pitch-centred and real-time:
+
+- ``pitch_deviation_cents``: a per-frame bend of the fundamental, bounded by ``tanh``, whose
+  loudness-weighted median over the note is removed, so vibrato and scoops are reproduced while
+  the note's median stays on the MIDI pitch. It is supervised by the contour measured on the target
+  (:mod:`timbre.models.pitch_contour`), because a spectral loss alone barely moves frequencies.
+- ``max_inharmonicity``: a per-note stiffness ``B`` stretching partial ``k`` to
+  ``k sqrt(1 + B k^2)`` (pianos, mallets, bells).
+- ``reverb_seconds``: a per-note room/body response predicted from the whole embedding: decaying
+  noise in log-spaced bands with a learned gain and decay time per band (DDSP's reverb made
+  conditional), convolved with the dry note.
+
+Trained with a multi-resolution STFT loss (auraloss, imported only for training).
 """
 
 from __future__ import annotations
 
-import auraloss
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from timbre.models import dsp
+from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
 from timbre.errors import ConfigError
 
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
 # harmonic part instead of drowning it in noise, as DDSP's FilteredNoise initial bias does.
 _NOISE_BIAS = -5.0
+# Reverb band gains start near 2e-4 (a dry note), and inharmonicity near 0 (harmonic partials).
+_REVERB_GAIN_BIAS = -4.0
+_INHARMONICITY_BIAS = -8.0
+# Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
+_MEDIAN_FLOOR = 0.01
 
 
 class ResidualConvBlock(nn.Module):
@@ -47,13 +62,14 @@ class HarmonicNoiseDecoder(nn.Module):
 
     The network runs first at the embedding's frame rate (hop ``hop_length``), then, after linear
     interpolation, at the finer control rate (hop ``control_hop``) so that attacks are not smeared
-    over a whole 32 ms embedding frame.
+    over a whole 32 ms embedding frame. Per-note settings (inharmonicity, reverb) come from an
+    attention-weighted average of the frame-rate features.
 
     Args:
         latent_dim: channels of the embedding ``z``.
         hop_length: audio samples per embedding frame.
         sample_rate: audio samples per second.
-        n_harmonics: harmonics of the fundamental; those at or above Nyquist are silenced.
+        n_harmonics: partials of the fundamental; those at or above Nyquist are silenced.
         n_noise_bands: frequencies at which the noise filter's magnitude is predicted, evenly
             spaced from 0 Hz to Nyquist (filters of ``2 * (n_noise_bands - 1)`` taps).
         hidden_channels: width of the network.
@@ -64,6 +80,12 @@ class HarmonicNoiseDecoder(nn.Module):
         pitch_embedding_dim: size of the learned pitch embedding.
         fft_sizes: FFT sizes of the multi-resolution STFT loss (hop a quarter, window the full
             size); training crops must be longer than half the largest.
+        pitch_deviation_cents: bound of the per-frame bend around the MIDI pitch; 0 disables it
+            (the fundamental is then exactly the MIDI pitch).
+        pitch_loss_weight: weight of the bend's supervision (L1 in semitones) in the loss.
+        max_inharmonicity: upper bound of the stiffness coefficient ``B``; 0 disables it.
+        reverb_seconds: length of the predicted room/body response; 0 disables it.
+        reverb_bands: log-spaced bands of the response, each with its own gain and decay.
     """
 
     def __init__(
@@ -80,12 +102,24 @@ class HarmonicNoiseDecoder(nn.Module):
         n_pitches: int = 128,
         pitch_embedding_dim: int = 16,
         fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64),
+        pitch_deviation_cents: float = 0.0,
+        pitch_loss_weight: float = 1.0,
+        max_inharmonicity: float = 0.0,
+        reverb_seconds: float = 0.0,
+        reverb_bands: int = 8,
     ) -> None:
         super().__init__()
         if control_hop <= 0 or hop_length % control_hop:
             raise ConfigError(f"control_hop={control_hop} must be a positive divisor of hop_length={hop_length}")
         if n_noise_bands < 2:
             raise ConfigError(f"n_noise_bands={n_noise_bands} must be at least 2")
+        if pitch_deviation_cents < 0 or max_inharmonicity < 0 or reverb_seconds < 0:
+            raise ConfigError(
+                "pitch_deviation_cents, max_inharmonicity and reverb_seconds must be >= 0, got "
+                f"{pitch_deviation_cents}, {max_inharmonicity}, {reverb_seconds}"
+            )
+        if reverb_seconds > 0 and reverb_bands < 1:
+            raise ConfigError(f"reverb_bands={reverb_bands} must be at least 1")
         self.latent_dim = latent_dim
         self.hop_length = hop_length
         self.sample_rate = sample_rate
@@ -94,6 +128,11 @@ class HarmonicNoiseDecoder(nn.Module):
         self.control_hop = control_hop
         self.n_pitches = n_pitches
         self.fft_sizes = tuple(fft_sizes)
+        self.pitch_deviation_cents = float(pitch_deviation_cents)
+        self.pitch_loss_weight = float(pitch_loss_weight)
+        self.max_inharmonicity = float(max_inharmonicity)
+        self.reverb_taps = round(reverb_seconds * sample_rate)
+        self.reverb_bands = reverb_bands if self.reverb_taps else 0
 
         self.pitch_embedding = nn.Embedding(n_pitches, pitch_embedding_dim)
         # +1 input channel: the pitch as a number, which lets pitches rare in training borrow
@@ -105,19 +144,23 @@ class HarmonicNoiseDecoder(nn.Module):
         self.control_blocks = nn.Sequential(
             *(ResidualConvBlock(hidden_channels, 2 ** (i % 4)) for i in range(n_control_blocks))
         )
-        self.output = nn.Conv1d(hidden_channels, 1 + n_harmonics + n_noise_bands, kernel_size=1)
-        self.stft_loss = auraloss.freq.MultiResolutionSTFTLoss(
-            fft_sizes=list(self.fft_sizes),
-            hop_sizes=[size // 4 for size in self.fft_sizes],
-            win_lengths=list(self.fft_sizes),
-            w_sc=0.0,
-            w_log_mag=1.0,
-            w_lin_mag=1.0,
-            output="full",
-        )
+        self._control_split = [1, n_harmonics, n_noise_bands] + ([1] if self.pitch_deviation_cents else [])
+        self.output = nn.Conv1d(hidden_channels, sum(self._control_split), kernel_size=1)
+        n_note_controls = (1 if self.max_inharmonicity else 0) + 2 * self.reverb_bands
+        # Per-note controls read an attention-weighted average of the frames, so that a note's
+        # silent tail (or a crop's lack of one) does not dilute what the sounding part says.
+        self.note_attention = nn.Conv1d(hidden_channels, 1, kernel_size=1) if n_note_controls else None
+        self.note_output = nn.Linear(hidden_channels, n_note_controls) if n_note_controls else None
+        if self.reverb_taps:
+            # Fixed band noises, rebuilt from a seed rather than stored: the response's shape is
+            # learned through the gains and decays only.
+            self.register_buffer(
+                "reverb_noise", dsp.band_noise(self.reverb_bands, self.reverb_taps, sample_rate), persistent=False
+            )
+        self._stft_loss: nn.Module | None = None
 
     def controls(self, z: Tensor, pitch: Tensor) -> dict[str, Tensor]:
-        """Synthesis controls at hop ``control_hop``.
+        """Synthesis controls at hop ``control_hop`` and per note.
 
         Args:
             z: ``[batch, latent_dim, frames]`` embedding.
@@ -125,9 +168,12 @@ class HarmonicNoiseDecoder(nn.Module):
 
         Returns:
             ``amplitude`` ``[batch, control_frames, 1]``, ``harmonic_distribution``
-            ``[batch, control_frames, n_harmonics]`` (sums to one over audible harmonics) and
+            ``[batch, control_frames, n_harmonics]`` (sums to one over audible partials),
             ``noise_magnitudes`` ``[batch, control_frames, n_noise_bands]``, with
-            ``control_frames = frames * hop_length // control_hop``.
+            ``control_frames = frames * hop_length // control_hop``; ``deviation_cents``
+            ``[batch, control_frames]`` (zeros when the bend is disabled; its loudness-weighted
+            median is zero), ``inharmonicity`` ``[batch]`` (zeros when disabled), and when the
+            reverb is on ``reverb_gain`` and ``reverb_decay`` (seconds), each ``[batch, reverb_bands]``.
         """
         assert z.ndim == 3 and z.shape[1] == self.latent_dim, (
             f"z must be [batch, {self.latent_dim}, frames], got {tuple(z.shape)}"
@@ -139,18 +185,76 @@ class HarmonicNoiseDecoder(nn.Module):
         )
         x = torch.cat([z, pitch_features[:, :, None].expand(-1, -1, n_frames)], dim=1)
         x = self.frame_blocks(self.input(x))
+        note = None
+        if self.note_output is not None and self.note_attention is not None:
+            attention = torch.softmax(self.note_attention(x), dim=-1)  # [batch, 1, frames]
+            note = self.note_output((x * attention).sum(dim=-1))
         upsampling = self.hop_length // self.control_hop
         if upsampling > 1:
             x = F.interpolate(x, scale_factor=upsampling, mode="linear", align_corners=False)
         raw = self.output(self.control_blocks(x)).transpose(1, 2)  # [batch, control_frames, channels]
-        raw_amplitude, raw_distribution, raw_noise = raw.split([1, self.n_harmonics, self.n_noise_bands], dim=-1)
-        return {
-            "amplitude": dsp.exp_sigmoid(raw_amplitude),
-            "harmonic_distribution": dsp.normalize_harmonic_distribution(
-                dsp.exp_sigmoid(raw_distribution), dsp.midi_to_hz(pitch).to(z.dtype), self.sample_rate
-            ),
-            "noise_magnitudes": dsp.exp_sigmoid(raw_noise + _NOISE_BIAS),
-        }
+        parts = raw.split(self._control_split, dim=-1)
+        raw_amplitude, raw_distribution, raw_noise = parts[:3]
+        amplitude = dsp.exp_sigmoid(raw_amplitude)
+
+        inharmonicity = torch.zeros(z.shape[0], dtype=z.dtype, device=z.device)
+        controls: dict[str, Tensor] = {}
+        if note is not None:
+            if self.max_inharmonicity:
+                inharmonicity = self.max_inharmonicity * torch.sigmoid(note[:, 0] + _INHARMONICITY_BIAS)
+            if self.reverb_bands:
+                raw_gain, raw_decay = note[:, -2 * self.reverb_bands :].split(self.reverb_bands, dim=-1)
+                longest = self.reverb_taps / self.sample_rate / 3.0
+                controls["reverb_gain"] = dsp.exp_sigmoid(raw_gain + _REVERB_GAIN_BIAS)
+                controls["reverb_decay"] = 0.005 + (longest - 0.005) * torch.sigmoid(raw_decay)
+
+        if self.pitch_deviation_cents:
+            bend = self.pitch_deviation_cents * torch.tanh(parts[3][..., 0])
+            loudness = amplitude[..., 0].detach()
+            counted = (loudness > _MEDIAN_FLOOR * loudness.amax(dim=1, keepdim=True)).to(bend.dtype)
+            deviation = bend - weighted_median(bend, counted)
+        else:
+            deviation = torch.zeros_like(amplitude[..., 0])
+
+        top_ratio = dsp.harmonic_ratios(self.n_harmonics, inharmonicity) * dsp.cents_to_ratio(
+            torch.tensor(self.pitch_deviation_cents, dtype=torch.float64)
+        )
+        audible = (dsp.midi_to_hz(pitch).double()[:, None] * top_ratio < self.sample_rate / 2).to(z.dtype)
+        distribution = dsp.exp_sigmoid(raw_distribution) * audible[:, None, :]
+        controls.update(
+            amplitude=amplitude,
+            harmonic_distribution=distribution / (distribution.sum(dim=-1, keepdim=True) + 1e-7),
+            noise_magnitudes=dsp.exp_sigmoid(raw_noise + _NOISE_BIAS),
+            deviation_cents=deviation,
+            inharmonicity=inharmonicity,
+        )
+        return controls
+
+    def _render(self, controls: dict[str, Tensor], pitch: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
+        """Audio ``[batch, n_samples]`` from :meth:`controls`."""
+        harmonic_amplitudes = controls["amplitude"] * controls["harmonic_distribution"]
+        dtype = harmonic_amplitudes.dtype
+        f0_hz = dsp.midi_to_hz(pitch).to(dtype)
+        if self.pitch_deviation_cents or self.max_inharmonicity:
+            f0_frames = f0_hz[:, None] * dsp.cents_to_ratio(controls["deviation_cents"])
+            ratios = dsp.harmonic_ratios(
+                self.n_harmonics, controls["inharmonicity"] if self.max_inharmonicity else None
+            )
+            # Partials silent at every pitch of the batch cost nothing: most notes use a fraction.
+            n_used = int((controls["harmonic_distribution"].detach().amax(dim=(0, 1)) > 0).nonzero().max()) + 1
+            harmonic = dsp.partial_bank(
+                f0_frames, ratios[:, :n_used], harmonic_amplitudes[..., :n_used], self.control_hop, self.sample_rate
+            )
+            harmonic = dsp.hold_to_length(harmonic, n_samples)
+        else:
+            harmonic = dsp.harmonic_synthesis(f0_hz, harmonic_amplitudes, n_samples, self.control_hop, self.sample_rate)
+        audio = harmonic + dsp.filtered_noise(controls["noise_magnitudes"], n_samples, self.control_hop, generator)
+        if self.reverb_bands:
+            response = dsp.decaying_noise_response(
+                controls["reverb_gain"], controls["reverb_decay"], self.reverb_noise, self.sample_rate
+            )
+            audio = audio + dsp.fft_convolve(audio, response)
+        return audio
 
     def forward(self, z: Tensor, pitch: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Decode a note.
@@ -165,15 +269,26 @@ class HarmonicNoiseDecoder(nn.Module):
         Returns:
             ``[batch, n_samples]`` audio, roughly in [-1, 1] (not clipped, to keep gradients).
         """
-        controls = self.controls(z, pitch)
-        harmonic_amplitudes = controls["amplitude"] * controls["harmonic_distribution"]
-        f0_hz = dsp.midi_to_hz(pitch).to(z.dtype)
-        harmonic = dsp.harmonic_synthesis(f0_hz, harmonic_amplitudes, n_samples, self.control_hop, self.sample_rate)
-        noise = dsp.filtered_noise(controls["noise_magnitudes"], n_samples, self.control_hop, generator)
-        return harmonic + noise
+        return self._render(self.controls(z, pitch), pitch, n_samples, generator)
+
+    def _spectral_loss(self) -> nn.Module:
+        # auraloss is a training dependency: imported on the first loss, never for inference.
+        if self._stft_loss is None:
+            import auraloss
+
+            self._stft_loss = auraloss.freq.MultiResolutionSTFTLoss(
+                fft_sizes=list(self.fft_sizes),
+                hop_sizes=[size // 4 for size in self.fft_sizes],
+                win_lengths=list(self.fft_sizes),
+                w_sc=0.0,
+                w_log_mag=1.0,
+                w_lin_mag=1.0,
+                output="full",
+            )
+        return self._stft_loss
 
     def reconstruction_loss(self, audio: Tensor, z: Tensor, pitch: Tensor) -> tuple[Tensor, dict[str, float]]:
-        """Multi-resolution STFT loss (L1 of log and of linear magnitudes) of decoding ``z`` against ``audio``.
+        """Multi-resolution STFT loss (L1 of log and of linear magnitudes), plus the bend's supervision.
 
         Args:
             audio: ``[batch, samples]`` target.
@@ -182,7 +297,8 @@ class HarmonicNoiseDecoder(nn.Module):
 
         Returns:
             The scalar loss and ``{"stft", "log_magnitude", "linear_magnitude"}`` as floats
-            (each averaged over the resolutions).
+            (each averaged over the resolutions), plus ``"pitch_bend"`` (mean absolute error of
+            the bend in semitones on trusted frames) when the bend is enabled.
         """
         assert audio.ndim == 2, f"audio must be [batch, samples], got {tuple(audio.shape)}"
         if audio.shape[-1] <= max(self.fft_sizes) // 2:
@@ -190,14 +306,27 @@ class HarmonicNoiseDecoder(nn.Module):
                 f"crops of {audio.shape[-1]} samples are too short for the STFT loss with FFT size "
                 f"{max(self.fft_sizes)}: use crops longer than {max(self.fft_sizes) // 2} samples or smaller fft_sizes"
             )
-        prediction = self(z, pitch, audio.shape[-1])
-        loss, _, log_magnitude, linear_magnitude, _ = self.stft_loss(prediction[:, None], audio[:, None])
+        controls = self.controls(z, pitch)
+        prediction = self._render(controls, pitch, audio.shape[-1], None)
+        stft_loss = self._spectral_loss().to(audio.device)
+        loss, _, log_magnitude, linear_magnitude, _ = stft_loss(prediction[:, None], audio[:, None])
         n_resolutions = len(self.fft_sizes)
-        return loss, {
+        parts = {
             "stft": loss.item(),
             "log_magnitude": float(sum(term.item() for term in log_magnitude)) / n_resolutions,
             "linear_magnitude": float(sum(term.item() for term in linear_magnitude)) / n_resolutions,
         }
+        if self.pitch_deviation_cents:
+            predicted = controls["deviation_cents"]
+            target, weight = harmonic_salience_contour(
+                audio, dsp.midi_to_hz(pitch), self.control_hop, predicted.shape[1], self.sample_rate,
+                search_cents=self.pitch_deviation_cents,
+            )
+            target = (target - weighted_median(target, weight)).clamp(-self.pitch_deviation_cents, self.pitch_deviation_cents)
+            bend_error = (weight * (predicted - target).abs()).sum() / (100.0 * weight.sum().clamp(min=1.0))
+            loss = loss + self.pitch_loss_weight * bend_error
+            parts["pitch_bend"] = bend_error.item()
+        return loss, parts
 
     @torch.inference_mode()
     def synthesize(
