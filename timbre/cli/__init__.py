@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "timbre.cli.compose",
     "timbre.cli.evaluate",
     "timbre.cli.render",
+    "timbre.cli.export",
     "timbre.cli.serve",
 )
 
