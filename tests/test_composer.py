@@ -1,4 +1,5 @@
-"""The composer transformer: KV cache equals the full pass, causality, sampling, and training."""
+"""The composer transformer: KV cache equals the full pass (and, past the context, the sliding
+window), causality, sampling, and training."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from timbre.data.midi import build_datasets
+import timbre.models.composer as composer_module
+from timbre.data.midi import build_midi_bundle
 from timbre.models.composer import Composer, sample_next
 
 
@@ -40,11 +43,96 @@ def test_generate_matches_step_by_step_argmax_of_the_full_pass() -> None:
     assert torch.equal(logits[:, 4:].argmax(-1), generated[:, 5:])
 
 
-def test_generation_continues_past_the_context_with_a_ring_buffer() -> None:
-    model = tiny_model(max_context=16)
-    generated = model.generate(torch.zeros(1, 30, dtype=torch.long), 40, generator=torch.Generator().manual_seed(0))
-    assert generated.shape == (1, 70)
-    assert ((generated >= 0) & (generated < 50)).all()
+def sliding_window_logits(model: Composer, tokens: torch.Tensor, window: int) -> torch.Tensor:
+    """Logits of an uncached pass in which every position, in every layer, attends only to itself
+    and the ``window - 1`` positions before it: what a ring buffer of ``window`` slots computes.
+
+    The model's causal attention gets a banded mask instead of ``is_causal``; nothing else changes.
+    """
+    attention = F.scaled_dot_product_attention
+    positions = torch.arange(tokens.shape[1])
+    band = (positions[None, :] <= positions[:, None]) & (positions[None, :] > positions[:, None] - window)
+
+    def banded(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, **kwargs):
+        assert is_causal and attn_mask is None, "expected the uncached pass's causal attention"
+        return attention(query, key, value, attn_mask=band, dropout_p=dropout_p, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch, torch.no_grad():
+        patch.setattr(F, "scaled_dot_product_attention", banded)
+        return model(tokens)
+
+
+def test_one_layer_ring_buffer_equals_recomputing_the_last_window_at_every_step() -> None:
+    # With one layer a cached key depends on its token and position only, and rotary scores on
+    # distances only, so past the window each step must equal a fresh pass over the last
+    # max_context tokens (started at position 0).
+    window = 16
+    model = tiny_model(max_context=window, layers=1)
+    tokens = torch.randint(50, (2, 3 * window + 5), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        model(tokens[:, :10], cache)  # a primer shorter than the window
+        for end in range(11, tokens.shape[1] + 1):
+            cached = model(tokens[:, end - 1 : end], cache)[:, -1]
+            recomputed = model(tokens[:, max(0, end - window) : end])[:, -1]
+            assert (cached - recomputed).abs().max() < 1e-4, f"step {end}: the cache differs from the window"
+    assert cache.length == tokens.shape[1]
+
+
+def test_ring_buffer_equals_sliding_window_attention_in_every_layer() -> None:
+    # Deeper layers cache states that saw their own earlier window, so the reference is a full
+    # pass with banded attention, not a recomputation of the last window alone.
+    window = 12
+    model = tiny_model(max_context=window, layers=3)
+    tokens = torch.randint(50, (2, 4 * window + 3), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        cache = model.new_cache(2)
+        prefix = model(tokens[:, :7], cache)
+        steps = [model(tokens[:, i : i + 1], cache) for i in range(7, tokens.shape[1])]
+    cached = torch.cat([prefix, *steps], dim=1)
+    reference = sliding_window_logits(model, tokens, window)
+    assert (cached - reference).abs().max() < 1e-4
+    # The band matters once the window is full: the plain causal pass differs from there on.
+    with torch.no_grad():
+        causal = model(tokens)
+    assert (cached[:, :window] - causal[:, :window]).abs().max() < 1e-4
+    assert (cached[:, window:] - causal[:, window:]).abs().amax(dim=-1).min() > 1e-3
+
+
+@pytest.fixture
+def sampled_logits(monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor]:
+    """The logits ``[batch, vocab]`` that each step of ``Composer.generate`` samples from, in order."""
+    seen: list[torch.Tensor] = []
+
+    def recording_sample_next(logits: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
+        seen.append(logits.clone())
+        return sample_next(logits, *args, **kwargs)
+
+    monkeypatch.setattr(composer_module, "sample_next", recording_sample_next)
+    return seen
+
+
+def test_generate_samples_from_the_sliding_window_logits(sampled_logits: list[torch.Tensor]) -> None:
+    window = 16
+    model = tiny_model(max_context=window)
+    prompt = torch.randint(50, (2, 10), generator=torch.Generator().manual_seed(3))
+    generated = model.generate(prompt, 3 * window, generator=torch.Generator().manual_seed(5))
+    assert generated.shape == (2, 10 + 3 * window) and len(sampled_logits) == 3 * window
+    reference = sliding_window_logits(model, generated[:, :-1], window)[:, 9:]
+    assert (torch.stack(sampled_logits, dim=1) - reference).abs().max() < 1e-4
+
+
+def test_a_prompt_longer_than_the_context_is_cut_to_its_last_window(sampled_logits: list[torch.Tensor]) -> None:
+    window = 16
+    model = tiny_model(max_context=window)
+    prompt = torch.randint(50, (1, 40), generator=torch.Generator().manual_seed(4))
+    generated = model.generate(prompt, 8, generator=torch.Generator().manual_seed(6))
+    assert torch.equal(generated[:, :40], prompt)
+    with torch.no_grad():
+        expected = model(prompt[:, -window:])[:, -1]  # the first token's logits: the last window only
+    assert (sampled_logits[0] - expected).abs().max() < 1e-4
+    reference = sliding_window_logits(model, generated[:, 40 - window : -1], window)[:, window - 1 :]
+    assert (torch.stack(sampled_logits, dim=1) - reference).abs().max() < 1e-4
 
 
 def test_later_tokens_do_not_change_earlier_logits() -> None:
@@ -87,7 +175,7 @@ def test_padding_does_not_change_the_loss() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    data = build_datasets(corpus="chorales", cache_dir=str(tmp_path), limit=4, velocities=0, max_tokens=128, valid=0.0, test=0.0)
+    data = build_midi_bundle(corpus="chorales", cache_dir=str(tmp_path), limit=4, velocities=0, max_tokens=128, valid=0.0, test=0.0)
     model = Composer(data.model_overrides["vocab_size"], dim=48, layers=2, heads=4, ff_mult=2, dropout=0.0, max_context=128)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     batch = data.collate_fn([data.train[i] for i in range(len(data.train))])
