@@ -1,9 +1,13 @@
-"""``timbre dataset build``: render an NSynth-layout note dataset from an SF2 soundfont."""
+"""``timbre dataset build``: render an NSynth-layout note dataset from one or several soundfonts."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 from timbre.errors import ConfigError
 
@@ -31,26 +35,54 @@ def parse_int_list(text: str, name: str) -> list[int]:
     return values
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+@contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """Let SIGTERM unwind like Ctrl-C, so the build writes examples.json of the finished notes."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _build(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and FluidSynth.
     from timbre.data.families import DEFAULT_PROGRAMS
     from timbre.data.soundfont import DEFAULT_PITCHES, DEFAULT_VELOCITIES, build_dataset
 
-    summary = build_dataset(
-        soundfont=args.soundfont,
-        out=args.out,
-        programs=parse_int_list(args.programs, "--programs") if args.programs else DEFAULT_PROGRAMS,
-        pitches=parse_int_list(args.pitches, "--pitches") if args.pitches else DEFAULT_PITCHES,
-        velocities=parse_int_list(args.velocities, "--velocities") if args.velocities else DEFAULT_VELOCITIES,
-        seconds=args.seconds,
-        hold=args.hold,
-        valid=args.valid,
-        test=args.test,
-        sample_rate=args.sample_rate,
-        progress=not args.quiet,
-        workers=args.workers,
-        seed=args.seed,
-    )
+    with _terminate_as_interrupt():
+        summary = build_dataset(
+            soundfonts=args.soundfont,
+            out=args.out,
+            programs=parse_int_list(args.programs, "--programs") if args.programs else DEFAULT_PROGRAMS,
+            pitches=parse_int_list(args.pitches, "--pitches") if args.pitches else DEFAULT_PITCHES,
+            velocities=parse_int_list(args.velocities, "--velocities") if args.velocities else DEFAULT_VELOCITIES,
+            seconds=args.seconds,
+            hold=args.hold,
+            valid=args.valid,
+            test=args.test,
+            sample_rate=args.sample_rate,
+            progress=not args.quiet,
+            workers=args.workers,
+            seed=args.seed,
+            pitch_step=args.pitch_step,
+            velocities_per_pitch=args.velocities_per_pitch,
+        )
     print(summary.describe())
     return 0
 
@@ -61,14 +93,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     build = actions.add_parser(
         "build",
-        help="render an NSynth-layout dataset from an SF2 soundfont",
+        help="render an NSynth-layout dataset from one or several soundfonts",
         description=(
-            "Render every (program, pitch, velocity) note of a soundfont NSynth-style (held, then released; "
-            "16 kHz mono) into OUT/nsynth-{train,valid,test}/, split by instrument. "
-            "Re-running skips finished notes."
+            "Render every (program, pitch, velocity) note of one or several soundfonts NSynth-style (held, then "
+            "released; 16 kHz mono) into OUT/nsynth-{train,valid,test}/, split by instrument: an instrument is "
+            "one (soundfont, program). Notes a preset has no sample for are skipped. Re-running skips finished "
+            "notes; an interrupted build leaves a readable dataset of the notes finished so far."
         ),
     )
-    build.add_argument("--soundfont", required=True, help="SF2 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2")
+    build.add_argument(
+        "--soundfont", required=True, action="append",
+        help="SF2 or SF3 file, e.g. /usr/share/sounds/sf2/FluidR3_GM.sf2; repeat it to build from several",
+    )  # fmt: skip
     build.add_argument("--out", required=True, help="dataset root directory (created)")
     build.add_argument(
         "--programs", help="General MIDI programs, e.g. 0,24,40 or 0-111 (default: 0-111, the pitched ones)"
@@ -84,6 +120,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workers", type=int, default=min(4, os.cpu_count() or 1),
         help="rendering processes; the output does not depend on it (default: CPU count, at most 4)",
     )
-    build.add_argument("--seed", type=int, default=0, help="seed of the instrument split (default: 0)")
+    build.add_argument(
+        "--pitch-step", type=positive_int, default=1,
+        help="keep every N-th of the pitches per instrument, from an offset drawn per instrument (default: 1, all)",
+    )  # fmt: skip
+    build.add_argument(
+        "--velocities-per-pitch", type=positive_int, metavar="K",
+        help="keep K of the velocities per (instrument, pitch), drawn with the seed (default: all)",
+    )  # fmt: skip
+    build.add_argument(
+        "--seed", type=int, default=0, help="seed of the instrument split and the pitch/velocity draws (default: 0)"
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(handler=_build)

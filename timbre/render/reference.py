@@ -3,7 +3,7 @@
 It plays exactly the notes the timbre render plays (:func:`timbre.render.notes.read_tracks`: same
 window, same onsets, durations, pitches and velocities; controllers ignored; drum tracks left out
 unless asked for), each track with the General MIDI soundfont preset of its program. Rendering
-follows :mod:`timbre.data.soundfont`, which made the training notes: a fresh synthesizer, reverb
+follows :mod:`timbre.io.fluidsynth`, which also made the training notes: a fresh synthesizer, reverb
 and chorus off, float output at 48 kHz downmixed and resampled to 16 kHz (FluidSynth's sample
 interpolation is not band-limited, so rendering at 16 kHz directly would alias bright notes).
 """
@@ -11,15 +11,14 @@ interpolation is not band-limited, so rendering at 16 kHz directly would alias b
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
+from timbre.constants import DEFAULT_SOUNDFONT
 from timbre.io.audio import SAMPLE_RATE, resample
-from timbre.data.soundfont import RENDER_RATE, SoundfontError, _new_synth, _write_float_function
+from timbre.io.fluidsynth import RENDER_RATE, SoundfontError, new_synth, write_float
 from timbre.render.notes import MidiSource, TrackNotes, read_tracks, require_notes
 
-DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 # Rendering continues this long after the last key up, like the release of an NSynth note.
 TAIL_SECONDS = 1.0
 DRUM_CHANNEL = 9
@@ -81,7 +80,7 @@ def _render_pass(
     soundfont: str | os.PathLike, tracks: list[TrackNotes], channel_of: dict[int, int], total: int
 ) -> np.ndarray:
     """One synthesizer playing ``tracks`` (pitched ones on ``channel_of[program]``); ``[2, total]``."""
-    synth, soundfont_id = _new_synth(soundfont, RENDER_RATE)
+    synth, soundfont_id = new_synth(soundfont, RENDER_RATE)
     try:
         for program, channel in channel_of.items():
             if synth.program_select(channel, soundfont_id, 0, program) != 0:
@@ -96,14 +95,12 @@ def _render_pass(
                 events.append((round((note.onset + note.duration) * RENDER_RATE), 0, channel, note.pitch, 0))
         events.sort()  # at equal times key-ups (0) come before key-downs (1), so repeated notes retrigger
         stereo = np.zeros((2, total), dtype=np.float32)
-        write_float = _write_float_function()
 
         def render_until(stop: int) -> None:
             nonlocal position
             stop = min(stop, total)
             if stop > position:
-                left, right = stereo[0, position:], stereo[1, position:]
-                write_float(synth.synth, stop - position, left.ctypes.data, 0, 1, right.ctypes.data, 0, 1)
+                write_float(synth, stereo, position, stop)
                 position = stop
 
         position = 0
