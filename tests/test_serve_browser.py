@@ -44,7 +44,7 @@ def server() -> Iterator[str]:
     """Base URL of the instrument served by uvicorn from a thread."""
     import uvicorn
 
-    listener = socket.socket()
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY, as timbre serve
     listener.bind(("127.0.0.1", 0))
     listener.listen(16)
     app = create_app(Instrument(timbre.load()), allowed_hosts=["127.0.0.1"])
