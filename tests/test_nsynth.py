@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -174,7 +173,8 @@ def test_crop_longer_than_note_is_zero_padded(tmp_path):
     assert audio.shape == (300,) and torch.all(audio[:100] > 0.49) and torch.all(audio[100:] == 0)
 
 
-def test_indexes_ten_thousand_notes_fast(tmp_path):
+def test_indexes_ten_thousand_notes(tmp_path):
+    # Correctness at scale only; the speed is measured by benchmarks/nsynth_index_speed.py.
     split_dir = tmp_path / "nsynth-train"
     (split_dir / "audio").mkdir(parents=True)
     examples = {}
@@ -190,11 +190,11 @@ def test_indexes_ten_thousand_notes_fast(tmp_path):
         (split_dir / "audio" / f"{note_str}.wav").touch()
     (split_dir / "examples.json").write_text(json.dumps(examples))
 
-    start = time.perf_counter()
     dataset = NoteDataset(tmp_path, "train", pitch_range=(21, 108))
-    elapsed = time.perf_counter() - start
     assert len(dataset) == 10_000 and len(dataset.instruments) == 23
-    assert elapsed < 2.0, f"indexing 10,000 notes took {elapsed:.2f} s"
+    assert [dataset.note_str(i) for i in (0, 9_999)] == sorted(examples)[:: 9_999]
+    octave = NoteDataset(tmp_path, "train", pitch_range=(60, 71))  # both ends included
+    assert len(octave) == sum(60 <= fields["pitch"] <= 71 for fields in examples.values()) == 1368
 
 
 def test_build_note_bundle(nsynth_fixture_root, tmp_path):
