@@ -37,7 +37,8 @@ wav that exists with the expected length and rate is complete: a re-run skips it
 of each split is rewritten atomically when the build starts, every few hundred notes or half
 minute, and at the end (also when interrupted), listing exactly the notes of the current run that
 are on disk: a build killed at any moment leaves a readable dataset of the notes finished by its
-last checkpoint, and a re-run completes it.
+last checkpoint, and a re-run completes it. Notes render in a seeded random order, so an
+unfinished build holds a sample of every instrument rather than the first instruments complete.
 """
 
 from __future__ import annotations
@@ -453,6 +454,8 @@ def build_dataset(
             if split in split_of.values() or (out / f"nsynth-{split}").exists():
                 _write_json_atomically(out / f"nsynth-{split}" / EXAMPLES_FILE, dict(sorted(examples[split].items())))
 
+    # A seeded random order spreads the notes of an unfinished build over all instruments and pitches.
+    random.Random(seed).shuffle(jobs)
     write_examples()  # a build killed before its first checkpoint still leaves a readable dataset
     bar = tqdm(
         total=summary.resumed + len(jobs), initial=summary.resumed, disable=not progress, unit="note", desc="rendering"
