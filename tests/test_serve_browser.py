@@ -107,19 +107,28 @@ def test_the_page_plays_notes_from_the_pad_the_keyboard_and_midi(server: str) ->
             page.wait_for_function("() => window.timbreState.played.length >= 2", timeout=10_000)
             assert len(page.evaluate("() => window.timbreState.requests")) == 1
 
+            # X moves the computer keys an octave up; the on-screen keys follow and play on click.
+            page.keyboard.press("x")
+            page.keyboard.press("a")
+            page.wait_for_function("() => window.timbreState.decoded.length >= 2", timeout=30_000)
+            page.locator(".key[data-pitch='76']").click()
+            page.wait_for_function("() => window.timbreState.decoded.length >= 3", timeout=30_000)
+            assert [request["pitch"] for request in page.evaluate("() => window.timbreState.requests")] == [60, 72, 76]
+
             # MIDI: note on (velocity 90), the sustain pedal holds it past note off, pedal up releases it.
             page.select_option("#seconds", "4")
             page.evaluate("() => window.fakeMidi.send([0x90, 67, 90])")
             assert page.evaluate("() => window.timbreState.voices") == 1
-            page.wait_for_function("() => window.timbreState.decoded.length >= 2", timeout=30_000)
+            page.wait_for_function("() => window.timbreState.decoded.length >= 4", timeout=30_000)
             page.evaluate("() => { window.fakeMidi.send([0xB0, 64, 127]); window.fakeMidi.send([0x80, 67, 0]); }")
             assert page.evaluate("() => window.timbreState.voices") == 1
             assert page.inner_text("#sustain") == "on"
             page.evaluate("() => window.fakeMidi.send([0xB0, 64, 0])")
             assert page.evaluate("() => window.timbreState.voices") == 0
             state = page.evaluate("() => window.timbreState")
-            assert state["decoded"][1]["pitch"] == 67 and state["decoded"][1]["length"] == 4 * 16000
-            assert [played["source"] for played in state["played"]] == ["computer", "computer", "midi"]
+            assert state["decoded"][3]["pitch"] == 67 and state["decoded"][3]["length"] == 4 * 16000
+            sources = ["computer", "computer", "computer", "screen", "midi"]
+            assert [played["source"] for played in state["played"]] == sources
             assert all(played["latencyMs"] > 0 for played in state["played"])
             assert "ms key → sound" in page.inner_text("#latency")
             # The rainbowgram of the last note was drawn (some pixels are not black).

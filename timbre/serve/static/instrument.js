@@ -252,7 +252,7 @@
     return 12 * (state.octave + 1);  // octave 4 starts at middle C, MIDI 60
   }
 
-  function setUpScreenKeyboard() {
+  function drawScreenKeys() {
     const keyboard = $("keyboard");
     keyboard.replaceChildren();
     let lastWhite = null;
@@ -272,6 +272,12 @@
         lastWhite = key;
       }
     }
+    for (const pitch of voices.keys()) showKey(pitch, true);
+  }
+
+  function setUpScreenKeyboard() {
+    const keyboard = $("keyboard");
+    drawScreenKeys();
     const held = new Map();  // pointerId -> pitch
     keyboard.addEventListener("pointerdown", (event) => {
       const pitch = Number(event.target.dataset.pitch);
@@ -303,7 +309,7 @@
       if (event.code === "KeyZ" || event.code === "KeyX") {
         state.octave = Math.min(8, Math.max(0, state.octave + (event.code === "KeyX" ? 1 : -1)));
         $("octave").textContent = String(state.octave);
-        setUpScreenKeyboard();
+        drawScreenKeys();
         return;
       }
       if (event.code === "Space") {
