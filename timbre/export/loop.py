@@ -12,11 +12,14 @@ around ``end``. :func:`find_loop` searches for such a pair:
    distance is one minus the cosine similarity of the magnitude spectra of Hann windows
    (2048 samples) centred on start and end. Among near-equal scores the longer loop wins.
 
-:func:`crossfade_loop` then makes the seam continuous: the first ``crossfade`` samples of the loop
-fade from the audio that follows ``end`` into their own audio. So the jump from ``end - 1`` to
-``start`` plays exactly what followed ``end - 1`` in the original note, and leaving the loop at
-``end`` on key release plays the original continuation too; only the first entry into the loop
-keeps the (small) original mismatch.
+:func:`crossfade_loop` then makes the seam continuous by making the audio around the loop end
+continue like the audio around the loop start: the ``crossfade`` samples before ``end`` fade into
+the samples before ``start``, and the ``crossfade`` samples from ``end`` on start as the samples
+from ``start`` and fade back into their own audio. Around the jump from ``end - 1`` to ``start`` a
+player then finds the same waveform on both sides, whichever neighbours its interpolator reads
+(a crossfade on the loop-start side alone still clicked in sfizz, which interpolates the first
+samples after a wrap with those before the loop start); entering the loop from the attack plays
+the untouched note, and leaving it at ``end`` on key release is continuous too.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class Loop:
     Attributes:
         start: first sample of the loop.
         end: first sample after the loop (the player jumps from ``end - 1`` back to ``start``).
-        crossfade: samples after ``start`` blended with those after ``end`` (:func:`crossfade_loop`).
+        crossfade: samples on either side of ``end`` blended with those around ``start`` (:func:`crossfade_loop`).
         correlation: normalised cross-correlation of the waveforms around start and end (1 = same).
         spectral_distance: 1 - cosine similarity of the magnitude spectra at start and end.
         level_db: RMS level difference between start and end, in dB (absolute).
@@ -76,8 +79,8 @@ def find_loop(
         audio: ``[samples]`` float waveform of one note.
         sample_rate: its rate in Hz.
         frequency: the note's fundamental in Hz (sets the correlation window: two periods).
-        region: ``(first, stop)``: the loop and the crossfade source after it lie in
-            ``[first, stop)``, i.e. ``first <= start`` and ``end + crossfade <= stop``.
+        region: ``(first, stop)``: the loop and its crossfades lie in ``[first, stop)``, i.e.
+            ``first <= start - crossfade`` and ``end + crossfade <= stop``.
         min_seconds, max_seconds: loop length bounds (shortened to fit the region).
         crossfade_seconds: crossfade length (shortened to half the shortest loop if needed).
 
@@ -88,10 +91,10 @@ def find_loop(
     first, stop = max(0, int(region[0])), min(audio.shape[0], int(region[1]))
     period = sample_rate / max(float(frequency), 1.0)
     window = int(np.clip(round(2 * period), 32, 512))  # half-width of the compared waveform
-    first += window
     crossfade = round(crossfade_seconds * sample_rate)
     min_length = max(round(min_seconds * sample_rate), 2 * window, 1)
     crossfade = max(1, min(crossfade, min_length // 2))
+    first += max(crossfade, window)
     last_end = stop - max(crossfade, window)
     if last_end - first < min_length:
         raise ConfigError(
@@ -132,24 +135,29 @@ def find_loop(
 
 
 def crossfade_loop(audio: np.ndarray, loop: Loop) -> np.ndarray:
-    """A copy of ``audio`` whose loop start fades in from the audio after the loop end.
+    """A copy of ``audio`` whose loop end continues like its loop start (see the module docstring).
 
-    Samples ``start .. start + crossfade`` become ``(1 - r) * audio[end + i] + r * audio[start + i]``
-    with ``r`` a raised-cosine ramp from 0 to 1 (the two sides are correlated, so amplitudes add).
+    With ``c = crossfade``, ``r`` a raised-cosine ramp from 0 to 1 over ``c`` samples and
+    ``i < c``: sample ``end - c + i`` becomes ``(1 - r_i) audio[end - c + i] + r_i audio[start - c + i]``
+    and sample ``end + i`` becomes ``(1 - r_i) audio[start + i] + r_i audio[end + i]``. The two sides
+    are correlated (that is how the loop was chosen), so amplitudes add.
 
     Args:
-        audio: ``[samples]``; ``end + crossfade`` must not exceed its length.
+        audio: ``[samples]``; needs ``c <= start``, ``c <= end - start`` and ``end + c <= samples``.
 
     Returns:
         ``[samples]`` float32.
     """
-    if loop.end + loop.crossfade > audio.shape[0] or loop.start + loop.crossfade > loop.end:
-        raise ConfigError(f"loop {loop.start}-{loop.end} with a {loop.crossfade}-sample crossfade does not fit the audio")
-    result = np.array(audio, dtype=np.float32, copy=True)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(loop.crossfade) + 0.5) / loop.crossfade)
-    after_end = audio[loop.end : loop.end + loop.crossfade]
-    own = audio[loop.start : loop.start + loop.crossfade]
-    result[loop.start : loop.start + loop.crossfade] = (1.0 - ramp) * after_end + ramp * own
+    c = loop.crossfade
+    if loop.end + c > audio.shape[0] or loop.start < c or loop.start + c > loop.end:
+        raise ConfigError(f"loop {loop.start}-{loop.end} with a {c}-sample crossfade does not fit the audio")
+    source = np.asarray(audio, dtype=np.float32)
+    result = source.copy()
+    ramp = (0.5 - 0.5 * np.cos(np.pi * (np.arange(c) + 0.5) / c)).astype(np.float32)
+    before_end, before_start = source[loop.end - c : loop.end], source[loop.start - c : loop.start]
+    result[loop.end - c : loop.end] = (1.0 - ramp) * before_end + ramp * before_start
+    from_end, from_start = source[loop.end : loop.end + c], source[loop.start : loop.start + c]
+    result[loop.end : loop.end + c] = (1.0 - ramp) * from_start + ramp * from_end
     return result
 
 
