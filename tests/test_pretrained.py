@@ -1,0 +1,53 @@
+"""The bundled autoencoders load by name and decode: ``timbre.load("wavenet-small")`` and the default."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import timbre
+from timbre.data.timbre_set import TIMBRE_SET_DIR, timbre_file_name
+from timbre.errors import CheckpointError
+
+FLUTE = TIMBRE_SET_DIR / timbre_file_name(73)
+SHORT_NOTE_SECONDS = 0.25
+
+
+@pytest.fixture(scope="module")
+def wavenet_small() -> timbre.TimbreModel:
+    return timbre.load("wavenet-small")
+
+
+def test_wavenet_small_is_the_bundled_autoregressive_model(wavenet_small: timbre.TimbreModel) -> None:
+    assert wavenet_small.name == "wavenet-small"
+    assert wavenet_small.is_autoregressive and wavenet_small.decoder_kind == "wavenet"
+    assert wavenet_small.sample_rate == 16000
+    assert wavenet_small.info["step"] == 1800  # the training its model card documents
+    assert timbre.load("wavenet").info["path"] == wavenet_small.info["path"]  # the alias
+
+
+def test_wavenet_small_decodes_a_short_note(wavenet_small: timbre.TimbreModel) -> None:
+    embedding = wavenet_small.encode(FLUTE)
+    assert embedding.tensor.shape[1] == 16 and embedding.tensor.isfinite().all()
+    audio = wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0)
+    assert audio.dtype == np.float32 and audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)
+    assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
+    assert np.std(audio) > 1e-3  # a sound, not a constant
+    # Sampling is seeded, and the note's pitch conditions the decoder.
+    assert np.array_equal(audio, wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0))
+    assert not np.array_equal(audio, wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=1))
+    higher = wavenet_small.synthesize(embedding, pitch=72, seconds=SHORT_NOTE_SECONDS, seed=0)
+    assert not np.allclose(audio, higher, atol=1e-3)
+
+
+def test_default_model_loads_and_decodes_a_short_note() -> None:
+    model = timbre.load()
+    assert not model.is_autoregressive and model.decoder_kind == "fast"
+    audio = model.synthesize(model.encode(FLUTE), pitch=67, seconds=SHORT_NOTE_SECONDS, seed=0)
+    assert audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)
+    assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
+
+
+def test_unknown_bundled_name_is_a_clear_error() -> None:
+    with pytest.raises(CheckpointError, match="wavenet-large: no such file, and not a bundled model .*wavenet-small"):
+        timbre.load("wavenet-large")
