@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from timbre.errors import ConfigError
 from timbre.train.app import CONFIG_DIR, train
-from timbre.train.checkpoint import load_checkpoint, load_model
+from timbre.train.checkpoint import CHECKPOINT_FORMAT, HYDRA_CONFIG_FORMAT, load_checkpoint, load_model
 
 TRAIN_SCRIPT = [sys.executable, "-m", "timbre.train.app"]
 
@@ -79,6 +80,20 @@ def test_resume_continues_exactly(note_dataset, tmp_path):
     resumed_weights = load_checkpoint(resumed.last_checkpoint)["ema"]
     for name, tensor in full_weights.items():
         torch.testing.assert_close(resumed_weights[name], tensor, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_accepts_a_run_checkpointed_in_the_hydra_config_format(note_dataset, tmp_path):
+    config = compose_config(tiny_overrides(note_dataset, 2))
+    train(config, run_dir=tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    stored = torch.load(last, weights_only=True)
+    # What runs started before model specs wrote: the Hydra model config with _target_ paths.
+    stored.update(format=HYDRA_CONFIG_FORMAT, model_config=OmegaConf.to_container(config.model, resolve=True))
+    torch.save(stored, last)
+    resumed = train(compose_config(tiny_overrides(note_dataset, 4, **{"trainer.resume": str(tmp_path / "run")})))
+    assert resumed.step == 4
+    rewritten = torch.load(last, weights_only=True)
+    assert rewritten["format"] == CHECKPOINT_FORMAT and rewritten["model_config"]["family"] == "autoencoder"
 
 
 def test_resume_refuses_a_different_model(note_dataset, tmp_path):
