@@ -10,7 +10,9 @@ finally identical requests served from the cache. For each it prints p50/p95 of:
   the wait for and the decoder pass, WAV encoding);
 - round trip: the client's view over localhost (adds HTTP and the client's own Python).
 
-and how many notes the decoder thread put in one pass on average.
+how many notes the decoder thread put in one pass on average, and the decoder thread's CPU time per
+note (what the latency would be on an idle core: wall times here include waiting for a core that
+other processes hold, so quote the load average printed with them).
 
     python benchmarks/serve_latency.py [--model default] [--seconds 2] [--requests 60] [--clients 8] [--threads 1]
 """
@@ -58,9 +60,9 @@ def play(base: str, bodies: list[dict], server_ms: list[float], round_trip_ms: l
             server_ms.append(float(response.headers["server-timing"].split("dur=")[1]))
 
 
-def scenario(base: str, clients: int, bodies: list[dict]) -> tuple[list[float], list[float], str]:
+def scenario(base: str, clients: int, bodies: list[dict]) -> tuple[list[float], list[float], str, str]:
     """Latencies (server, round trip) of ``bodies`` split across ``clients`` concurrent clients, and
-    the mean number of notes per decoder pass meanwhile."""
+    the mean number of notes per decoder pass and of decoder CPU time per note meanwhile."""
     before = httpx.get(base + "api/v1/status").json()["decoder"]
     server_ms: list[float] = []
     round_trip_ms: list[float] = []
@@ -72,8 +74,11 @@ def scenario(base: str, clients: int, bodies: list[dict]) -> tuple[list[float], 
         worker.join()
     after = httpx.get(base + "api/v1/status").json()["decoder"]
     passes = after["passes"] - before["passes"]
-    notes_per_pass = f"{(after['notes'] - before['notes']) / passes:.2f}" if passes else "-"
-    return server_ms, round_trip_ms, notes_per_pass
+    notes = after["notes"] - before["notes"]
+    if not passes:
+        return server_ms, round_trip_ms, "-", "-"
+    cpu_per_note = (after["cpu_seconds"] - before["cpu_seconds"]) * 1000 / notes
+    return server_ms, round_trip_ms, f"{notes / passes:.2f}", f"{cpu_per_note:.1f}ms"
 
 
 def main() -> None:
@@ -96,10 +101,11 @@ def main() -> None:
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at start, {os.cpu_count()} CPUs; server: {args.threads} torch thread(s)")
     server, base = start_server(args.model, args.threads)
     try:
-        # Warm-up outside the timings: the first requests of a fresh connection and length.
+        # Warm-up outside the timings: the first requests of a fresh connection and note length.
         scenario(base, 1, distinct_notes(5))
         scenario(base, args.clients, distinct_notes(2 * args.clients))
         repeated = distinct_notes(1) * args.requests
+        scenario(base, 1, repeated[:1])  # now in the cache
         rows = [
             ("alone, synthesized", 1, *scenario(base, 1, distinct_notes(args.requests))),
             (f"{args.clients} clients, synthesized", args.clients, *scenario(base, args.clients, distinct_notes(args.requests * 2))),
@@ -110,13 +116,13 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(f"\n{args.seconds:g} s notes (16 kHz), model {args.model}, {base}")
-    header = f"{'scenario':<24} {'requests':>8} | {'server p50':>10} {'p95':>7} | {'round trip p50':>14} {'p95':>7} | {'notes/pass':>10}"
+    header = f"{'scenario':<24} {'requests':>8} | {'server p50':>10} {'p95':>7} | {'round trip p50':>14} {'p95':>7} | {'notes/pass':>10} {'CPU/note':>9}"
     print(header)
     print("-" * len(header))
-    for name, _clients, server_ms, round_trip_ms, per_pass in rows:
+    for name, _clients, server_ms, round_trip_ms, per_pass, cpu in rows:
         print(
             f"{name:<24} {len(server_ms):>8} | {statistics.median(server_ms):>8.1f}ms {percentile(server_ms, 95):>5.1f}ms |"
-            f" {statistics.median(round_trip_ms):>12.1f}ms {percentile(round_trip_ms, 95):>5.1f}ms | {per_pass:>10}"
+            f" {statistics.median(round_trip_ms):>12.1f}ms {percentile(round_trip_ms, 95):>5.1f}ms | {per_pass:>10} {cpu:>9}"
         )
     print("targets: server p95 <= 30 ms alone, <= 100 ms with 8 clients (2 s notes, 2-core CPU)")
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")

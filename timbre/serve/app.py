@@ -98,7 +98,12 @@ class NoteService:
         return {
             "model": self.instrument.model.name,
             "cache": {"entries": len(self.cache), "bytes": self.cache.size, "hits": self.cache.hits, "misses": self.cache.misses},
-            "decoder": {"passes": len(sizes), "notes": sum(sizes), "largest_batch": max(sizes, default=0)},
+            "decoder": {
+                "passes": len(sizes),
+                "notes": sum(sizes),
+                "largest_batch": max(sizes, default=0),
+                "cpu_seconds": round(self.batcher.cpu_seconds, 4),
+            },
         }
 
 

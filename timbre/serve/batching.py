@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import queue
 import threading
+import time
 from collections import OrderedDict
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ class NoteBatcher:
         self.model = model
         self.max_batch = max(1, int(max_batch))
         self.batch_sizes: list[int] = []  # of every decoder pass, for benchmarks and tests
+        # CPU time of the decoder thread in its passes: unlike wall time, other processes on the
+        # machine hardly change it.
+        self.cpu_seconds = 0.0
         self._queue: queue.SimpleQueue[NoteJob | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="timbre-decoder", daemon=True)
         self._thread.start()
@@ -68,6 +72,7 @@ class NoteBatcher:
         than the next ones (allocations, kernel selection), and it should not be a player's first note."""
         self.submit(embedding, pitch, seconds, velocity).result()
         self.batch_sizes.clear()
+        self.cpu_seconds = 0.0
 
     def close(self) -> None:
         """Stop the decoder thread after the queued notes."""
@@ -101,6 +106,7 @@ class NoteBatcher:
 
     def _decode(self, jobs: list[NoteJob]) -> None:
         self.batch_sizes.append(len(jobs))
+        started = time.thread_time()
         try:
             audio = self.model.synthesize_batch(
                 [job.embedding for job in jobs],
@@ -112,6 +118,8 @@ class NoteBatcher:
             for job in jobs:
                 job.result.set_exception(error)
             return
+        finally:
+            self.cpu_seconds += time.thread_time() - started
         for job, row in zip(jobs, audio):
             job.result.set_result(row[: round(job.seconds * self.model.sample_rate)])
 
