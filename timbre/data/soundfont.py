@@ -430,7 +430,8 @@ def build_dataset(
     # Only instruments that can sound take part in the split, so no split gets a mute instrument.
     if not chosen:
         raise SoundfontError(
-            f"{', '.join(soundfonts)}: none of the programs {programs} (bank {bank}) has samples for the requested notes"
+            f"{', '.join(soundfonts)}: none of the programs {programs} (bank {bank}) "
+            "has samples for the requested notes"
         )
 
     split_of = split_instruments([instrument.name for instrument in chosen], valid, test, seed)
