@@ -140,6 +140,8 @@ def test_pad_weights_agree_with_the_grid_weights_of_interpolate(weighting: str) 
         ('{"x": 0, "y": 0, "pich": 60}', "application/json", 422, "unknown field 'pich'"),
         ("[0.5, 0.5]", "application/json", 422, "must be a JSON object"),
         ('{"x": 0,', "application/json", 400, "not valid JSON"),
+        ("[" * 2000, "application/json", 400, "nests JSON too deeply"),
+        ('{"x": NaN, "y": 0}', "application/json", 422, "x must be a number"),
         ('{"x": 0, "y": 0}', "text/plain", 415, "Content-Type: application/json"),
         ('{"x": 0, "y": 0, "corners": ["' + "a" * MAX_BODY_BYTES + '"]}', "application/json", 413, "limit"),
     ],

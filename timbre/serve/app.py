@@ -204,6 +204,8 @@ async def _read_json(request: Request) -> Any:
         return json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise HTTPException(400, f"the request body is not valid JSON ({error})") from None
+    except RecursionError:  # "[[[[..." within the size limit
+        raise HTTPException(400, "the request body nests JSON too deeply") from None
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
