@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
+from test_train import compose_config, tiny_overrides
 
 import timbre
 from timbre.train.app import train
 from timbre.train.checkpoint import load_checkpoint
 from timbre.train.export import export_run
-
-from test_train import compose_config, tiny_overrides
 
 
 def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 
 from timbre import interpolate
-from timbre.io.audio import save_wav
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
+from timbre.io.audio import save_wav
 from timbre.synthesizer import AudioSource, TimbreModel
 
 METHODS = ("slerp", "lerp", "crossfade")

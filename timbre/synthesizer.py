@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 
-from timbre.io.audio import load_audio, resample, to_mono
-from timbre.models.dsp import velocity_to_gain
 from timbre.embedding import Embedding
 from timbre.errors import AudioError, ConfigError
+from timbre.io.audio import load_audio, resample, to_mono
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
+from timbre.models.dsp import velocity_to_gain
 
 AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 # Loudness of a note encoded without a known velocity is taken as that of this velocity.

@@ -49,8 +49,8 @@ def run_encode(args: argparse.Namespace) -> int:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Synthesize a note at --pitch from an embedding written by `timbre encode`."""
-    from timbre.io.audio import save_wav
     from timbre.embedding import Embedding
+    from timbre.io.audio import save_wav
 
     check_inputs_exist([args.input])
     embedding = Embedding.load(args.input)

@@ -19,10 +19,10 @@ import numpy as np
 import symusic
 import torch
 
-from timbre.io.midi import load_score
 from timbre.constants import DEFAULT_COMPOSER_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
+from timbre.io.midi import load_score
 from timbre.models.composer import Composer
 from timbre.symbolic.tokens import (
     GrammarState,

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from timbre.data import DataBundle
 from timbre.errors import ConfigError, TimbreError
 from timbre.train.checkpoint import load_checkpoint, model_spec
-from timbre.train.distributed import ProcessContext, init_distributed, shutdown
+from timbre.train.distributed import init_distributed, shutdown
 from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command
 
 # timbre/conf links to the top-level conf/, so the configs ship inside wheels too.
