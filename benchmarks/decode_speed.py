@@ -11,18 +11,23 @@ Prints one table row per decoder configuration and batch size:
 * peak memory: the rise of the process's peak resident set during the measurement (each
   measurement runs in a fresh subprocess).
 
-and then the parallel decoder's real-time factor. Weights are random (speed does not depend on
+and then the parallel decoder's real-time factor. With ``--baseline-native FILE`` (another
+version of ``timbre/generation/native.py``, e.g. ``git show REV:timbre/generation/native.py >
+/tmp/old_native.py``) a last table times the cached step with that binding and with the installed
+kernel, alternately in the same run, and prints their ratio. Weights are random (speed does not depend on
 them). A naive step whose estimated time exceeds ``--naive-budget`` seconds (NSynth-size at large
 batches: minutes per sample) is not run; its row shows the batch-1 figure scaled by the batch,
 marked ``~``.
 
     python benchmarks/decode_speed.py [--configs small nsynth] [--batches 1 8 32] [--threads 2]
+                                      [--baseline-native FILE] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import math
 import os
@@ -34,7 +39,7 @@ from pathlib import Path
 
 import torch
 
-from timbre.generation.engine import generate
+from timbre.generation.engine import cached_logits, generate
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 
@@ -57,17 +62,17 @@ def build_decoder(config: str) -> WaveNetDecoder:
 
 def multiply_adds_per_sample(decoder: WaveNetDecoder) -> int:
     """Multiply-adds of one cached step (start conv, gated layers, output stack; not conditioning)."""
-    kernel, residual = decoder.start.kernel_size[0], decoder.start.out_channels
-    skip, layers = decoder.skip_start.out_channels, len(decoder.layers)
+    step = decoder.step_weights()
+    kernel, residual, skip = step.kernel_size, step.residual_channels, step.skip_channels
     per_layer = kernel * residual * 2 * residual + residual * skip
-    residual_projections = sum(layer.residual is not None for layer in decoder.layers) * residual * residual
+    residual_projections = sum(layer.residual_weight is not None for layer in step.layers) * residual * residual
     return (
         kernel * residual
         + residual * skip
-        + layers * per_layer
+        + len(step.layers) * per_layer
         + residual_projections
         + skip * skip
-        + skip * decoder.classes
+        + skip * step.classes
     )
 
 
@@ -99,6 +104,18 @@ def naive_decode(decoder: WaveNetDecoder, batch: int, steps: int, generator: tor
         inputs = torch.cat([inputs[:, 1:], class_to_input(picked)], dim=1)
 
 
+def bfloat16_logit_error(decoder: WaveNetDecoder, samples: int) -> dict:
+    """Largest logit change from bfloat16 weights, teacher-forced on ``samples`` random inputs (batch 1)."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.rand(1, samples, generator=generator) * 2 - 1
+    z = torch.randn(1, decoder.latent_dim, math.ceil(samples / decoder.hop_length), generator=generator)
+    exact, rounded = (
+        cached_logits(decoder, inputs, z, 60, weight_dtype=dtype) for dtype in (torch.float32, torch.bfloat16)
+    )
+    error = (rounded - exact).abs().max().item()
+    return {"error": error, "relative": error / exact.std().item()}
+
+
 def cached_decode(decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator, **options) -> None:
     z = torch.randn(batch, decoder.latent_dim, math.ceil(samples / decoder.hop_length))
     generate(decoder, z, torch.randint(24, 96, (batch,)), samples, generator=generator, **options)
@@ -110,6 +127,8 @@ def worker(task: dict) -> dict:
     generator = torch.Generator().manual_seed(0)
     if task["kind"] == "peak":
         return {"gflops": matmul_peak_gflops()}
+    if task["kind"] == "bfloat16-error":
+        return bfloat16_logit_error(build_decoder(task["config"]), task["steps"])
     if task["kind"] == "parallel":
         from timbre.models.parallel import HarmonicNoiseDecoder
 
@@ -122,8 +141,21 @@ def worker(task: dict) -> dict:
             start = time.perf_counter()
             decoder.synthesize(z, pitch, samples, generator=generator)
         return {"seconds": time.perf_counter() - start, "samples": samples * task["batch"]}
+    if task.get("native_module"):  # a baseline binding replaces the installed one
+        from timbre.generation import engine
+
+        spec = importlib.util.spec_from_file_location("baseline_native", task["native_module"])
+        baseline = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(baseline)
+        baseline_stepper = baseline.NativeStepper  # float32 only: older bindings take no weight dtype
+        baseline.NativeStepper = lambda library, weights, batch, threads, weight_dtype: baseline_stepper(
+            library, weights, batch, threads
+        )
+        engine.native = baseline
     decoder = build_decoder(task["config"])
     batch, run = task["batch"], naive_decode if task["kind"] == "naive" else cached_decode
+    if task.get("weight_dtype") == "bfloat16":
+        run = functools.partial(cached_decode, weight_dtype=torch.bfloat16)
     if task["kind"] == "torch-stepper":
         run = functools.partial(cached_decode, backend="torch")
     elif task["kind"] == "split-note":  # one note, threads share every product (not the default)
@@ -152,6 +184,40 @@ def measure(task: dict) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def compare_with_baseline(args: argparse.Namespace) -> None:
+    """Cached decoding with ``args.baseline_native`` and the installed kernel (float32, bfloat16), alternately.
+
+    Each side's best of ``args.repeats`` runs is shown: other processes only ever slow a run down.
+    The bfloat16 error is the largest logit change against float32 weights over 256 teacher-forced
+    samples, absolute and relative to the logits' standard deviation.
+    """
+    baseline = str(args.baseline_native.resolve())
+    print(f"native kernel against {args.baseline_native} (best of {args.repeats} alternating runs each):")
+    header = (
+        f"{'config':>7} {'batch':>5} | {'baseline samp/s':>15} | {'installed samp/s':>16} {'ratio':>6} | "
+        f"{'bf16 samp/s':>11} {'ratio':>6} {'max logit err':>13} {'rel':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    sides = {"baseline": {"native_module": baseline}, "float32": {}, "bfloat16": {"weight_dtype": "bfloat16"}}
+    for config in args.configs:
+        error = measure({"kind": "bfloat16-error", "config": config, "threads": args.threads, "steps": 256})
+        for batch in args.batches:
+            task = {"config": config, "batch": batch, "threads": args.threads, "kind": "cached"}
+            task["steps"] = CACHED_SAMPLES[config].get(batch, 256)
+            rates: dict[str, list[float]] = {side: [] for side in sides}
+            for _ in range(args.repeats):
+                for side, options in sides.items():
+                    result = measure({**task, **options})
+                    rates[side].append(result["samples"] / result["seconds"])
+            old, new, half = (max(rates[side]) for side in sides)
+            print(
+                f"{config:>7} {batch:>5} | {old:>15.0f} | {new:>16.0f} {new / old:>5.2f}x | "
+                f"{half:>11.0f} {half / old:>5.2f}x {error['error']:>13.2g} {100 * error['relative']:>5.1f}%",
+                flush=True,
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
@@ -159,6 +225,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch (and native kernel) threads")
     parser.add_argument("--naive-steps", type=int, default=2, help="naive samples per note to time")
     parser.add_argument("--naive-budget", type=float, default=30.0, help="seconds a naive measurement may take")
+    parser.add_argument("--baseline-native", type=Path, help="another native.py to compare the kernel with")
+    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side of the baseline table")
+    parser.add_argument("--baseline-only", action="store_true", help="print only the --baseline-native table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -166,6 +235,11 @@ def main() -> None:
         return
 
     print(f"threads {args.threads}, load average {os.getloadavg()[0]:.2f} (1 min) at start", flush=True)
+    if args.baseline_only:
+        if not args.baseline_native:
+            parser.error("--baseline-only needs --baseline-native")
+        compare_with_baseline(args)
+        return
     peak = measure({"kind": "peak", "threads": args.threads})["gflops"]
     print(f"float32 matmul peak (2048x2048 torch.matmul): {peak:.1f} GFLOP/s", flush=True)
     header = (
@@ -217,6 +291,8 @@ def main() -> None:
         print(f"parallel decoder (model=fast), one 4 s note: {parallel['seconds']:.3f} s, {factor:.0f}x real time")
     except RuntimeError as error:
         print(f"parallel decoder: not measured ({error})")
+    if args.baseline_native:
+        compare_with_baseline(args)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end; real time is {SAMPLE_RATE} samples/s per note")
 
 

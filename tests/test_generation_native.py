@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from timbre.generation import native
-from timbre.generation.engine import FoldedWeights, generate
+from timbre.generation.engine import generate
+from timbre.generation.folded import FoldedWeights
 from timbre.models.decoder import WaveNetDecoder
 
 pytestmark = pytest.mark.skipif(
-    native.load_library() is None, reason=f"timbre was installed without its native kernel: {native.unavailable_reason()}"
+    native.load_library() is None,
+    reason=f"timbre was installed without its native kernel: {native.unavailable_reason()}",
 )
 
 

@@ -13,7 +13,7 @@ its frame-rate ``conditioning(z, pitch)``. Two interchangeable steppers run the 
   installed (see :mod:`timbre.generation.native`), which removes the per-layer Python/dispatch
   overhead that dominates a step at small batch sizes. If the package was installed without it,
   the engine falls back to ``torch`` with a warning.
-* ``torch``: the step as a few batched torch operations per layer. Its state and indices live in
+* ``torch``: the step as a few batched torch operations per layer (:class:`TorchStepper`). Its state and indices live in
   tensors, so on CUDA the whole step is captured once in a CUDA graph and replayed per sample.
 
 Both compute exactly what the teacher-forced ``WaveNetDecoder.forward`` computes (up to
@@ -21,8 +21,15 @@ float32 rounding; :func:`cached_logits` exposes the step's logits to check it). 
 one uniform number per note and sample from the given ``torch.Generator`` and inverts the CDF of
 ``softmax(logits / temperature)``, so the same seed gives the same audio; temperature 0 is greedy.
 
-The gate ``tanh(f) * sigmoid(g)`` is evaluated as ``tanh(f) * (1 + tanh(g / 2)) / 2`` with the
-halvings folded into the weights (exact: powers of two), which needs one transcendental op.
+Weights can be stored as bfloat16 (``weight_dtype=torch.bfloat16``): every matrix of the step
+except the start convolution is rounded to bfloat16, the arithmetic stays float32. At batch 1
+the native step streams all its weights per sample (236 MB at NSynth size), so halving them is
+what speeds it up; the logits then differ from float32's by the rounding of the weights (see
+``benchmarks/decode_speed.py`` for the error at NSynth size). The torch stepper rounds the same
+matrices, so both steppers compute the same step.
+
+Both steppers take the layout folded by :mod:`timbre.generation.folded` (gate halvings, summed
+biases); the torch one lives in :mod:`timbre.generation.torch_stepper`.
 """
 
 from __future__ import annotations
@@ -30,16 +37,16 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Literal, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from timbre.generation import native
+from timbre.generation.folded import FoldedWeights
+from timbre.generation.torch_stepper import TorchStepper
 from timbre.io.audio import mu_law_decode
 from timbre.models.decoder_step import DecoderStepWeights
-from timbre.models.wavenet import class_to_input
 
 Backend = Literal["auto", "native", "torch"]
 
@@ -54,207 +61,6 @@ class SteppableDecoder(Protocol):
     def conditioning(self, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor: ...
 
 
-@dataclass
-class ConditioningMaps:
-    """Every layer's 1x1 map of the frame-rate conditioning (C channels), stacked."""
-
-    layer_weight: torch.Tensor  # [layers, C, 2R], gate half halved
-    layer_bias: torch.Tensor  # [layers, 2R], conditioning plus dilated conv bias, gate half halved
-    output_weight: torch.Tensor  # [C, S]
-    output_bias: torch.Tensor  # [S], output conditioning plus output_hidden bias
-
-    def frame_biases(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-layer and output biases of one conditioning frame.
-
-        Args: condition ``[batch, C]`` (one frame of the decoder's conditioning).
-        Returns: ``(layer biases [layers, batch, 2R], output bias [batch, S])``.
-        """
-        condition = condition.float()
-        layer_biases = torch.matmul(condition, self.layer_weight) + self.layer_bias.unsqueeze(1)
-        return layer_biases, torch.addmm(self.output_bias, condition, self.output_weight)
-
-
-@dataclass
-class FoldedWeights:
-    """A step layout folded for the steppers (float32, on the layout's device).
-
-    Matrices are ``[inputs, outputs]``. The gate half of every pre-activation is halved and the
-    skip/residual projections are halved (see the module docstring); all skip biases are summed
-    into ``skip_bias``; a missing residual projection is a zero one. Shapes use K = kernel,
-    R = residual, S = skip, C = condition channels.
-    """
-
-    kernel_size: int
-    dilations: list[int]
-    hop_length: int
-    start_weight: torch.Tensor  # [K, R], tap k multiplies the input at t - (K-1-k)
-    start_bias: torch.Tensor  # [R]
-    skip_start_weight: torch.Tensor  # [R, S]
-    skip_bias: torch.Tensor  # [S], skip_start's bias plus every layer's skip bias
-    dilated_weight: torch.Tensor  # [layers, K*R, 2R], rows tap-major like start_weight
-    residual_weight: torch.Tensor  # [layers - 1, R, R]: the last layer's residual output feeds nothing
-    residual_bias: torch.Tensor  # [layers - 1, R]
-    skip_weight: torch.Tensor  # [layers, R, S]
-    conditioning: ConditioningMaps
-    hidden_weight: torch.Tensor  # [S, S]
-    logits_weight: torch.Tensor  # [S, classes]
-    logits_bias: torch.Tensor  # [classes]
-
-    @classmethod
-    def from_step(cls, step: DecoderStepWeights) -> FoldedWeights:
-        residual = step.residual_channels
-        # Gate half of every pre-activation: sigmoid(x) = (1 + tanh(x / 2)) / 2.
-        gate_scale = torch.cat([torch.ones(residual), torch.full((residual,), 0.5)]).to(step.start_weight)
-        zeros = step.start_weight.new_zeros(residual, residual)
-
-        def stacked(tensors: list[torch.Tensor], *empty_shape: int) -> torch.Tensor:
-            if not tensors:  # a single layer has no residual projection
-                return step.start_weight.new_zeros(0, *empty_shape)
-            return torch.stack(tensors).float().contiguous()
-
-        layers, residual_layers = step.layers, step.layers[:-1]
-        with torch.no_grad():
-            return cls(
-                kernel_size=step.kernel_size,
-                dilations=step.dilations,
-                hop_length=step.hop_length,
-                start_weight=step.start_weight.float().contiguous(),
-                start_bias=step.start_bias.float(),
-                skip_start_weight=step.skip_start_weight.float().contiguous(),
-                skip_bias=(step.skip_start_bias + sum(layer.skip_bias for layer in layers)).float(),
-                dilated_weight=stacked([layer.dilated_weight.flatten(0, 1) * gate_scale for layer in layers]),
-                residual_weight=stacked(
-                    [(zeros if layer.residual_weight is None else layer.residual_weight) * 0.5 for layer in residual_layers],
-                    residual,
-                    residual,
-                ),
-                residual_bias=stacked(
-                    [zeros[0] if layer.residual_bias is None else layer.residual_bias for layer in residual_layers],
-                    residual,
-                ),
-                skip_weight=stacked([layer.skip_weight * 0.5 for layer in layers]),
-                conditioning=ConditioningMaps(
-                    layer_weight=stacked([layer.condition_weight * gate_scale for layer in layers]),
-                    layer_bias=stacked([(layer.condition_bias + layer.dilated_bias) * gate_scale for layer in layers]),
-                    output_weight=step.output_condition_weight.float().contiguous(),
-                    output_bias=(step.output_condition_bias + step.hidden_bias).float(),
-                ),
-                hidden_weight=step.hidden_weight.float().contiguous(),
-                logits_weight=step.logits_weight.float().contiguous(),
-                logits_bias=step.logits_bias.float(),
-            )
-
-    @property
-    def residual_channels(self) -> int:
-        return self.start_weight.shape[1]
-
-    @property
-    def skip_channels(self) -> int:
-        return self.skip_start_weight.shape[1]
-
-    @property
-    def classes(self) -> int:
-        return self.logits_bias.shape[0]
-
-
-class TorchStepper:
-    """The cached step as torch operations on static buffers (CUDA-graph capturable).
-
-    Past layer inputs of all layers share one ring buffer ``[batch, slots, R]``; layer ``l`` owns
-    ``(K-1) * dilation_l`` slots and time ``t`` lives in slot ``t mod`` that. All past taps of all
-    layers are known when a step starts, so their contribution is one batched matmul; each layer
-    then adds only its current tap. The position is a tensor so a captured graph can advance it.
-    """
-
-    def __init__(self, weights: FoldedWeights, batch: int, chunk: int) -> None:
-        device = weights.start_bias.device
-        kernel, residual = weights.kernel_size, weights.residual_channels
-        self.weights = weights
-        self.past_taps = kernel - 1
-        lengths = [self.past_taps * d for d in weights.dilations]
-        bases = [sum(lengths[:i]) for i in range(len(lengths))]
-
-        def index(values: list[int]) -> torch.Tensor:
-            return torch.tensor(values, dtype=torch.long, device=device)
-
-        # tap k < K-1 of layer l reads time t - (K-1-k) * d_l
-        self.read_offsets = index([(self.past_taps - k) * d for d in weights.dilations for k in range(self.past_taps)])
-        self.read_lengths = index([n for n in lengths for _ in range(self.past_taps)])
-        self.read_bases = index([b for b in bases for _ in range(self.past_taps)])
-        self.write_lengths, self.write_bases = index(lengths), index(bases)
-        self.input_offsets = index(list(range(self.past_taps, 0, -1)))
-        layers = len(weights.dilations)
-        self.past_weight = weights.dilated_weight[:, : self.past_taps * residual]  # [layers, (K-1)R, 2R]
-        self.current_weight = weights.dilated_weight[:, self.past_taps * residual :]  # [layers, R, 2R]
-        # skip_start and every layer's skip projection as one matrix over [x0, gated_0, gated_1, ...]
-        self.all_skip_weight = torch.cat([weights.skip_start_weight, weights.skip_weight.flatten(0, 1)])
-        zeros = dict(device=device, dtype=torch.float32)
-        self.ring = torch.zeros(batch, sum(lengths), residual, **zeros)
-        self.input_ring = torch.zeros(batch, self.past_taps, **zeros)
-        self.position = torch.zeros(1, dtype=torch.long, device=device)
-        self.inputs = torch.zeros(batch, **zeros)  # network input of the next step
-        self.layer_biases = torch.zeros(layers, batch, 2 * residual, **zeros)
-        self.output_bias = torch.zeros(batch, weights.skip_channels, **zeros)
-        self.logits = torch.zeros(batch, weights.classes, **zeros)
-        self.uniforms = torch.zeros(chunk, batch, **zeros)
-        self.classes = torch.zeros(chunk, batch, dtype=torch.long, device=device)
-        self.chunk = chunk
-
-    def reset(self) -> None:
-        """Back to time 0: empty (zero) history, input 0.0."""
-        for buffer in (self.ring, self.input_ring, self.position, self.inputs):
-            buffer.zero_()
-
-    def step(self) -> None:
-        """Logits for ``self.inputs`` at the current position into ``self.logits``; advance."""
-        w = self.weights
-        batch, residual = self.inputs.shape[0], w.residual_channels
-        if self.past_taps:
-            read = (self.position - self.read_offsets).remainder_(self.read_lengths).add_(self.read_bases)
-            past = self.ring.index_select(1, read).view(batch, -1, self.past_taps * residual).transpose(0, 1)
-            pre_activations = torch.baddbmm(self.layer_biases, past, self.past_weight).unbind(0)
-            input_read = (self.position - self.input_offsets).remainder_(self.past_taps)
-            start_inputs = torch.cat([self.input_ring.index_select(1, input_read), self.inputs.unsqueeze(1)], dim=1)
-        else:
-            pre_activations = self.layer_biases.unbind(0)
-            start_inputs = self.inputs.unsqueeze(1)
-        x = torch.addmm(w.start_bias, start_inputs, w.start_weight)
-        layer_inputs, skip_inputs = [], [x]
-        last = len(pre_activations) - 1
-        for layer, pre_activation in enumerate(pre_activations):
-            layer_inputs.append(x)
-            filter_part, gate_part = torch.addmm(pre_activation, x, self.current_weight[layer]).tanh_().chunk(2, dim=1)
-            gated = torch.addcmul(filter_part, filter_part, gate_part)
-            skip_inputs.append(gated)
-            if layer < last:
-                x = torch.addmm(w.residual_bias[layer], gated, w.residual_weight[layer]).add_(x)
-        if self.past_taps:
-            write = self.position.remainder(self.write_lengths).add_(self.write_bases)
-            self.ring.index_copy_(1, write, torch.stack(layer_inputs, dim=1))
-            self.input_ring.index_copy_(1, self.position.remainder(self.past_taps), self.inputs.unsqueeze(1))
-        skip = torch.addmm(w.skip_bias, torch.cat(skip_inputs, dim=1), self.all_skip_weight).relu_()
-        hidden = torch.addmm(self.output_bias, skip, w.hidden_weight).relu_()
-        torch.addmm(w.logits_bias, hidden, w.logits_weight, out=self.logits)
-        self.position.add_(1)
-
-    def sample_step(self, inverse_temperature: float) -> None:
-        """:meth:`step`, then pick each note's class into ``self.classes`` and feed it back.
-
-        Uses ``self.uniforms[t % chunk]`` (inverse-CDF sampling) or argmax if the temperature is 0.
-        """
-        slot = self.position.remainder(self.chunk)
-        self.step()
-        if inverse_temperature == math.inf:
-            picked = self.logits.argmax(dim=1)
-        else:
-            top = self.logits.max(dim=1, keepdim=True).values
-            cdf = ((self.logits - top) * inverse_temperature).exp_().cumsum_(dim=1)
-            target = self.uniforms.index_select(0, slot).view(-1, 1) * cdf[:, -1:]
-            picked = torch.searchsorted(cdf, target, right=True).view(-1).clamp_(max=self.weights.classes - 1)
-        self.classes.index_copy_(0, slot, picked.view(1, -1))
-        self.inputs.copy_(class_to_input(picked))
-
-
 def _inverse_temperature(temperature: float) -> float:
     if not temperature >= 0.0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
@@ -264,7 +70,11 @@ def _inverse_temperature(temperature: float) -> float:
 class _Stepper:
     """Runs chunks of steps (all within one conditioning frame) on the native kernel or a TorchStepper."""
 
-    def __init__(self, weights: FoldedWeights, batch: int, backend: Backend, threads: int | None) -> None:
+    def __init__(
+        self, weights: FoldedWeights, batch: int, backend: Backend, threads: int | None, weight_dtype: torch.dtype
+    ) -> None:
+        if weight_dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"weights are stored as torch.float32 or torch.bfloat16, not {weight_dtype}")
         device = weights.start_bias.device
         if backend == "native" and device.type != "cpu":
             raise ValueError(f"the native backend runs on CPU only, the decoder is on {device}")
@@ -272,7 +82,7 @@ class _Stepper:
         if backend in ("auto", "native") and device.type == "cpu":
             library = native.load_library()
             if library is not None:
-                self.native = native.NativeStepper(library, weights, batch, threads)
+                self.native = native.NativeStepper(library, weights, batch, threads, weight_dtype)
             elif backend == "native":
                 raise RuntimeError(f"the native decoding kernel is unavailable: {native.unavailable_reason()}")
             else:
@@ -282,23 +92,32 @@ class _Stepper:
                     RuntimeWarning,
                     stacklevel=3,
                 )
-        self.torch_stepper = None if self.native else TorchStepper(weights, batch, weights.hop_length)
+        self.torch_stepper: TorchStepper | None = None
+        if self.native is None:
+            if weight_dtype != torch.float32:
+                weights = weights.with_matrices_rounded_to(weight_dtype)
+            self.torch_stepper = TorchStepper(weights, batch, weights.hop_length)
         self.graph: torch.cuda.CUDAGraph | None = None
         # Only the conditioning maps are kept: the native stepper has its own copy of the rest.
         self.conditioning = weights.conditioning
 
+    def _torch(self) -> TorchStepper:
+        if self.torch_stepper is None:
+            raise RuntimeError("the torch stepper is not in use: decoding runs on the native kernel")
+        return self.torch_stepper
+
     def set_frame(self, condition: torch.Tensor) -> None:
         """Use the conditioning frame ``[batch, C]`` for the following steps."""
         layer_biases, output_bias = self.conditioning.frame_biases(condition)
-        if self.native:
+        if self.native is not None:
             self.native.set_frame(layer_biases, output_bias)
         else:
-            self.torch_stepper.layer_biases.copy_(layer_biases)
-            self.torch_stepper.output_bias.copy_(output_bias)
+            self._torch().layer_biases.copy_(layer_biases)
+            self._torch().output_bias.copy_(output_bias)
 
     def capture_cuda_graph(self, inverse_temperature: float) -> None:
         """Record one sampling step in a CUDA graph; later chunks replay it once per sample."""
-        stepper = self.torch_stepper
+        stepper = self._torch()
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):  # warm-up (lazy allocations, kernel selection) off the graph
@@ -312,9 +131,9 @@ class _Stepper:
 
     def sample(self, start: int, uniforms: torch.Tensor | None, steps: int, inverse_temperature: float) -> torch.Tensor:
         """Generate ``steps`` samples from time ``start``; returns classes ``[steps, batch]``."""
-        if self.native:
+        if self.native is not None:
             return self.native.run(start, steps, uniforms=uniforms, inverse_temperature=inverse_temperature)
-        stepper = self.torch_stepper
+        stepper = self._torch()
         if uniforms is not None:
             stepper.uniforms[:steps].copy_(uniforms)
         for _ in range(steps):
@@ -326,9 +145,9 @@ class _Stepper:
 
     def teacher_forced(self, start: int, inputs: torch.Tensor) -> torch.Tensor:
         """Logits ``[steps, batch, classes]`` of the steps fed ``inputs [steps, batch]``."""
-        if self.native:
+        if self.native is not None:
             return self.native.run(start, inputs.shape[0], teacher=inputs)
-        stepper, logits = self.torch_stepper, []
+        stepper, logits = self._torch(), []
         for step_inputs in inputs:
             stepper.inputs.copy_(step_inputs)
             stepper.step()
@@ -376,6 +195,7 @@ def generate(
     backend: Backend = "auto",
     threads: int | None = None,
     cuda_graph: bool = True,
+    weight_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Sample waveforms autoregressively, one batch of notes at once.
 
@@ -392,13 +212,15 @@ def generate(
         threads: CPU threads of the native kernel (default: up to ``torch.get_num_threads()``, see
             :func:`timbre.generation.native.default_threads`).
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
+        weight_dtype: ``torch.float32``, or ``torch.bfloat16`` to round the step's matrices to
+            bfloat16 (faster batch-1 decoding of large decoders; see the module docstring).
     Returns:
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
     """
     inverse_temperature = _inverse_temperature(temperature)
     weights, condition = _prepare(decoder, z, pitch, n_samples)
     batch = z.shape[0]
-    stepper = _Stepper(weights, batch, backend, threads)
+    stepper = _Stepper(weights, batch, backend, threads, weight_dtype)
     if cuda_graph and z.is_cuda and stepper.torch_stepper is not None:
         stepper.capture_cuda_graph(inverse_temperature)
     random_device = generator.device if generator is not None else torch.device("cpu")
@@ -423,17 +245,18 @@ def cached_logits(
     *,
     backend: Backend = "auto",
     threads: int | None = None,
+    weight_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Teacher-forced logits computed step by step by the cached engine.
 
     Same contract as ``WaveNetDecoder.forward`` (``inputs [batch, samples]`` at network scale,
     ``inputs[:, 0]`` normally 0.0); returns logits ``[batch, 256, samples]``, which must match
-    the decoder's up to float32 rounding.
+    the decoder's up to float32 rounding (with ``weight_dtype=torch.float32``).
     """
     if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
         raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
     weights, condition = _prepare(decoder, z, pitch, inputs.shape[-1])
-    stepper = _Stepper(weights, inputs.shape[0], backend, threads)
+    stepper = _Stepper(weights, inputs.shape[0], backend, threads, weight_dtype)
     inputs = inputs.to(torch.float32)
     chunks = []
     for frame, start, steps in _frames(inputs.shape[-1], weights.hop_length):

@@ -9,6 +9,9 @@
  * so every matrix-vector product streams its weights sequentially and keeps
  * TIMBRE_PANEL x BATCH_BLOCK accumulators in registers. Output widths are padded to whole panels
  * (the padding weights are zero): "padded R" below is the residual width rounded up to a panel.
+ * Packed matrices hold float32 or, with weight_format TIMBRE_BFLOAT16, bfloat16 (the upper half of
+ * a float32): half the bytes to stream per sample, which bounds batch-1 decoding at NSynth size.
+ * Everything else (inputs, biases, accumulation) is float32 either way.
  *
  * The hot loops are compiled once per CPU level and picked when the library loads (GCC's
  * target_clones), so one wheel runs on any x86-64 and uses AVX-512 or AVX2+FMA where present.
@@ -24,7 +27,7 @@
 #define TIMBRE_PANEL 64
 #define BATCH_BLOCK 4
 /* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
-#define TIMBRE_FASTGEN_ABI 2
+#define TIMBRE_FASTGEN_ABI 3
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #if __GNUC__ >= 11
@@ -35,6 +38,8 @@
 #else
 #define CPU_DISPATCH /* other compilers and CPUs: one baseline build */
 #endif
+
+enum { TIMBRE_FLOAT32 = 0, TIMBRE_BFLOAT16 = 1 }; /* weight_format of timbre_decoder */
 
 /* Status codes of timbre_fastgen_run (native.py turns them into exceptions). */
 enum {
@@ -49,9 +54,9 @@ typedef struct {
     int64_t dilation;
     /* dilated conv: kernel*residual inputs (tap-major: tap j reads time t - (kernel-1-j)*dilation)
      * -> filter half then gate half, each padded R wide; the gate half pre-halved (see gate_rows) */
-    const float *dilated;
+    const void *dilated;
     /* the halved skip and residual 1x1s side by side: residual -> padded skip + padded R */
-    const float *skip_residual;
+    const void *skip_residual;
     /* their bias, padded skip + padded R (the skip part is zero: skip biases are summed in skip_bias) */
     const float *skip_residual_bias;
 } timbre_layer;
@@ -59,12 +64,13 @@ typedef struct {
 /* The decoder, packed; its sizes decide every padded width. */
 typedef struct {
     int64_t residual, skip, kernel, layers, classes;
+    int64_t weight_format;         /* of every packed matrix: TIMBRE_FLOAT32 or TIMBRE_BFLOAT16 */
     const float *start_weight;     /* [kernel][residual], tap j multiplies the input at t - (kernel-1-j) */
     const float *start_bias;       /* [residual] */
-    const float *skip_start;       /* packed: residual -> padded skip */
+    const void *skip_start;        /* packed: residual -> padded skip */
     const float *skip_bias;        /* [padded skip]: skip_start's bias plus every layer's skip bias */
-    const float *hidden;           /* packed: skip -> padded skip */
-    const float *logits;           /* packed: skip -> padded classes */
+    const void *hidden;            /* packed: skip -> padded skip */
+    const void *logits;            /* packed: skip -> padded classes */
     const float *logits_bias;      /* [padded classes] */
     const timbre_layer *layer;     /* [layers] */
 } timbre_decoder;
@@ -86,13 +92,23 @@ static int padded(int64_t size) { return (int)((size + TIMBRE_PANEL - 1) / TIMBR
 /* Y[b][p*PANEL + j] += sum over segments s, inputs i of X_s[b][i] * P[p][s*seg_len + i][j]
  * for panels p in [p0, p1). A segment is one tap of a dilated convolution (kernel segments of
  * seg_len inputs, each read from its own ring-buffer slot); plain matrices have one segment. */
-CPU_DISPATCH
-static void panels_multiply(const float *restrict packed, int segments, int seg_len, int p0, int p1,
-                            const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+static inline float weight_at(const void *packed, size_t index, int bfloat16)
+{
+    if (!bfloat16) return ((const float *)packed)[index];
+    const uint32_t bits = (uint32_t)((const uint16_t *)packed)[index] << 16;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+/* Specialised per weight format by the two wrappers below (bfloat16 is a constant there). */
+static inline __attribute__((always_inline)) void
+panels_multiply_body(const void *restrict packed, const int bfloat16, int segments, int seg_len, int p0, int p1,
+                     const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
 {
     const int n_in = segments * seg_len;
     for (int p = p0; p < p1; ++p) {
-        const float *restrict panel = packed + (size_t)p * n_in * TIMBRE_PANEL;
+        const size_t panel = (size_t)p * n_in * TIMBRE_PANEL; /* index of the panel's first weight */
         int b = 0;
         for (; b + BATCH_BLOCK <= batch; b += BATCH_BLOCK) {
             float acc[BATCH_BLOCK][TIMBRE_PANEL];
@@ -100,11 +116,16 @@ static void panels_multiply(const float *restrict packed, int segments, int seg_
                 memcpy(acc[r], out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL, sizeof(acc[r]));
             for (int s = 0; s < segments; ++s) {
                 const float *restrict x = inputs[s] + (size_t)b * ldx;
-                const float *restrict w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
+                size_t w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
                 for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
+                    /* bfloat16 rows are widened once for the whole block of notes */
+                    float widened[TIMBRE_PANEL];
+                    if (bfloat16)
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) widened[j] = weight_at(packed, w + j, 1);
+                    const float *restrict row = bfloat16 ? widened : (const float *)packed + w;
                     for (int r = 0; r < BATCH_BLOCK; ++r) {
                         const float xi = x[r * ldx + i];
-                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * w[j];
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * row[j];
                     }
                 }
             }
@@ -118,22 +139,39 @@ static void panels_multiply(const float *restrict packed, int segments, int seg_
             memset(odd, 0, sizeof(odd));
             for (int s = 0; s < segments; ++s) {
                 const float *restrict x = inputs[s] + (size_t)b * ldx;
-                const float *restrict w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
+                size_t w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
                 int i = 0;
                 for (; i + 2 <= seg_len; i += 2, w += 2 * TIMBRE_PANEL) {
                     const float x0 = x[i], x1 = x[i + 1];
                     for (int j = 0; j < TIMBRE_PANEL; ++j) {
-                        even[j] += x0 * w[j];
-                        odd[j] += x1 * w[TIMBRE_PANEL + j];
+                        even[j] += x0 * weight_at(packed, w + j, bfloat16);
+                        odd[j] += x1 * weight_at(packed, w + TIMBRE_PANEL + j, bfloat16);
                     }
                 }
                 for (; i < seg_len; ++i, w += TIMBRE_PANEL)
-                    for (int j = 0; j < TIMBRE_PANEL; ++j) even[j] += x[i] * w[j];
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) even[j] += x[i] * weight_at(packed, w + j, bfloat16);
             }
             for (int j = 0; j < TIMBRE_PANEL; ++j) out[(size_t)b * ldy + p * TIMBRE_PANEL + j] = even[j] + odd[j];
         }
     }
 }
+
+CPU_DISPATCH
+static void panels_multiply_float32(const void *restrict packed, int segments, int seg_len, int p0, int p1,
+                                    const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+{
+    panels_multiply_body(packed, 0, segments, seg_len, p0, p1, inputs, ldx, batch, out, ldy);
+}
+
+CPU_DISPATCH
+static void panels_multiply_bfloat16(const void *restrict packed, int segments, int seg_len, int p0, int p1,
+                                     const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+{
+    panels_multiply_body(packed, 1, segments, seg_len, p0, p1, inputs, ldx, batch, out, ldy);
+}
+
+typedef void (*panels_multiply_fn)(const void *restrict, int, int, int, int, const float *const *, int, int,
+                                   float *restrict, int);
 
 /* tanh as Eigen's rational approximation (a few ulp in float32): unlike libm's tanhf it
  * vectorizes, and the step evaluates 2 * residual of them per layer and note. */
@@ -226,7 +264,7 @@ static int check(const timbre_decoder *d, const timbre_state *s, int64_t n_steps
         !s->layer_bias || !s->output_bias)
         return TIMBRE_MISSING_BUFFER;
     if (d->residual < 1 || d->residual > limit || d->skip < 1 || d->skip > limit || d->kernel < 1 ||
-        d->kernel > 64 || d->layers < 1 || d->layers > 4096 || d->classes < 2 || d->classes > limit ||
+        d->kernel > 64 || (d->weight_format != TIMBRE_FLOAT32 && d->weight_format != TIMBRE_BFLOAT16) || d->layers < 1 || d->layers > 4096 || d->classes < 2 || d->classes > limit ||
         s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024)
         return TIMBRE_BAD_GEOMETRY;
     for (int64_t l = 0; l < d->layers; ++l) {
@@ -271,8 +309,10 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
     const int threads = (int)n_threads, split_notes = batch >= threads;
     const timbre_layer *layer_weights = decoder->layer;
     const float *start_w = decoder->start_weight, *start_b = decoder->start_bias;
-    const float *skip_start = decoder->skip_start, *skip_b = decoder->skip_bias;
-    const float *hidden_w = decoder->hidden, *logits_w = decoder->logits, *logits_b = decoder->logits_bias;
+    const void *skip_start = decoder->skip_start, *hidden_w = decoder->hidden, *logits_w = decoder->logits;
+    const float *skip_b = decoder->skip_bias, *logits_b = decoder->logits_bias;
+    const panels_multiply_fn panels_multiply =
+        decoder->weight_format == TIMBRE_BFLOAT16 ? panels_multiply_bfloat16 : panels_multiply_float32;
     const float *layer_bias = state->layer_bias, *out_bias = state->output_bias;
     float *inputs = state->inputs, *input_ring = state->input_ring;
     float *const *layer_ring = state->layer_ring;

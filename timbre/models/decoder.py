@@ -15,7 +15,7 @@ through :meth:`WaveNetDecoder.step_weights`: the layout of one step, owned here.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -139,7 +139,12 @@ class WaveNetDecoder(nn.Module):
         Args: condition ``[batch, condition_channels, frames]`` from :meth:`conditioning`.
         Returns: ``([batch, 2*residual, frames] per layer, output bias [batch, skip, frames])``.
         """
-        return [layer.condition(condition) for layer in self.layers], self.output_condition(condition)
+        return [layer.condition(condition) for layer in self.gated_layers], self.output_condition(condition)
+
+    @property
+    def gated_layers(self) -> list[GatedResidualLayer]:
+        """The gated residual layers, in order (``self.layers`` typed)."""
+        return [cast(GatedResidualLayer, layer) for layer in self.layers]
 
     def forward(self, inputs: torch.Tensor, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits.
@@ -156,7 +161,7 @@ class WaveNetDecoder(nn.Module):
         layer_biases, output_bias = self.layer_conditions(self.conditioning(z, pitch))
         x = self.start(inputs.unsqueeze(1))
         skip = self.skip_start(x)
-        for layer, bias in zip(self.layers, layer_biases):
+        for layer, bias in zip(self.layers, layer_biases, strict=True):
             x, layer_skip = layer(x, upsample_frames(bias, self.hop_length, samples))
             skip = skip + layer_skip
         hidden = self.output_hidden(F.relu(skip)) + upsample_frames(output_bias, self.hop_length, samples)
@@ -192,8 +197,10 @@ class WaveNetDecoder(nn.Module):
         def matrix(conv: nn.Conv1d) -> torch.Tensor:  # 1x1 conv [out, in, 1] -> [in, out]
             return conv.weight[:, :, 0].t().float().contiguous()
 
-        def vector(parameter: torch.Tensor) -> torch.Tensor:
-            return parameter.detach().float()
+        def bias(conv: nn.Conv1d) -> torch.Tensor:
+            if conv.bias is None:  # every convolution of this decoder is built with a bias
+                raise ValueError(f"decoder convolution {conv} has no bias")
+            return conv.bias.detach().float()
 
         def taps(conv: nn.Conv1d) -> torch.Tensor:  # [out, in, K] -> [K, in, out]
             return conv.weight.permute(2, 1, 0).float().contiguous()
@@ -202,29 +209,29 @@ class WaveNetDecoder(nn.Module):
             LayerStepWeights(
                 dilation=layer.dilated.dilation[0],
                 dilated_weight=taps(layer.dilated),
-                dilated_bias=vector(layer.dilated.bias),
+                dilated_bias=bias(layer.dilated),
                 condition_weight=matrix(layer.condition),
-                condition_bias=vector(layer.condition.bias),
+                condition_bias=bias(layer.condition),
                 skip_weight=matrix(layer.skip),
-                skip_bias=vector(layer.skip.bias),
+                skip_bias=bias(layer.skip),
                 residual_weight=None if layer.residual is None else matrix(layer.residual),
-                residual_bias=None if layer.residual is None else vector(layer.residual.bias),
+                residual_bias=None if layer.residual is None else bias(layer.residual),
             )
-            for layer in self.layers
+            for layer in self.gated_layers
         )
         return DecoderStepWeights(
             hop_length=self.hop_length,
             start_weight=taps(self.start)[:, 0, :].contiguous(),
-            start_bias=vector(self.start.bias),
+            start_bias=bias(self.start),
             skip_start_weight=matrix(self.skip_start),
-            skip_start_bias=vector(self.skip_start.bias),
+            skip_start_bias=bias(self.skip_start),
             layers=layers,
             hidden_weight=matrix(self.output_hidden),
-            hidden_bias=vector(self.output_hidden.bias),
+            hidden_bias=bias(self.output_hidden),
             output_condition_weight=matrix(self.output_condition),
-            output_condition_bias=vector(self.output_condition.bias),
+            output_condition_bias=bias(self.output_condition),
             logits_weight=matrix(self.logits),
-            logits_bias=vector(self.logits.bias),
+            logits_bias=bias(self.logits),
         )
 
     def synthesize(
