@@ -188,12 +188,12 @@ class TimbreModel:
         ]
         frames = max(e.frames for e in fitted)
         z = torch.stack([_pad_frames(e.tensor, frames) for e in fitted]).transpose(1, 2).to(self.device)
-        pitch = torch.tensor([int(p) for p in pitches], device=self.device)
+        pitch_tensor = torch.tensor([int(p) for p in pitches], device=self.device)
         generator = torch.Generator(device=self.device).manual_seed(seed)
         options: dict[str, Any] = {"generator": generator}
         if self.is_autoregressive:
             options.update(temperature=temperature, progress=progress)
-        audio = self.autoencoder.decode(z, pitch, max(lengths), **options).float().cpu().numpy()
+        audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         for row, (embedding, velocity, length) in enumerate(zip(fitted, velocities, lengths)):
             audio[row, length:] = 0.0
             if velocity is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import re
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ def _render(args: argparse.Namespace) -> int:
         raise ConfigError("--out is required (the WAV file to write), unless --list is given")
     timbres = _assignments("--timbre", args.timbre)
     morphs = {key: value.split(",") for key, value in _assignments("--morph", args.morph).items()}
-    gains = _assignments("--gain", args.gain)
+    gains = {key: _decibels("--gain", key, value) for key, value in _assignments("--gain", args.gain).items()}
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
@@ -76,6 +77,18 @@ def _assignments(option: str, texts: list[str]) -> dict[str, str]:
         return dict(parse_assignment(text) for text in texts)
     except ConfigError as error:
         raise ConfigError(f"{option} {error}") from None
+
+
+def _decibels(option: str, key: str, text: str) -> float:
+    from timbre.errors import ConfigError
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise ConfigError(f"{option} {key}: the gain must be a number of dB, got {text!r}")
+    return value
 
 
 @contextlib.contextmanager

@@ -164,8 +164,8 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, dict[
     checkpoint = load_checkpoint(path)
     source = checkpoint["path"]
     model = build_model(checkpoint["model_config"], source)
-    weights = checkpoint.get("ema") if use_ema and checkpoint.get("ema") is not None else checkpoint["model"]
-    load_state(model, weights, source)
+    ema = checkpoint.get("ema")
+    load_state(model, ema if use_ema and ema is not None else checkpoint["model"], source)
     return model.eval(), checkpoint
 
 
