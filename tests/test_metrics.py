@@ -8,13 +8,18 @@ import numpy as np
 import pytest
 
 from timbre.evaluation.metrics import (
+    LOUDNESS_FLOOR_DBFS,
     count_reversals,
     frame_loudness,
+    identification_ranks,
+    loudness_envelope_error,
     multiscale_spectral_distance,
     pitch_scores,
     spectral_centroid,
     sweep_smoothness,
+    timbre_features,
 )
+from timbre.evaluation.scoring import score_systems
 
 SAMPLE_RATE = 16000
 
@@ -109,3 +114,92 @@ def test_sweep_smoothness_of_an_overshooting_jumpy_sweep():
     assert math.isnan(sweep_smoothness([100, 120, 100]).max_jump_ratio)
     with pytest.raises(ValueError):
         sweep_smoothness([100, float("nan")])
+
+
+def test_loudness_envelope_error_of_a_gain_is_the_gain_in_db():
+    note = tone(60, harmonics=3) * np.linspace(1.0, 0.01, SAMPLE_RATE, dtype=np.float32)  # a decaying note
+    quieter = note * np.float32(10 ** (-6 / 20))
+    assert loudness_envelope_error(quieter, note) == pytest.approx([6.0], abs=1e-4)
+    assert loudness_envelope_error(note, quieter) == pytest.approx([6.0], abs=1e-4)
+    assert loudness_envelope_error(note, note)[0] == 0.0
+    silence = np.zeros(SAMPLE_RATE, np.float32)
+    assert loudness_envelope_error(silence, silence)[0] == 0.0
+
+
+def test_loudness_envelope_error_of_a_silent_estimate_counts_down_to_the_floor():
+    # A constant -20 dBFS signal: frames every 256 samples, 1024 long, centred, zero-padded at the
+    # edges. The first two and the last two frames hold 1/2, 3/4, 7/8 and 5/8 of real samples.
+    reference = np.full(SAMPLE_RATE, 0.1, np.float32)
+    fractions = np.ones(1 + SAMPLE_RATE // 256)
+    fractions[[0, 1, -2, -1]] = [0.5, 0.75, 0.875, 0.625]
+    expected = np.mean(-20.0 + 10 * np.log10(fractions) - LOUDNESS_FLOOR_DBFS)
+    error = loudness_envelope_error(np.zeros_like(reference), reference)
+    assert error == pytest.approx([expected], abs=1e-4)
+    with pytest.raises(ValueError, match="differ in shape"):
+        loudness_envelope_error(reference[:100], reference)
+
+
+def instrument_note(kind: str, midi: int, seconds: float = 1.0) -> np.ndarray:
+    """Four synthetic "instruments" with clearly different spectra."""
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    f0 = 440.0 * 2.0 ** ((midi - 69) / 12)
+    partials = {"sine": [1.0], "odd": [1, 0, 1 / 3, 0, 1 / 5, 0, 1 / 7], "saw": [1 / k for k in range(1, 12)],
+                "high": [0.1, 0.1, 0.2, 1.0, 0.8, 0.6]}[kind]  # fmt: skip
+    audio = sum(level * np.sin(2 * np.pi * (k + 1) * f0 * t) for k, level in enumerate(partials) if level)
+    return (0.3 * audio / np.abs(audio).max()).astype(np.float32)
+
+
+KINDS = ("sine", "odd", "saw", "high")
+
+
+@pytest.fixture(scope="module")
+def synthetic_instruments():
+    """Four instruments at two pitches: ``(audio [8, samples], pitches, instruments)``."""
+    notes = [(kind, pitch) for pitch in (57, 64) for kind in KINDS]
+    audio = np.stack([instrument_note(kind, pitch) for kind, pitch in notes])
+    return audio, [pitch for _, pitch in notes], [kind for kind, _ in notes]
+
+
+def test_timbre_features_are_mfcc_statistics_of_the_held_part(synthetic_instruments):
+    audio, _, _ = synthetic_instruments
+    features = timbre_features(audio, SAMPLE_RATE)
+    assert features.shape == (8, 38) and np.isfinite(features).all()
+    # A steady tone: its MFCCs barely move over the held part, so the deviations are small.
+    assert np.abs(features[0, 19:]).max() < 0.05 * np.abs(features[0, :19]).max()
+    # Only 0.1-3.0 s counts: a different first 60 ms (outside every frame centred past 0.1 s) changes nothing.
+    changed = audio[0].copy()
+    changed[:1000] = 0.0
+    assert np.allclose(timbre_features(changed, SAMPLE_RATE), features[0])
+    # A note shorter than 0.1 s is described by all of it rather than by nothing.
+    assert np.isfinite(timbre_features(audio[0, :1000], SAMPLE_RATE)).all()
+
+
+def test_identification_of_identical_fixed_and_swapped_reconstructions(synthetic_instruments):
+    audio, pitches, instruments = synthetic_instruments
+    # Each pitch group of four: the fixed system plays the "saw" note of its pitch for every instrument,
+    # the swapped one plays the next instrument's note (no note keeps its own instrument).
+    fixed = np.stack([audio[4 * (row // 4) + 2] for row in range(8)])
+    swapped = np.stack([audio[4 * (row // 4) + (row + 1) % 4] for row in range(8)])
+    scores = score_systems(audio, {"identical": audio.copy(), "fixed": fixed, "swapped": swapped}, pitches,
+                           instruments, SAMPLE_RATE)  # fmt: skip
+    for name in ("original", "identical"):
+        summary = scores[name].summary()
+        assert summary["identification"]["top1"] == 1.0 and summary["identification"]["mean_rank"] == 1.0
+        assert summary["spectral_distance"]["mean"] == 0.0 and summary["loudness_error_db"]["mean"] == 0.0
+    fixed_summary = scores["fixed"].summary()["identification"]
+    assert fixed_summary["top1"] == fixed_summary["chance_top1"] == 0.25
+    assert fixed_summary["chance_top3"] == 0.75 and fixed_summary["notes"] == 8
+    swapped_ranks = scores["swapped"].rank
+    assert (swapped_ranks > 1).all() and scores["swapped"].summary()["identification"]["top1"] == 0.0
+    assert scores["swapped"].pitch is None  # pitch tracking only when asked
+
+
+def test_identification_ranks_order_instruments_by_their_nearest_note():
+    references = np.array([[0.0], [1.0], [3.0], [10.0]])
+    estimates = np.array([[2.9], [1.0], [0.2], [9.0]])
+    # Pitch 60: instruments a, b, c; pitch 72: only d (one candidate: trivially rank 1).
+    ranks, candidates = identification_ranks(estimates, references, [60, 60, 60, 72], ["a", "b", "c", "d"])
+    # 2.9 (standardised alike) is nearest c, then b, then a: a ranks 3rd; b is itself; 0.2 is nearest a, then b, c.
+    assert ranks.tolist() == [3, 1, 3, 1] and candidates.tolist() == [3, 3, 3, 1]
+    with pytest.raises(ValueError):
+        identification_ranks(estimates, references, [60], ["a", "b", "c", "d"])

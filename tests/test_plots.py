@@ -84,6 +84,24 @@ def test_plot_sweep_grid_spectrogram_sizes(tmp_path, a440):
         plots.plot_grid([[steps[0]], [steps[1], steps[2]]], tmp_path / "bad.png")
 
 
+def test_plot_grid_with_row_and_column_labels(tmp_path, a440):
+    cells = [[a440, a440, a440], [a440, a440, a440]]
+    path = plots.plot_grid(cells, tmp_path / "sheet.png", row_labels=["flute 60", "violin 60"],
+                           column_labels=["original", "model", "untrained"])  # fmt: skip
+    # 200 x 160 px per cell, plus a line of column titles.
+    assert png_size(path) == (600, 350)
+    with pytest.raises(ConfigError, match="2 rows but 1 row labels"):
+        plots.plot_grid(cells, tmp_path / "bad.png", row_labels=["only one"])
+    with pytest.raises(ConfigError, match="3 columns but 2 column labels"):
+        plots.plot_grid(cells, tmp_path / "bad.png", column_labels=["a", "b"])
+
+
+def test_plot_pitch_errors_counts_silent_notes(tmp_path):
+    path = plots.plot_pitch_errors({"original": [0.0, 3.0, float("nan")], "model": [900.0, -20.0, 0.0]},
+                                   tmp_path / "pitch.png")  # fmt: skip
+    assert png_size(path) == (800, 400)
+
+
 def test_plot_loss_curve(tmp_path):
     steps = np.arange(50)
     losses = 5 * np.exp(-steps / 10) + 0.1

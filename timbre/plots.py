@@ -1,4 +1,4 @@
-"""Rainbowgrams, spectrograms and training curves.
+"""Rainbowgrams, spectrograms, pitch-error histograms and training curves.
 
 A rainbowgram (NSynth paper, Engel et al. 2017) draws a constant-Q transform with its log magnitude
 as brightness and its instantaneous frequency as colour. The instantaneous frequency is the phase
@@ -30,12 +30,12 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from timbre.constants import SAMPLE_RATE
 from timbre.errors import AudioError, ConfigError
 from timbre.io.files import atomic_write
 
 AudioLike = Union[np.ndarray, torch.Tensor]
 
-SAMPLE_RATE = 16000
 HOP_LENGTH = 256
 BINS_PER_OCTAVE = 40
 OCTAVES = 6
@@ -51,6 +51,7 @@ __all__ = [
     "plot_rainbowgram",
     "plot_sweep",
     "plot_grid",
+    "plot_pitch_errors",
     "plot_spectrogram",
     "plot_loss_curve",
 ]
@@ -170,14 +171,19 @@ def plot_grid(
     audios_nested: Sequence[Sequence[AudioLike]],
     path: str | os.PathLike,
     sample_rate: int = SAMPLE_RATE,
+    row_labels: Sequence[str] | None = None,
+    column_labels: Sequence[str] | None = None,
 ) -> Path:
-    """A sheet of rainbowgrams laid out like the interpolation grid (200 x 160 px per cell).
+    """A sheet of rainbowgrams, e.g. laid out like the interpolation grid (200 x 160 px per cell).
 
     Args:
         audios_nested: rows of ``[samples]`` waveforms, e.g. ``audios[row][col]`` for the points of
             :func:`timbre.interpolate.grid`; row 0 is drawn on top. All rows must have the same length.
         path: output image.
         sample_rate: the audio's rate in Hz.
+        row_labels: one label per row, written on its first cell (default: none).
+        column_labels: one title per column, above the top row (default: none). Without either,
+            every cell is marked ``row,column``.
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -188,7 +194,14 @@ def plot_grid(
         raise ConfigError(f"plot_grid needs equally long, non-empty rows; got row lengths "
                           f"{[len(row) for row in audios_nested]}")
     cols = columns.pop()
-    figure = Figure(figsize=(2 * cols, 1.6 * rows), dpi=DPI, layout="constrained")
+    if row_labels is not None and len(row_labels) != rows:
+        raise ConfigError(f"plot_grid got {rows} rows but {len(row_labels)} row labels")
+    if column_labels is not None and len(column_labels) != cols:
+        raise ConfigError(f"plot_grid got {cols} columns but {len(column_labels)} column labels")
+    labelled = row_labels is not None or column_labels is not None
+    # Column titles take a line of their own above the top row.
+    figure = Figure(figsize=(2 * cols, 1.6 * rows + (0.3 if column_labels is not None else 0.0)), dpi=DPI,
+                    layout="constrained")
     axes = figure.subplots(rows, cols, squeeze=False)
     for r, row in enumerate(audios_nested):
         for c, audio in enumerate(row):
@@ -197,7 +210,51 @@ def plot_grid(
             ax.set_xticks([])
             ax.set_xlabel("")
             ax.set_yticks([])
-            ax.text(0.03, 0.95, f"{r},{c}", transform=ax.transAxes, va="top", color="white", fontsize=8)
+            if r == 0 and column_labels is not None:
+                ax.set_title(column_labels[c], fontsize=9)
+            if labelled:
+                label = row_labels[r] if row_labels is not None and c == 0 else None
+            else:
+                label = f"{r},{c}"
+            if label:
+                ax.text(0.03, 0.95, label, transform=ax.transAxes, va="top", color="white", fontsize=8)
+    return _save(figure, path)
+
+
+def plot_pitch_errors(
+    cents: dict[str, Sequence[float]],
+    path: str | os.PathLike,
+    tolerance_cents: float = 50.0,
+    limit: float = 600.0,
+) -> Path:
+    """Histograms of per-note pitch errors, one outline per set of notes, 800 x 400 px.
+
+    Args:
+        cents: ``{label: [notes]}`` pitch errors in cents; NaN marks a silent note (counted in the label).
+        path: output image.
+        tolerance_cents: drawn as dashed lines at plus and minus this.
+        limit: errors are clipped to ``±limit`` (the edge bins collect the rest).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    figure = Figure(figsize=(8, 4), dpi=DPI, layout="constrained")
+    ax = figure.add_subplot()
+    # Bins centred on multiples of 25 cents, so that exact pitches do not sit on a bin edge.
+    bins = np.arange(-limit - 12.5, limit + 13.0, 25.0)
+    widths = np.linspace(3.0, 1.0, max(len(cents), 1))
+    for width, (label, values) in zip(widths, cents.items()):
+        values = np.asarray(values, dtype=np.float64)
+        finite = values[np.isfinite(values)]
+        silent = values.size - finite.size
+        ax.hist(np.clip(finite, -limit, limit), bins=bins, histtype="step", linewidth=float(width),
+                label=f"{label} ({silent} silent)" if silent else label)
+    for edge in (-tolerance_cents, tolerance_cents):
+        ax.axvline(edge, color="grey", linestyle="--", linewidth=1)
+    ax.set_xlabel("median pitch error of the note's sounding frames (cents, clipped)")
+    ax.set_ylabel("notes")
+    if cents:
+        ax.legend()
     return _save(figure, path)
 
 

@@ -1,13 +1,15 @@
-"""``timbre evaluate``: measure trained models; one sub-command per model family.
+"""``timbre evaluate``: measure trained models (one sub-command per model family) and build test sets.
 
-Each ``_register_*`` function below adds one sub-command; add a family by writing another and
-listing it in :data:`SUBCOMMANDS`.
+Each ``_register_*`` function below adds one sub-command; add one by writing another and listing
+it in :data:`SUBCOMMANDS`.
 """
 
 from __future__ import annotations
 
 import argparse
 from typing import Callable
+
+from timbre.cli.common import positive_float, positive_int
 
 
 def _composer(args: argparse.Namespace) -> int:
@@ -69,6 +71,32 @@ def _pitch_range(text: str) -> tuple[int, int]:
         raise argparse.ArgumentTypeError(f"expected LOW-HIGH MIDI pitches such as 36-84, got {text!r}") from None
 
 
+def _baselines(text: str) -> list[str]:
+    from timbre.evaluation.scoring import BASELINES
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if names == ["none"]:
+        return []
+    unknown = [name for name in names if name not in BASELINES]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"expected 'none' or some of {','.join(BASELINES)}, got {text!r}")
+    return names
+
+
+def _steps(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a sweep needs at least 2 steps (its endpoints), got {value}")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text) if text.lstrip("-").isdigit() else -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _autoencoder(args: argparse.Namespace) -> int:
     from timbre.evaluation.autoencoder import evaluate_autoencoder, summary_table
 
@@ -79,14 +107,14 @@ def _autoencoder(args: argparse.Namespace) -> int:
         split=args.split,
         notes=args.notes,
         seed=args.seed,
-        baseline=args.baseline,
+        baselines=args.baselines,
+        track_pitch=args.track_pitch,
         sweeps=args.sweeps,
         steps=args.steps,
         seconds=args.seconds,
         pitch_range=args.pitches,
         batch_size=args.batch_size,
         temperature=args.temperature,
-        examples=args.examples,
         device=args.device,
         progress=True,
     )
@@ -98,40 +126,91 @@ def _autoencoder(args: argparse.Namespace) -> int:
 def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
     parser = actions.add_parser(
         "autoencoder",
-        help="reconstruction and interpolation of held-out instruments: spectral distance, pitch accuracy, smoothness",
+        help="reconstruction of notes from any folder: timbre identification, spectral and loudness distance, pitch",
         description=(
-            "Reconstruct notes of a held-out split (spread over its instruments and pitches) and score them by "
-            "multi-scale spectral distance and by pitch accuracy within 50 cents (PESTO pitch tracker), beside the "
-            "input notes' own pitch score (the ceiling) and an untrained model of the same config; decode slerp "
-            "sweeps between two instruments at one pitch and score pitch-keeping and the smoothness of the "
-            "spectral centroid. Writes OUT/report.json, OUT/report.md, rainbowgram sheets and a pitch-error histogram."
+            "Encode and decode every note of a folder (an NSynth split, a `timbre dataset build` or "
+            "`timbre evaluate build-testset` output, or audio files with the MIDI pitch in their names such as "
+            "flute_60.wav, or listed in a notes.json) and score the reconstructions by timbre identification "
+            "(top-1/top-3: is the nearest original at the same pitch, by MFCC statistics, of the note's own "
+            "instrument?), multi-scale spectral distance, loudness-envelope error and pitch within 50 cents "
+            "(PESTO), beside two baselines in the same run: every note from one fixed (mean) embedding, and an "
+            "untrained model of the same config. Also decodes slerp sweeps between two instruments at one pitch. "
+            "Writes OUT/report.json, OUT/report.md, a rainbowgram sheet of every instrument (original vs "
+            "reconstructions), sweeps and a pitch-error histogram."
         ),
     )
     parser.add_argument("--model", default="default", help="bundled model name or checkpoint (default: the bundled default)")
-    parser.add_argument("--data", required=True, help="dataset root (NSynth layout) or split directory")
+    parser.add_argument("--data", required=True, help="folder of notes: NSynth split or root, or audio files")
     parser.add_argument("--out", required=True, help="directory for the report (created)")
-    parser.add_argument("--split", default="test", help="split to evaluate: test, valid or train (default: test)")
-    parser.add_argument("--notes", type=int, default=64, help="notes to reconstruct (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="picks notes and pairs, the baseline weights, the noise (default: 0)")
-    parser.add_argument("--baseline", choices=("untrained", "none"), default="untrained",
-                        help="also score an untrained model of the same config (default: untrained)")  # fmt: skip
-    parser.add_argument("--sweeps", type=int, default=4, help="interpolation sweeps, 0 for none (default: 4)")
-    parser.add_argument("--steps", type=int, default=7, help="steps per sweep, endpoints included (default: 7)")
-    parser.add_argument("--seconds", type=float, help="evaluate only the first SECONDS of each note (for slow decoders)")
+    parser.add_argument("--split", help="split of an NSynth dataset root: test, valid or train (default: test)")
+    parser.add_argument("--notes", type=positive_int,
+                        help="at most this many notes, in whole pitch groups (default: all, one per instrument and pitch)")
+    parser.add_argument("--seed", type=int, default=0, help="picks notes and sweeps, the untrained weights, the noise (default: 0)")
+    parser.add_argument("--baselines", type=_baselines, default="fixed_embedding,untrained",
+                        help="baselines scored in the same run: fixed_embedding, untrained, both (default) or none")
+    parser.add_argument("--track-pitch", choices=("model", "all", "none"), default="model",
+                        help="whose pitch PESTO judges (~0.3 s per note): the originals and the model's (default), "
+                             "all systems, or none")
+    parser.add_argument("--sweeps", type=_count, default=4, help="interpolation sweeps, 0 for none (default: 4)")
+    parser.add_argument("--steps", type=_steps, default=7, help="steps per sweep, endpoints included (default: 7)")
+    parser.add_argument("--seconds", type=positive_float,
+                        help="evaluate only the first SECONDS of each note (for slow decoders)")
     parser.add_argument("--pitches", type=_pitch_range, metavar="LOW-HIGH", help="only notes in this MIDI pitch range")
-    parser.add_argument("--batch-size", type=int, default=16, help="notes per decoder pass (default: 16)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help="notes per decoder pass (default: 1 for the fast decoder, 16 for WaveNet)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of a WaveNet decoder (default: 1.0)")
-    parser.add_argument("--examples", type=int, default=4, help="notes and sweeps drawn as rainbowgrams (default: 4)")
     parser.add_argument("--device", default="cpu", help="torch device of the models, e.g. cuda (default: cpu)")
     parser.set_defaults(handler=_autoencoder)
 
 
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (_register_composer, _register_autoencoder)
+def _build_testset(args: argparse.Namespace) -> int:
+    from timbre.cli.dataset import parse_int_list
+    from timbre.evaluation.testset import TESTSET_PITCHES, TESTSET_PROGRAMS, build_testset
+
+    recipe = build_testset(
+        args.soundfont,
+        args.out,
+        programs=parse_int_list(args.programs, "--programs") if args.programs else TESTSET_PROGRAMS,
+        pitches=parse_int_list(args.pitches, "--pitches") if args.pitches else TESTSET_PITCHES,
+        progress=not args.quiet,
+    )
+    print(
+        f"{recipe['notes']} notes ({len(recipe['programs'])} programs x {len(recipe['pitches'])} pitches) of "
+        f"{recipe['soundfont']} in {args.out}; evaluate with: timbre evaluate autoencoder --data {args.out} --out DIR"
+    )
+    return 0
+
+
+def _register_build_testset(actions: argparse._SubParsersAction) -> None:
+    parser = actions.add_parser(
+        "build-testset",
+        help="render the standard test set (24 GM programs x 5 pitches) from a soundfont never used in training",
+        description=(
+            "Render 24 General MIDI programs (two of each family: piano, chromatic percussion, organ, guitar, "
+            "bass, strings, ensemble, brass, reed, pipe, synth lead, synth pad) at pitches 48, 55, 60, 67 and 72, "
+            "4 s notes held 3 s, velocity 100, 16 kHz, into OUT/examples.json and OUT/audio/ (NSynth layout). "
+            "The default soundfont, TimGM6mb (Debian timgm6mb-soundfont), is reserved for evaluation."
+        ),
+    )
+    parser.add_argument("--soundfont", default="/usr/share/sounds/sf2/TimGM6mb.sf2",
+                        help="SF2 file (default: %(default)s)")
+    parser.add_argument("--out", required=True, help="folder of the test set (created), e.g. data/eval-timgm6mb")
+    parser.add_argument("--programs", help="other General MIDI programs, e.g. 0,24,40 (default: the standard 24)")
+    parser.add_argument("--pitches", help="other MIDI pitches, e.g. 48,60,72 (default: 48,55,60,67,72)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(handler=_build_testset)
+
+
+SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    _register_composer,
+    _register_autoencoder,
+    _register_build_testset,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``timbre evaluate`` and its sub-commands."""
     parser = subparsers.add_parser("evaluate", help="evaluate trained models", description="Evaluate trained models.")
-    actions = parser.add_subparsers(dest="model_family", metavar="MODEL", required=True)
+    actions = parser.add_subparsers(dest="evaluation", metavar="COMMAND", required=True)
     for register_subcommand in SUBCOMMANDS:
         register_subcommand(actions)

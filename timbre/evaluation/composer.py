@@ -11,7 +11,6 @@ pitch range per voice (program), polyphony and scale consistency.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import defaultdict
@@ -26,12 +25,14 @@ import torch.nn.functional as F
 from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
 from timbre.errors import CheckpointError, DatasetError
+from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.models.composer import Composer
 from timbre.symbolic.tokens import decode_ids
 
 # Candidate n-gram orders; long orders pay off on chorales, whose corpus repeats whole phrases.
 NGRAM_ORDERS = (2, 3, 4, 6, 8, 12, 16, 24)
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+REPORT_STEM = "composer"
 NATURAL_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 
 
@@ -333,15 +334,23 @@ def evaluate_composer(
             "key_normalized_pitch_class_histogram_distance": key_normalized_distance,
         },
     }
-    (out_dir / "composer.json").write_text(json.dumps(report, indent=2))
-    (out_dir / "composer.md").write_text(markdown_report(report))
-    return report
+    return write_report(out_dir, REPORT_STEM, report, markdown_report(report))
 
 
 def markdown_report(report: dict[str, Any]) -> str:
     """The evaluation report as Markdown tables."""
     likelihood, statistics = report["likelihood"], report["statistics"]
     generated, held_out = statistics["generated"], statistics["held_out"]
+    generation = report["generation"]
+    ranges = [generated["pitch_range_per_program"], held_out["pitch_range_per_program"]]
+    range_rows = []
+    for program in sorted(set(ranges[0]) | set(ranges[1]), key=int):
+        entries = [stats.get(program) for stats in ranges]
+        range_rows.append([
+            program,
+            *(f"{entry['lowest']}-{entry['highest']} ({entry['mean']:.1f})" if entry else "-" for entry in entries),
+            " / ".join(f"{entry['range_per_piece']:.1f}" if entry else "-" for entry in entries),
+        ])  # fmt: skip
     lines = [
         "# Composer evaluation",
         "",
@@ -352,47 +361,37 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"On {report['test_tokens']:,} test tokens (every token after BOS, EOS included):",
         "",
-        "| model | bits per token |",
-        "|---|---|",
-        f"| transformer | {likelihood['model_bits_per_token']:.3f} |",
-        f"| Kneser-Ney {likelihood['ngram_order']}-gram (order chosen on valid) | {likelihood['ngram_bits_per_token']:.3f} |",
+        markdown_table(["model", "bits per token"], [
+            ["transformer", number(likelihood["model_bits_per_token"])],
+            [f"Kneser-Ney {likelihood['ngram_order']}-gram (order chosen on valid)",
+             number(likelihood["ngram_bits_per_token"])],
+        ]),
         "",
-        f"Reduction against the n-gram: **{100 * likelihood['reduction_vs_ngram']:.1f}%** "
-        f"(target >= 25%: {'met' if likelihood['target_met'] else 'NOT met'}).",
+        f"Reduction against the n-gram: **{percent(likelihood['reduction_vs_ngram'])}** "
+        f"(target >= {percent(likelihood['target_reduction'], 0)}: {'met' if likelihood['target_met'] else 'NOT met'}).",
         "",
         "## Generated pieces against held-out pieces",
         "",
-        f"{report['generation']['samples']} pieces of {report['generation']['bars']} bars, temperature "
-        f"{report['generation']['temperature']}, top-k {report['generation']['top_k']}, top-p "
-        f"{report['generation']['top_p']}, seed {report['generation']['seed']} "
-        f"({report['generation']['seconds']:.1f} s).",
+        f"{generation['samples']} pieces of {generation['bars']} bars, temperature {generation['temperature']}, "
+        f"top-k {generation['top_k']}, top-p {generation['top_p']}, seed {generation['seed']} "
+        f"({generation['seconds']:.1f} s).",
         "",
-        "| statistic | generated | held out |",
-        "|---|---|---|",
-        f"| notes per quarter note | {generated['notes_per_quarter']:.2f} | {held_out['notes_per_quarter']:.2f} |",
-        f"| voices per piece | {generated['voices_per_piece']:.2f} | {held_out['voices_per_piece']:.2f} |",
-        f"| polyphony (notes sounding) | {generated['polyphony']:.2f} | {held_out['polyphony']:.2f} |",
-        f"| scale consistency | {generated['scale_consistency']:.3f} | {held_out['scale_consistency']:.3f} |",
+        markdown_table(["statistic", "generated", "held out"], [
+            ["notes per quarter note", number(generated["notes_per_quarter"], 2), number(held_out["notes_per_quarter"], 2)],
+            ["voices per piece", number(generated["voices_per_piece"], 2), number(held_out["voices_per_piece"], 2)],
+            ["polyphony (notes sounding)", number(generated["polyphony"], 2), number(held_out["polyphony"], 2)],
+            ["scale consistency", number(generated["scale_consistency"]), number(held_out["scale_consistency"])],
+        ]),
         "",
         "Pitch-class histogram distance (total variation, 0 = identical, 1 = disjoint): "
         f"{statistics['pitch_class_histogram_distance']:.3f} as played; "
         f"{statistics['key_normalized_pitch_class_histogram_distance']:.3f} with every piece transposed to C. "
         "The first also compares which keys the pieces are in; the second only how pitches are used within a key.",
         "",
-        "| program | generated lowest-highest (mean) | held out lowest-highest (mean) | range per piece gen / held out |",
-        "|---|---|---|---|",
-    ]
-    programs = sorted(set(generated["pitch_range_per_program"]) | set(held_out["pitch_range_per_program"]), key=int)
-    for program in programs:
-        cells = []
-        for stats in (generated, held_out):
-            entry = stats["pitch_range_per_program"].get(program)
-            cells.append(f"{entry['lowest']}-{entry['highest']} ({entry['mean']:.1f})" if entry else "-")
-        spans = [
-            f"{stats['pitch_range_per_program'][program]['range_per_piece']:.1f}"
-            if program in stats["pitch_range_per_program"]
-            else "-"
-            for stats in (generated, held_out)
-        ]
-        lines.append(f"| {program} | {cells[0]} | {cells[1]} | {' / '.join(spans)} |")
+        markdown_table(
+            ["program", "generated lowest-highest (mean)", "held out lowest-highest (mean)",
+             "range per piece gen / held out"],
+            range_rows,
+        ),
+    ]  # fmt: skip
     return "\n".join(lines) + "\n"
