@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont-small opl3-soundfont chromium
+DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont-small opl3-soundfont chromium timgm6mb-soundfont
 OUT ?= out
 
 .PHONY: all install system-packages demo test test-fast benchmarks clean
