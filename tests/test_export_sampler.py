@@ -304,6 +304,7 @@ def test_sfz_regions_cover_every_key_and_velocity_and_point_to_looped_wavs(expor
 # ---------------------------------------------------------------------------- played by real players
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["sf2", "sfz"])
 @pytest.mark.parametrize("preset, name", list(enumerate(SOURCES)))
 def test_players_play_the_timbre_in_tune_with_its_spectrum_and_seamless_loops(exported, model, resolver, fmt, preset, name):
@@ -413,3 +414,23 @@ def test_cli_errors_are_one_line_without_traceback(arguments, message, tmp_path,
     error = capsys.readouterr().err.strip()
     assert message in error and "Traceback" not in error and len(error.splitlines()) == 1, error
     assert not list(tmp_path.iterdir()), "a failed export left files behind"
+
+
+def test_velocity_layers_get_their_own_samples_when_velocity_changes_the_sound(model, resolver):
+    """A model whose soft notes are darker (a real decode, low-passed by velocity) gets one sample per layer;
+    the bundled model, whose velocity only scales the level, shares one sample across its layers."""
+
+    class DarkerWhenSoft(type(model)):
+        def synthesize_batch(self, embeddings, pitches, **options):
+            audio = super().synthesize_batch(embeddings, pitches, **options)
+            for row, velocity in zip(audio, options["velocities"]):
+                row[1:] = row[1:] + (1 - velocity / 127) * row[:-1]  # a velocity-dependent low-pass
+            return audio
+
+    darker = DarkerWhenSoft(model.autoencoder, model.name, model.info)
+    plan = sampling_plan(60, 63, 3, 3)
+    embedding = resolver.resolve(SOURCES["flute"])
+    (layered,) = render_instruments(darker, [("darker", embedding)], plan)
+    (shared,) = render_instruments(model, [("plain", embedding)], plan)
+    assert len(layered.samples) == 6 and len({zone.sample for zone in layered.zones}) == 6
+    assert len(shared.samples) == 2 and len(shared.zones) == 6

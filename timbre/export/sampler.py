@@ -84,13 +84,6 @@ class Instrument:
     sample_rate: int
 
 
-@dataclass(frozen=True)
-class _Note:
-    preset: int
-    keys: KeyZone
-    layer: VelocityLayer
-
-
 def render_instruments(
     model: TimbreModel,
     presets: Sequence[tuple[str, Embedding]],
@@ -103,7 +96,13 @@ def render_instruments(
 ) -> list[Instrument]:
     """Synthesize and loop every sample of each ``(name, embedding)`` preset.
 
-    The roots of one preset and velocity layer go through the decoder ``batch_size`` at a time.
+    The roots of one preset and velocity layer go through the decoder ``batch_size`` at a time,
+    with the seed of the run of roots, so the layers of a root share their noise. With several
+    layers, a probe first plays the lowest, middle and highest roots in every layer: when all come
+    out identical up to level (a model whose velocity only scales loudness, as
+    :meth:`TimbreModel.synthesize` does for a decoder that is not told the velocity), the other
+    roots are synthesized once and all layers share their samples; otherwise every layer gets its
+    own samples.
 
     Args:
         model: the model that plays the embeddings.
@@ -126,60 +125,86 @@ def render_instruments(
                 f"{name}: {plan.seconds:g} s samples leave {max(sustain, 0):.2f} s of sustain between attack and "
                 f"release, too short for a loop (need {MIN_SUSTAIN_SECONDS} s): make the samples longer"
             )
-    # One decoder call per (preset, layer, run of roots), with the seed set by the run: the layers
-    # of a root then share their noise, so layers that differ only in level come out identical
-    # (up to that level) and share one sample.
-    notes: list[_Note] = []
-    audio: list[np.ndarray] = []
-    with tqdm(total=len(presets) * plan.notes, desc="synthesizing samples", unit="note", disable=not progress) as bar:
-        for index, (_, embedding) in enumerate(presets):
-            for layer in plan.layers:
-                for first in range(0, len(plan.keys), batch_size):
-                    keys = plan.keys[first : first + batch_size]
-                    audio.extend(
-                        model.synthesize_batch(
-                            [embedding] * len(keys),
-                            pitches=[zone.root for zone in keys],
-                            seconds=[plan.seconds] * len(keys),
-                            velocities=[layer.velocity] * len(keys),
-                            temperature=temperature,
-                            seed=seed + first,
-                        )
-                    )
-                    notes.extend(_Note(index, zone, layer) for zone in keys)
-                    bar.update(len(keys))
-
     instruments = []
-    for index, ((name, embedding), layout) in enumerate(zip(presets, fitted)):
-        key_up = layout.release_frame * model.hop_length
-        # The decoder blends neighbouring frames, so the release can colour the last frame before key-up.
-        region = (layout.attack_frames * model.hop_length, key_up - model.hop_length)
-        samples: list[Sample] = []
-        uncrossfaded: list[np.ndarray] = []  # per sample, to spot layers that came out identical
-        zones: list[Zone] = []
-        for note, waveform in zip(notes, audio):
-            if note.preset != index:
-                continue
-            full_velocity = waveform / float(velocity_to_gain(note.layer.velocity))
-            shared = _same_sample(uncrossfaded, zones, note.keys, full_velocity)
-            if shared is None:
-                loop = find_loop(full_velocity, model.sample_rate, midi_frequency(note.keys.root), region)
-                shared = len(samples)
-                name_of_sample = f"k{note.keys.root:03d}_v{note.layer.velocity:03d}"
-                samples.append(Sample(name_of_sample, crossfade_loop(full_velocity, loop), note.keys.root, loop, key_up))
-                uncrossfaded.append(full_velocity)
-            zones.append(Zone(shared, note.keys, note.layer))
-        release = layout.release_seconds
-        instruments.append(Instrument(name, embedding.source, samples, zones, release, model.sample_rate))
+    with tqdm(total=len(presets) * plan.notes, desc="synthesizing samples", unit="note", disable=not progress) as bar:
+        for (name, embedding), layout in zip(presets, fitted):
+            notes = _PresetSynthesis(model, embedding, plan, batch_size, temperature, seed, bar).run()
+            key_up = layout.release_frame * model.hop_length
+            # The decoder blends neighbouring frames, so the release can colour the last frame before key-up.
+            region = (layout.attack_frames * model.hop_length, key_up - model.hop_length)
+            samples: list[Sample] = []
+            uncrossfaded: list[np.ndarray] = []  # per sample, to spot layers that came out identical
+            zones: list[Zone] = []
+            for (keys, layer), full_velocity in notes.items():
+                shared = _same_sample(uncrossfaded, zones, keys, full_velocity)
+                if shared is None:
+                    loop = find_loop(full_velocity, model.sample_rate, midi_frequency(keys.root), region)
+                    shared = len(samples)
+                    sample_name = f"k{keys.root:03d}_v{layer.velocity:03d}"
+                    samples.append(Sample(sample_name, crossfade_loop(full_velocity, loop), keys.root, loop, key_up))
+                    uncrossfaded.append(full_velocity)
+                zones.append(Zone(shared, keys, layer))
+            release = layout.release_seconds
+            instruments.append(Instrument(name, embedding.source, samples, zones, release, model.sample_rate))
     return instruments
+
+
+class _PresetSynthesis:
+    """The notes of one preset at full velocity (see :func:`render_instruments`)."""
+
+    def __init__(
+        self, model: TimbreModel, embedding: Embedding, plan: SamplingPlan, batch_size: int, temperature: float,
+        seed: int, bar: tqdm,
+    ) -> None:  # fmt: skip
+        self.model, self.embedding, self.plan, self.bar = model, embedding, plan, bar
+        self.batch_size, self.temperature, self.seed = batch_size, temperature, seed
+
+    def run(self) -> dict[tuple[KeyZone, VelocityLayer], np.ndarray]:
+        """``{(key zone, layer): [samples]}`` in the order of the plan's layers, then keys."""
+        layers, keys = self.plan.layers, self.plan.keys
+        if len(layers) > 1:
+            probes = tuple(dict.fromkeys((keys[0], keys[len(keys) // 2], keys[-1])))
+            probed = {layer: self.synthesize(probes, layer) for layer in layers}
+            loudest = probed[layers[-1]]
+            if all(_same_audio(probed[layer][i], loudest[i]) for layer in layers for i in range(len(probes))):
+                self.bar.update(len(probes) * (len(layers) - 1))  # the layers the probe spared
+                audio = self.synthesize(keys, layers[-1])
+                self.bar.update((len(keys) - len(probes)) * (len(layers) - 1))
+                return {(zone, layer): audio[i] for layer in layers for i, zone in enumerate(keys)}
+        notes = {}
+        for layer in layers:
+            notes.update({(zone, layer): audio for zone, audio in zip(keys, self.synthesize(keys, layer))})
+        return notes
+
+    def synthesize(self, keys: Sequence[KeyZone], layer: VelocityLayer) -> list[np.ndarray]:
+        """The roots of ``keys`` at ``layer.velocity``, divided by that velocity's gain: ``[samples]`` each."""
+        gain = float(velocity_to_gain(layer.velocity))
+        audio = []
+        for first in range(0, len(keys), self.batch_size):
+            run = keys[first : first + self.batch_size]
+            rows = self.model.synthesize_batch(
+                [self.embedding] * len(run),
+                pitches=[zone.root for zone in run],
+                seconds=[self.plan.seconds] * len(run),
+                velocities=[layer.velocity] * len(run),
+                temperature=self.temperature,
+                seed=self.seed + first,
+            )
+            audio.extend(row / gain for row in rows)
+            self.bar.update(len(run))
+        return audio
+
+
+def _same_audio(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to float rounding (relative to the louder peak)."""
+    tolerance = 1e-5 * max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-12)
+    return a.shape == b.shape and bool(np.allclose(a, b, rtol=0, atol=tolerance))
 
 
 def _same_sample(uncrossfaded: list[np.ndarray], zones: list[Zone], keys: KeyZone, audio: np.ndarray) -> int | None:
     """Index of an earlier layer's sample at these keys with the same audio, if any."""
-    tolerance = 1e-5 * max(float(np.abs(audio).max()), 1e-12)
     for zone in zones:
-        earlier = uncrossfaded[zone.sample]
-        if zone.keys == keys and earlier.shape == audio.shape and np.allclose(earlier, audio, rtol=0, atol=tolerance):
+        if zone.keys == keys and _same_audio(uncrossfaded[zone.sample], audio):
             return zone.sample
     return None
 
