@@ -1,12 +1,15 @@
-"""Real-time factor of the parallel decoder (``model=fast``) on this machine.
+"""Real-time factor of the parallel autoencoder's model configurations on this machine, side by side.
 
-Prints a table: for each batch size, the wall time to synthesize ``batch`` notes of ``--seconds``
-seconds and the real-time factor, seconds of audio produced per second of wall time (median of
-``--repeats`` timed runs after one warm-up). ``--encoder`` also times encode + decode with the
-reduced WaveNet encoder of the ``fast`` configuration. Weights are random: speed does not depend
-on them.
+For every model config named (default: ``fast_v1``, the version-1 default, as the baseline, and
+``fast``, today's default), built from ``conf/model/<name>.yaml`` through the checkpoint registry
+with random weights (speed does not depend on them), prints the wall time to synthesize ``batch``
+notes of ``--seconds`` seconds at ``--pitch`` and the real-time factor (seconds of audio per
+second of wall time, median of ``--repeats`` timed runs after one warm-up), and the same for
+encode + decode. The last column is each config's real-time factor divided by the first config's,
+measured in the same run.
 
-    python benchmarks/parallel_speed.py [--batches 1 8 32] [--seconds 4] [--threads 2] [--encoder]
+    python benchmarks/parallel_speed.py [--configs fast_v1 fast] [--batches 1 8 32] [--seconds 4]
+                                        [--pitch 60] [--threads 1]
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
+import yaml
 
-from timbre.models.encoder import WaveNetEncoder
-from timbre.models.parallel import HarmonicNoiseDecoder
+from timbre.models.registry import model_from_spec, spec_from_hydra_config
 
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 SAMPLE_RATE = 16000
 
 
@@ -37,46 +42,47 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["fast_v1", "fast"], help="conf/model names; the first is the baseline")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each note")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per batch size")
+    parser.add_argument("--pitch", type=int, default=60, help="MIDI pitch of every note")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per row")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--encoder", action="store_true", help="also time encoding (64 channels, 10 layers)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    print(f"{torch.get_num_threads()} torch threads, {args.seconds:g} s notes at MIDI {args.pitch}")
+    print(f"{'config':>8} {'weights':>9} {'batch':>5} {'decode s':>9} {'decode x RT':>12} {'enc+dec s':>10} {'enc+dec x RT':>13} {'decode vs first':>16}")
+    baseline: dict[int, float] = {}
+    for name in args.configs:
+        torch.manual_seed(0)
+        spec = spec_from_hydra_config(yaml.safe_load((CONFIG_DIR / f"{name}.yaml").read_text()))
+        model = model_from_spec(spec).eval()
+        weights = sum(p.numel() for p in model.parameters())
+        n_samples = round(args.seconds * SAMPLE_RATE / model.hop_length) * model.hop_length
+        for batch in args.batches:
+            audio = (torch.rand(batch, n_samples) * 2 - 1) * 0.3
+            with torch.inference_mode():
+                z = model.encode(audio)
+            pitch = torch.full((batch,), args.pitch)
+            generator = torch.Generator().manual_seed(0)
+            audio_seconds = batch * n_samples / SAMPLE_RATE
 
-    decoder = HarmonicNoiseDecoder().eval()
-    encoder = WaveNetEncoder(channels=64, layers=10, stages=10).eval()
-    frames = round(args.seconds * SAMPLE_RATE / decoder.hop_length)
-    n_samples = frames * decoder.hop_length
-    parameters = sum(p.numel() for p in decoder.parameters())
-    print(
-        f"parallel decoder: {parameters:,} parameters, {n_samples / SAMPLE_RATE:.3f} s notes, "
-        f"{torch.get_num_threads()} torch threads"
-    )
-    header = f"{'batch':>5} {'audio s':>8} {'decode s':>9} {'decode x RT':>12}"
-    if args.encoder:
-        header += f" {'enc+dec s':>10} {'enc+dec x RT':>13}"
-    print(header)
-    for batch in args.batches:
-        z = torch.randn(batch, decoder.latent_dim, frames)
-        pitch = torch.randint(24, 96, (batch,))
-        audio = torch.rand(batch, n_samples) * 2 - 1
-        generator = torch.Generator().manual_seed(0)
-        audio_seconds = batch * n_samples / SAMPLE_RATE
-        decode = median_seconds(lambda: decoder.synthesize(z, pitch, n_samples, generator=generator), args.repeats)
-        row = f"{batch:>5} {audio_seconds:>8.1f} {decode:>9.4f} {audio_seconds / decode:>11.0f}x"
-        if args.encoder:
+            def decode() -> None:
+                model.decoder.synthesize(z, pitch, n_samples, generator=generator)
 
             def encode_decode() -> None:
                 with torch.inference_mode():
-                    decoder.synthesize(encoder(audio), pitch, n_samples, generator=generator)
+                    model.decoder.synthesize(model.encode(audio), pitch, n_samples, generator=generator)
 
-            both = median_seconds(encode_decode, max(1, args.repeats // 2))
-            row += f" {both:>10.3f} {audio_seconds / both:>12.1f}x"
-        print(row, flush=True)
+            decode_factor = audio_seconds / median_seconds(decode, args.repeats)
+            both_factor = audio_seconds / median_seconds(encode_decode, args.repeats)
+            baseline.setdefault(batch, decode_factor)
+            print(
+                f"{name:>8} {weights:>9,} {batch:>5} {audio_seconds / decode_factor:>9.4f} {decode_factor:>11.0f}x "
+                f"{audio_seconds / both_factor:>10.4f} {both_factor:>12.0f}x {decode_factor / baseline[batch]:>15.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":
