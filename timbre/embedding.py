@@ -20,7 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from timbre.constants import SAMPLE_RATE
-from timbre.errors import AudioError
+from timbre.errors import AudioError, ConfigError, InvalidTypeError
+
+# The first bytes of every .npy file, and of the audio files most likely to be passed instead.
+NPY_MAGIC = b"\x93NUMPY"
+AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"ID3": "MP3", b"\xff\xfb": "MP3"}
 
 # NSynth notes are held for 3 of their 4 seconds; the first 0.25 s is treated as the attack.
 DEFAULT_HOLD_FRACTION = 0.75
@@ -55,6 +59,10 @@ class Embedding:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tensor, (torch.Tensor, np.ndarray)):
+            raise InvalidTypeError(f"{self.source}: an embedding is a tensor [frames, dim], got {type(self.tensor).__name__}")
+        if not _holds_real_numbers(self.tensor):
+            raise InvalidTypeError(f"{self.source}: an embedding holds real numbers, got dtype {self.tensor.dtype}")
         self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
         if self.tensor.dim() != 2 or self.tensor.shape[0] == 0:
             raise AudioError(f"{self.source}: an embedding must be [frames, dim] with frames > 0, got {tuple(self.tensor.shape)}")
@@ -93,8 +101,10 @@ class Embedding:
         Returns an embedding of ``ceil(hold_seconds * rate / hop) + release frames`` frames whose
         ``release_frame`` marks where the key is let go.
         """
+        if isinstance(hold_seconds, bool) or not isinstance(hold_seconds, (int, float, np.number)):
+            raise InvalidTypeError(f"hold_seconds must be a number, got {hold_seconds!r}")
         if not (hold_seconds > 0 and math.isfinite(hold_seconds)):
-            raise ValueError(f"hold_seconds must be a positive number, got {hold_seconds}")
+            raise ConfigError(f"hold_seconds must be a positive number, got {hold_seconds}")
         hold_frames = max(1, math.ceil(hold_seconds * self.sample_rate / self.hop_length))
         attack = self.tensor[: self.attack_frames]
         sustain = self.tensor[self.attack_frames : self.release_frame]
@@ -133,12 +143,20 @@ class Embedding:
         path = Path(path)
         if not path.is_file():
             raise AudioError(f"{path}: embedding file does not exist")
+        with open(path, "rb") as handle:
+            magic = handle.read(len(NPY_MAGIC))
+        if magic != NPY_MAGIC:
+            kind = next((name for start, name in AUDIO_MAGIC.items() if magic.startswith(start)), None)
+            what = f"an audio file ({kind})" if kind else "not a NumPy .npy file"
+            raise AudioError(f"{path}: is {what}, not an embedding; embeddings are .npy files written by encode")
         try:
             array = np.load(path, allow_pickle=False)
         except Exception as error:
-            raise AudioError(f"{path}: not a readable .npy embedding ({error})") from None
+            raise AudioError(f"{path}: not a readable .npy embedding ({type(error).__name__}: {error})") from None
         if array.ndim != 2:
             raise AudioError(f"{path}: expected an embedding [frames, dim], found shape {array.shape}")
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise AudioError(f"{path}: an embedding holds real numbers, found dtype {array.dtype}")
         metadata: dict[str, Any] = {}
         sidecar = path.with_suffix(".json")
         if sidecar.is_file():
@@ -149,3 +167,10 @@ class Embedding:
         metadata["source"] = metadata.get("source") or str(path)
         known = {f for f in cls.__dataclass_fields__ if f != "tensor"}
         return cls(tensor=torch.from_numpy(array.astype(np.float32)), **{k: v for k, v in metadata.items() if k in known})
+
+
+def _holds_real_numbers(array: torch.Tensor | np.ndarray) -> bool:
+    """Integer or floating point values (not bool, complex, strings or objects)."""
+    if isinstance(array, torch.Tensor):
+        return array.dtype != torch.bool and not array.is_complex()
+    return np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from timbre.errors import ConfigError
+from timbre.errors import ConfigError, InvalidTypeError
 
 ArrayLike = Union[torch.Tensor, np.ndarray]
 Mix = Union[float, ArrayLike]
@@ -88,8 +88,9 @@ def lerp(a: ArrayLike, b: ArrayLike, t: Mix, *, alignment: str = "stretch") -> t
         a, b: embeddings ``[..., frames, dim]`` (frames aligned by ``alignment``, see :func:`align`;
             leading dims broadcast).
         t: mix, a float or a tensor broadcastable to ``[..., frames]`` (e.g. ``[frames]`` for a mix
-            per frame, or ``[steps, 1]`` for a whole sweep at once). 0 gives ``a``, 1 gives ``b``;
-            values outside [0, 1] extrapolate along the line.
+            per frame, or ``[steps, 1]`` for a whole sweep at once). 0 gives ``a``, 1 gives ``b``.
+            Values outside [0, 1] are refused, as are negative :func:`blend` weights: they
+            extrapolate where the decoder has seen no data.
 
     Returns:
         ``[..., frames, dim]``, leading dims broadcast over ``a``, ``b`` and ``t``.
@@ -113,8 +114,7 @@ def slerp(a: ArrayLike, b: ArrayLike, t: Mix, *, alignment: str = "stretch") -> 
 
     Args:
         a, b: embeddings ``[..., frames, dim]`` (frames aligned by ``alignment``; leading dims broadcast).
-        t: mix as in :func:`lerp`; outside [0, 1] it continues along the circle and the magnitude is
-            extrapolated linearly, floored at 0.
+        t: mix in [0, 1] as in :func:`lerp`.
 
     Returns:
         ``[..., frames, dim]``.
@@ -155,8 +155,8 @@ def blend(
 
     Weights must be one per embedding, finite and non-negative with a positive sum; they are
     normalised to sum to 1. Negative weights are refused: they extrapolate outside the region
-    spanned by the sources, where the decoder has seen no data (for a deliberate extrapolation
-    between two sounds use :func:`lerp` with ``t`` outside [0, 1]).
+    spanned by the sources, where the decoder has seen no data (the same rule refuses a
+    :func:`lerp` or :func:`slerp` mix outside [0, 1]).
 
     ``method="lerp"`` is the weighted sum, as NSynth and NSynth Super did. ``method="slerp"`` is
     the N-way generalisation of :func:`slerp`, frame by frame: the direction is the weighted
@@ -317,11 +317,13 @@ def _as_float_tensor(x: object, name: str) -> torch.Tensor:
     if isinstance(getattr(x, "tensor", None), torch.Tensor):  # a timbre.Embedding
         x = x.tensor
     if isinstance(x, np.ndarray):
+        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+            raise InvalidTypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
         x = torch.tensor(x)  # a copy: numpy arrays may be read-only (np.load with mmap)
     elif not isinstance(x, torch.Tensor):
-        raise ConfigError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    if x.is_complex():
-        raise ConfigError(f"{name} must be real, got dtype {x.dtype}")
+        raise InvalidTypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise InvalidTypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     return x if x.is_floating_point() else x.to(torch.get_default_dtype())
 
 
@@ -398,6 +400,11 @@ def _as_mix(t: Mix, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         t = _as_float_tensor(t, "mix t").to(device=a.device, dtype=a.dtype)
     if not torch.isfinite(t).all():
         raise ConfigError("mix t must be finite")
+    if ((t < 0) | (t > 1)).any():
+        raise ConfigError(
+            f"mix t must be within [0, 1] (0 is the first embedding, 1 the second), got values from "
+            f"{float(t.min()):g} to {float(t.max()):g}"
+        )
     t = t.unsqueeze(-1)
     try:
         torch.broadcast_shapes(t.shape, a.shape, b.shape)

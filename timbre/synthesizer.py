@@ -7,14 +7,16 @@ autoregressive decoder) with file handling, duration fitting, velocity and batch
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import warnings
 from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
 
 from timbre.embedding import Embedding
-from timbre.errors import AudioError, ConfigError
+from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
 from timbre.io.audio import load_audio, resample, to_mono
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
@@ -38,7 +40,7 @@ class TimbreModel:
     def __init__(
         self, autoencoder: Autoencoder, name: str = "model", info: dict[str, Any] | None = None, device: str = "cpu"
     ) -> None:
-        self.device = torch.device(device)
+        self.device = check_device(device)
         self.autoencoder = autoencoder.eval().to(self.device)
         self.name = name
         self.info = dict(info or {})
@@ -66,9 +68,19 @@ class TimbreModel:
 
     def _audio(self, source: AudioSource, sample_rate: int | None) -> tuple[np.ndarray, str]:
         """Load or convert ``source`` to mono float32 at the model's rate; returns (audio, label)."""
+        if sample_rate is not None and (
+            isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Real) or not sample_rate > 0
+        ):
+            raise ConfigError(f"sample_rate must be a positive number of Hz, got {sample_rate!r}")
         if isinstance(source, (str, os.PathLike)):
             return load_audio(source, self.sample_rate), str(source)
+        if not isinstance(source, (np.ndarray, torch.Tensor)):
+            raise InvalidTypeError(
+                f"encode takes an audio file path, a waveform array/tensor or an Embedding, got {type(source).__name__}"
+            )
         array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
+        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
+            raise InvalidTypeError(f"array: a waveform must hold real numbers, got dtype {array.dtype}")
         if array.ndim == 2:
             # [channels, samples] or [samples, channels]: the longer axis is time.
             array = to_mono(array if array.shape[0] >= array.shape[1] else array.T)
@@ -78,7 +90,7 @@ class TimbreModel:
         if not np.isfinite(array).all():
             raise AudioError("array: the waveform holds NaN or infinite samples")
         if sample_rate is not None and sample_rate != self.sample_rate:
-            array = resample(array, sample_rate, self.sample_rate)
+            array = resample(array, int(sample_rate), self.sample_rate)
         return array, "array"
 
     @torch.inference_mode()
@@ -99,6 +111,13 @@ class TimbreModel:
         if isinstance(source, Embedding):
             return source
         audio, label = self._audio(source, sample_rate)
+        if audio.shape[0] < self.hop_length:
+            warnings.warn(
+                f"{label}: {audio.shape[0]} samples is shorter than one embedding frame ({self.hop_length} samples); "
+                "the rest of the frame is taken as silence",
+                TimbreWarning,
+                stacklevel=2,
+            )
         padded = math.ceil(audio.shape[0] / self.hop_length) * self.hop_length
         waveform = torch.zeros(1, padded)
         waveform[0, : audio.shape[0]] = torch.from_numpy(np.clip(audio, -1.0, 1.0))
@@ -132,6 +151,11 @@ class TimbreModel:
             seed: random seed (same seed, same audio).
             progress: show a progress bar (autoregressive decoding).
         """
+        if isinstance(embedding, (list, tuple)):
+            raise InvalidTypeError(
+                f"synthesize plays one embedding, got a {type(embedding).__name__} of {len(embedding)}; "
+                "use synthesize_batch for several"
+            )
         audio = self.synthesize_batch(
             [embedding], [pitch], seconds=[seconds], velocities=[velocity], temperature=temperature, seed=seed,
             progress=progress,
@@ -141,6 +165,10 @@ class TimbreModel:
     def prepare_embedding(self, embedding: Embedding | torch.Tensor, seconds: float | None) -> Embedding:
         """``embedding`` checked against this model and fitted to a total length of ``seconds``
         (release kept whole; None keeps its length). A bare tensor ``[frames, dim]`` is wrapped."""
+        if not isinstance(embedding, (Embedding, torch.Tensor, np.ndarray)):
+            raise InvalidTypeError(
+                f"expected an Embedding (from encode) or a tensor [frames, dim], got {type(embedding).__name__}"
+            )
         if not isinstance(embedding, Embedding):
             embedding = Embedding(torch.as_tensor(embedding), self.sample_rate, self.hop_length)
         if embedding.dim != self.autoencoder.latent_dim:
@@ -149,6 +177,8 @@ class TimbreModel:
             )
         if seconds is None:
             return embedding
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real):
+            raise InvalidTypeError(f"seconds must be a number (or None), got {seconds!r}")
         if not (seconds > 0 and math.isfinite(seconds)):
             raise ConfigError(f"seconds must be a positive number, got {seconds}")
         return embedding.fit_to_duration(max(seconds - embedding.release_seconds, self.hop_length / self.sample_rate))
@@ -173,14 +203,19 @@ class TimbreModel:
         Notes are fitted to their ``seconds`` and padded (with their last frame) to the longest;
         each output row is cut to its own note's length and zero-padded after it.
         """
+        if isinstance(embeddings, (Embedding, torch.Tensor, np.ndarray)) or not isinstance(embeddings, Sequence):
+            raise InvalidTypeError(
+                f"synthesize_batch takes a list of embeddings, got {type(embeddings).__name__}; "
+                "use synthesize for one"
+            )
         count = len(embeddings)
         seconds = list(seconds) if seconds is not None else [None] * count
         velocities = list(velocities) if velocities is not None else [None] * count
+        pitches = [midi_number(pitch, "pitch", 0) for pitch in pitches]
         if not (len(pitches) == len(seconds) == len(velocities) == count) or count == 0:
             raise ConfigError("synthesize_batch needs one pitch, duration and velocity per embedding")
-        for pitch in pitches:
-            if not 0 <= int(pitch) <= 127:
-                raise ConfigError(f"pitch {pitch} is outside the MIDI range 0-127")
+        velocities = [None if v is None else midi_number(v, "velocity", 1) for v in velocities]
+        check_temperature(temperature)
         fitted = [self.prepare_embedding(embedding, length) for embedding, length in zip(embeddings, seconds)]
         lengths = [
             round(length * self.sample_rate) if length is not None else e.frames * self.hop_length
@@ -194,6 +229,8 @@ class TimbreModel:
         if self.is_autoregressive:
             options.update(temperature=temperature, progress=progress)
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
+        if not np.isfinite(audio).all():
+            raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")
         for row, (embedding, velocity, length) in enumerate(zip(fitted, velocities, lengths)):
             audio[row, length:] = 0.0
             if velocity is not None:
@@ -201,10 +238,54 @@ class TimbreModel:
         return np.clip(audio, -1.0, 1.0).astype(np.float32)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a :class:`torch.device`, refused unless this machine can run on it.
+
+    Raises:
+        ConfigError: an unknown device name, a device type timbre does not run on, or CUDA
+            asked for where there is none.
+    """
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {str(device)!r} is not a device name; use cpu or cuda") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {str(device)!r}: this machine has no CUDA device; use cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA devices")
+    elif resolved.type != "cpu":
+        raise ConfigError(f"device {str(device)!r} is not supported; use cpu or cuda")
+    return resolved
+
+
+def midi_number(value: Any, name: str, lowest: int) -> int:
+    """``value`` as a MIDI number in ``[lowest, 127]``: integers only (``60.5`` and ``"60"`` are refused).
+
+    Raises:
+        InvalidTypeError: not an integer (bool, float, str, None, ...).
+        ConfigError: an integer outside the range.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InvalidTypeError(f"{name} must be an integer MIDI {name} {lowest}-127, got {value!r}")
+    if not lowest <= int(value) <= 127:
+        raise ConfigError(f"{name} {value} is outside the MIDI range {lowest}-127")
+    return int(value)
+
+
+def check_temperature(temperature: Any) -> None:
+    """Raise unless ``temperature`` is a finite number >= 0 (0 is greedy decoding)."""
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
+        raise InvalidTypeError(f"temperature must be a number >= 0, got {temperature!r}")
+    if not 0 <= temperature < math.inf:
+        raise ConfigError(f"temperature must be a number >= 0 (0 is greedy), got {temperature}")
+
+
 def velocity_gain(velocity: int, source_velocity: int | None) -> float:
     """Amplitude ratio between playing at ``velocity`` and the source note's velocity."""
-    if not 1 <= int(velocity) <= 127:
-        raise ConfigError(f"velocity {velocity} is outside the MIDI range 1-127")
+    velocity = midi_number(velocity, "velocity", 1)
     reference = source_velocity or REFERENCE_VELOCITY
     return float(velocity_to_gain(torch.tensor(float(velocity))) / velocity_to_gain(torch.tensor(float(reference))))
 

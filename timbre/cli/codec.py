@@ -9,6 +9,7 @@ from timbre.cli.common import (
     add_model_argument,
     add_synthesis_arguments,
     check_inputs_exist,
+    check_output_file,
     load_model,
     midi_pitch,
     report_written,
@@ -39,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_encode(args: argparse.Namespace) -> int:
     """Encode an audio file into a temporal embedding [frames, 16] saved as .npy (+ .json metadata)."""
     check_inputs_exist([args.input])
+    out = check_output_file(args.out, [args.input], (".npy",))
+    check_output_file(out.with_suffix(".json"), [args.input], (".json",))
     model = load_model(args)
     embedding = model.encode(args.input, pitch=args.pitch)
     path = embedding.save(args.out)
@@ -53,6 +56,9 @@ def run_decode(args: argparse.Namespace) -> int:
     from timbre.io.audio import save_wav
 
     check_inputs_exist([args.input])
+    out = check_output_file(args.out, [args.input, Path(args.input).with_suffix(".json")], (".wav",))
+    if args.plot:
+        check_output_file(out.with_suffix(".png"), [args.input], (".png",))
     embedding = Embedding.load(args.input)
     model = load_model(args)
     if embedding.model and embedding.model != model.name:
@@ -62,11 +68,11 @@ def run_decode(args: argparse.Namespace) -> int:
         embedding, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, temperature=args.temperature,
         seed=args.seed, progress=True,
     )  # fmt: skip
-    written = [save_wav(args.out, audio, model.sample_rate)]
+    written = [save_wav(out, audio, model.sample_rate)]
     if args.plot:
         from timbre.plots import plot_rainbowgram
 
-        png = Path(args.out).with_suffix(".png")
+        png = out.with_suffix(".png")
         plot_rainbowgram(audio, png, title=f"{Path(args.input).stem} at pitch {args.pitch}", sample_rate=model.sample_rate)
         written.append(png)
     report_written(written)

@@ -8,12 +8,21 @@ from pathlib import Path
 from timbre.cli.common import (
     add_model_argument,
     add_synthesis_arguments,
+    bounded_positive_int,
     check_inputs_exist,
+    check_output_dir,
+    check_output_file,
     load_model,
-    positive_int,
     report_written,
     warn_if_outside_training_range,
 )
+from timbre.errors import ConfigError
+
+# Bounds on the notes one command decodes (each note is decoded and written in turn, so these
+# bound the run time, not the memory).
+MAX_STEPS = 1000
+MAX_GRID_SIZE = 32
+CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sweep.add_argument("a", help="first sound (audio file or .npy embedding)")
     sweep.add_argument("b", help="second sound (audio file or .npy embedding)")
-    sweep.add_argument("--steps", type=positive_int, default=5, help="notes in the sweep, endpoints included (default: 5)")
+    sweep.add_argument(
+        "--steps", type=bounded_positive_int(MAX_STEPS), default=5,
+        help=f"notes in the sweep, endpoints included, 2-{MAX_STEPS} (default: 5)",
+    )  # fmt: skip
     sweep.add_argument(
         "--method",
         choices=("slerp", "lerp", "crossfade"),
@@ -37,8 +49,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid = subparsers.add_parser(
         "grid", help="an NSynth Super style grid between four sounds", description=run_grid.__doc__
     )
-    grid.add_argument("corners", nargs=4, metavar="SOUND", help="top-left, top-right, bottom-left, bottom-right")
-    grid.add_argument("--size", type=positive_int, default=5, help="grid side (default: 5, i.e. 25 notes)")
+    grid.add_argument("corners", nargs="+", metavar="SOUND", help="four sounds: top-left, top-right, bottom-left, bottom-right")
+    grid.add_argument(
+        "--size", type=bounded_positive_int(MAX_GRID_SIZE), default=5,
+        help=f"grid side, 2-{MAX_GRID_SIZE} (default: 5, i.e. 25 notes)",
+    )  # fmt: skip
     grid.add_argument("--weighting", choices=("bilinear", "distance"), default="bilinear", help="corner weights (default: bilinear; distance = NSynth Super)")
     grid.add_argument("--method", choices=("lerp", "slerp"), default="lerp", help="how embeddings are mixed (default: lerp)")
     grid.add_argument("--out", required=True, help="output directory")
@@ -61,60 +76,106 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _source(path: str):
     """An audio path, or the Embedding in a .npy file."""
-    if path.endswith(".npy"):
+    if path.lower().endswith(".npy"):
         from timbre.embedding import Embedding
 
         return Embedding.load(path)
     return path
 
 
+def _sidecars(paths: list[str]) -> list[Path]:
+    """The inputs and the metadata files read beside .npy embeddings (outputs must spare both)."""
+    return [*map(Path, paths), *(Path(p).with_suffix(".json") for p in paths if p.lower().endswith(".npy"))]
+
+
 def run_interpolate(args: argparse.Namespace) -> int:
     """Encode A and B, blend their embeddings in --steps mixes, decode every mix at --pitch.
 
-    Writes DIR/step_<i>_mix_<m>.wav for each step (and DIR/sweep.png with --plot).
+    Writes DIR/step_<i>_mix_<m>.wav for each step (and DIR/sweep.png with --plot). Notes are
+    decoded and written a few at a time; DIR receives them all only once every note is done.
     """
-    from timbre.sound_design import interpolation_sweep, write_notes
+    import numpy as np
 
+    from timbre.io.audio import save_wav
+    from timbre.io.files import staged_directory
+    from timbre.sound_design import crossfade, sweep_embeddings, synthesize_in_chunks
+
+    if args.steps < 2:
+        raise ConfigError(f"--steps {args.steps}: steps must be at least 2 (the two ends of the sweep)")
     check_inputs_exist([args.a, args.b])
+    mixes = np.linspace(0.0, 1.0, args.steps)
+    names = [f"step_{i:02d}_mix_{mix:.2f}" for i, mix in enumerate(mixes)]
+    files = [f"{name}.wav" for name in names] + (["sweep.png"] if args.plot else [])
+    out = check_output_dir(args.out, _sidecars([args.a, args.b]), files)
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
-    audio, mixes = interpolation_sweep(
-        model, _source(args.a), _source(args.b), steps=args.steps, pitch=args.pitch, seconds=args.seconds,
-        method=args.method, velocity=args.velocity, seed=args.seed, temperature=args.temperature, progress=True,
+    options = dict(
+        pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, seed=args.seed, temperature=args.temperature,
+        progress=True,
     )  # fmt: skip
-    names = [f"step_{i:02d}_mix_{mix:.2f}" for i, mix in enumerate(mixes)]
-    labels = [f"{args.method} {mix:.2f}" for mix in mixes]
-    report_written(write_notes(args.out, audio, names, model.sample_rate, "sweep.png" if args.plot else None, labels))
+    a, b = _source(args.a), _source(args.b)
+    if args.method == "crossfade":
+        ends = list(synthesize_in_chunks(model, [model.encode(a), model.encode(b)], **options))
+        notes = (crossfade(np.stack(ends), mix) for mix in mixes)
+    else:
+        embeddings, _ = sweep_embeddings(model, a, b, steps=args.steps, method=args.method)
+        notes = synthesize_in_chunks(model, embeddings, **options)
+    kept = []
+    with staged_directory(out) as staging:
+        for name, note in zip(names, notes):
+            save_wav(staging / f"{name}.wav", note, model.sample_rate)
+            if args.plot:
+                kept.append(note)
+        if args.plot:
+            from timbre.plots import plot_sweep
+
+            labels = [f"{args.method} {mix:.2f}" for mix in mixes]
+            plot_sweep(kept, labels, staging / "sweep.png", sample_rate=model.sample_rate)
+    report_written([out / name for name in files])
     return 0
 
 
 def run_grid(args: argparse.Namespace) -> int:
     """Blend four sounds over a --size x --size grid and decode every point at --pitch.
 
-    Writes DIR/grid_r<row>_c<col>.wav (and DIR/grid.png with --plot).
+    Writes DIR/grid_r<row>_c<col>.wav (and DIR/grid.png with --plot). Notes are decoded and
+    written a few at a time; DIR receives them all only once every note is done.
     """
     from timbre.io.audio import save_wav
-    from timbre.sound_design import timbre_grid
+    from timbre.io.files import staged_directory
+    from timbre.sound_design import grid_embeddings, synthesize_in_chunks
 
+    if len(args.corners) != 4:
+        raise ConfigError(
+            f"a grid needs exactly 4 sounds ({', '.join(CORNERS)}), got {len(args.corners)}: {' '.join(args.corners)}"
+        )
+    if args.size < 2:
+        raise ConfigError(f"--size {args.size}: a grid needs at least 2 points per side")
     check_inputs_exist(args.corners)
+    cells = [(row, col) for row in range(args.size) for col in range(args.size)]
+    files = [f"grid_r{row}_c{col}.wav" for row, col in cells] + (["grid.png"] if args.plot else [])
+    out = check_output_dir(args.out, _sidecars(args.corners), files)
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
-    audio = timbre_grid(
-        model, [_source(c) for c in args.corners], size=args.size, pitch=args.pitch, seconds=args.seconds,
-        weighting=args.weighting, method=args.method, velocity=args.velocity, seed=args.seed,
+    embeddings = grid_embeddings(
+        model, [_source(c) for c in args.corners], size=args.size, weighting=args.weighting, method=args.method
+    )
+    notes = synthesize_in_chunks(
+        model, embeddings, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, seed=args.seed,
         temperature=args.temperature, progress=True,
     )  # fmt: skip
-    out = Path(args.out)
-    written = [
-        save_wav(out / f"grid_r{row}_c{col}.wav", audio[row, col], model.sample_rate)
-        for row in range(args.size)
-        for col in range(args.size)
-    ]
-    if args.plot:
-        from timbre.plots import plot_grid
+    kept = []
+    with staged_directory(out) as staging:
+        for name, note in zip(files, notes):
+            save_wav(staging / name, note, model.sample_rate)
+            if args.plot:
+                kept.append(note)
+        if args.plot:
+            from timbre.plots import plot_grid
 
-        written.append(plot_grid([list(row) for row in audio], out / "grid.png", sample_rate=model.sample_rate))
-    report_written(written)
+            rows = [kept[row * args.size : (row + 1) * args.size] for row in range(args.size)]
+            plot_grid(rows, staging / "grid.png", sample_rate=model.sample_rate)
+    report_written([out / name for name in files])
     return 0
 
 
@@ -124,6 +185,9 @@ def run_morph(args: argparse.Namespace) -> int:
     from timbre.sound_design import morph_note
 
     check_inputs_exist([args.a, args.b])
+    out = check_output_file(args.out, _sidecars([args.a, args.b]), (".wav",))
+    if args.plot:
+        check_output_file(out.with_suffix(".png"), _sidecars([args.a, args.b]), (".png",))
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     audio = morph_note(
@@ -131,11 +195,11 @@ def run_morph(args: argparse.Namespace) -> int:
         curve=args.curve, method=args.method, velocity=args.velocity, seed=args.seed, temperature=args.temperature,
         progress=True,
     )  # fmt: skip
-    written = [save_wav(args.out, audio, model.sample_rate)]
+    written = [save_wav(out, audio, model.sample_rate)]
     if args.plot:
         from timbre.plots import plot_rainbowgram
 
-        png = Path(args.out).with_suffix(".png")
+        png = out.with_suffix(".png")
         plot_rainbowgram(audio, png, title=f"morph {Path(args.a).stem} -> {Path(args.b).stem}", sample_rate=model.sample_rate)
         written.append(png)
     report_written(written)

@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from timbre.cli.common import positive_int
+from timbre.cli.common import (
+    add_device_argument,
+    check_inputs_exist,
+    check_output_file,
+    non_negative_float,
+    positive_int,
+)
 from timbre.constants import DEFAULT_SOUNDFONT
 
 # Bundled model for each decoder when --model is not given.
@@ -26,6 +32,7 @@ def _render(args: argparse.Namespace) -> int:
     from timbre.errors import ConfigError
     from timbre.render import DEFAULT_TIMBRE_SET, onset_f_measure, render_fluidsynth, render_midi
 
+    check_inputs_exist([args.midi])
     if args.list:
         return _list_tracks(args)
     if args.out is None:
@@ -33,6 +40,20 @@ def _render(args: argparse.Namespace) -> int:
     timbres = _assignments("--timbre", args.timbre)
     morphs = {key: value.split(",") for key, value in _assignments("--morph", args.morph).items()}
     gains = {key: _decibels("--gain", key, value) for key, value in _assignments("--gain", args.gain).items()}
+    # Every input is checked before any work, and outputs are written only once all work is
+    # done, so a mistake never costs a render nor replaces an existing file.
+    inputs = [args.midi, *_files_named(args.timbre + args.morph)]
+    if args.reference == "fluidsynth":
+        check_inputs_exist([args.soundfont])
+        inputs.append(args.soundfont)
+    out = check_output_file(args.out, inputs, (".wav",))
+    reference_out = out.with_suffix(".fluidsynth.wav")
+    if args.reference == "fluidsynth":
+        check_output_file(reference_out, inputs, (".wav",))
+        from timbre.io.fluidsynth import new_synth
+
+        synth, _ = new_synth(args.soundfont, timbre.SAMPLE_RATE)  # refuses a bad soundfont now
+        synth.delete()
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
@@ -44,21 +65,24 @@ def _render(args: argparse.Namespace) -> int:
             end=args.end, release=args.release, interpolation=args.interpolation, batch_size=args.batch_size,
             temperature=args.temperature, seed=args.seed, peak_db=args.peak_db, progress=not args.no_progress,
         )  # fmt: skip
-    out = timbre.save_wav(args.out, result.audio, result.sample_rate)
     plan = result.plan
     rendered = sum(1 for track in plan.tracks if not track.skipped)
-    print(
-        f"wrote {out}: {result.seconds:.1f} s, {plan.notes} notes in {rendered} tracks "
-        f"({plan.unique_notes} synthesized, {plan.cache_hits} from the cache), {model.decoder_kind} decoder, "
-        f"{result.wall_seconds:.1f} s ({result.realtime_factor:.1f}x real time)"
+    summary = (
+        f"{result.seconds:.1f} s of music, {plan.notes} notes in {rendered} tracks "
+        f"({plan.unique_notes} synthesized, {plan.cache_hits} from the cache), {model.decoder_kind} decoder; "
+        f"rendered in {result.wall_seconds:.1f} s ({result.realtime_factor:.1f}x real time)"
     )
+    reference = None
     if args.reference == "fluidsynth":
         reference = render_fluidsynth(
             args.midi, args.soundfont, start=args.start, end=args.end, samples=result.audio.shape[0],
             sample_rate=result.sample_rate, peak_db=args.peak_db,
         )  # fmt: skip
-        reference_path = timbre.save_wav(out.with_suffix(".fluidsynth.wav"), reference, result.sample_rate)
-        print(f"wrote {reference_path}: the same notes through FluidSynth ({Path(args.soundfont).name})")
+    timbre.save_wav(out, result.audio, result.sample_rate)
+    print(f"wrote {out}: {summary}")
+    if reference is not None:
+        timbre.save_wav(reference_out, reference, result.sample_rate)
+        print(f"wrote {reference_out}: the same notes through FluidSynth ({Path(args.soundfont).name})")
         for label, audio in (("timbre", result.audio), ("fluidsynth", reference)):
             score = onset_f_measure(audio, args.midi, sample_rate=result.sample_rate, start=args.start, end=args.end)
             print(
@@ -66,6 +90,12 @@ def _render(args: argparse.Namespace) -> int:
                 f"recall {score.recall:.3f}; {score.reference} score onsets, {score.estimated} detected)"
             )
     return 0
+
+
+def _files_named(assignments: list[str]) -> list[str]:
+    """Existing files among the sources of ``TRACK=SOURCE`` options (an output must spare them)."""
+    words = [word for text in assignments for word in re.split(r"[=,:]", text)]
+    return [word for word in words if Path(word).is_file()]
 
 
 def _assignments(option: str, texts: list[str]) -> dict[str, str]:
@@ -176,15 +206,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
     parser.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder (default: 1.0)"
-    )
+        "--temperature", type=non_negative_float, default=1.0,
+        help="sampling temperature of the wavenet decoder, 0 = greedy (default: 1.0)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")
     parser.add_argument("--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures")
     parser.add_argument(
         "--soundfont", default=str(DEFAULT_SOUNDFONT), help="SF2 soundfont of the reference (default: %(default)s)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the tracks of the MIDI file and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="report each track's timbre and the cache statistics")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")

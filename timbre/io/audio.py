@@ -10,7 +10,9 @@ here too, so every model and script quantises and scales audio the same way.
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import warnings
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,11 +22,13 @@ import torch
 import torchaudio.functional
 
 from timbre.constants import MU_LAW_LEVELS, SAMPLE_RATE
-from timbre.errors import AudioError
+from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
 from timbre.io.files import atomic_write
 
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
+# Peak below which a waveform counts as silence: -100 dBFS, under the dither of 16-bit audio.
+SILENCE_PEAK = 1e-5
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -39,7 +43,7 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     if audio.ndim == 1:
         return audio
     if audio.ndim != 2:
-        raise ValueError(f"expected [samples] or [samples, channels] audio, got shape {audio.shape}")
+        raise AudioError(f"expected [samples] or [samples, channels] audio, got shape {audio.shape}")
     return audio.mean(axis=1, dtype=audio.dtype)
 
 
@@ -54,10 +58,10 @@ def resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
     Returns:
         ``[ceil(samples * new_rate / orig_rate)]`` float32 waveform.
     """
+    if orig_rate <= 0 or new_rate <= 0:
+        raise ConfigError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
     if orig_rate == new_rate:
         return audio.astype(np.float32, copy=False)
-    if orig_rate <= 0 or new_rate <= 0:
-        raise ValueError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
     waveform = torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))
     return torchaudio.functional.resample(waveform, int(orig_rate), int(new_rate)).numpy()
 
@@ -94,7 +98,25 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     if audio.shape[0] == 0 or audio.shape[1] == 0:
         raise AudioError(f"{path}: audio file is empty (no samples)")
     check_finite(audio, path)
-    return resample(to_mono(audio), file_rate, sample_rate)
+    mono = to_mono(audio)
+    warn_if_silent(mono, path, channels=audio)
+    return resample(mono, file_rate, sample_rate)
+
+
+def warn_if_silent(mono: np.ndarray, source: str | os.PathLike, channels: np.ndarray | None = None) -> bool:
+    """Warn (:class:`TimbreWarning`) when ``mono`` ``[samples]`` is silence; returns whether it is.
+
+    With ``channels`` ``[samples, channels]``, the source of the downmix, a silence that comes from
+    channels cancelling out (anti-phase stereo) is named as such.
+    """
+    if peak_level(mono) > SILENCE_PEAK:
+        return False
+    if channels is not None and channels.shape[1] > 1 and peak_level(channels) > SILENCE_PEAK:
+        message = f"{source}: the channels cancel out when mixed to mono (anti-phase stereo): the mono signal is silent"
+    else:
+        message = f"{source}: the audio is silent (peak below -100 dBFS)"
+    warnings.warn(message, TimbreWarning, stacklevel=3)
+    return True
 
 
 def _as_numpy_mono(audio: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
@@ -134,6 +156,18 @@ def save_wav(
         AudioError: the audio is not mono, is empty, or holds non-finite samples.
     """
     path = Path(path)
+    if path.suffix.lower() != ".wav":
+        found = f"'{path.suffix}'" if path.suffix else "no extension"
+        raise AudioError(f"{path}: save_wav writes WAV files, but the name has {found}; use a .wav name")
+    if (
+        isinstance(sample_rate, bool)
+        or not isinstance(sample_rate, numbers.Real)
+        or not 0 < sample_rate < 2**31
+        or sample_rate != int(sample_rate)
+    ):
+        raise ConfigError(f"{path}: sample_rate must be a positive integer number of Hz, got {sample_rate!r}")
+    if not isinstance(audio, (np.ndarray, torch.Tensor)):
+        raise InvalidTypeError(f"{path}: audio must be a numpy array or torch tensor, got {type(audio).__name__}")
     samples = _as_numpy_mono(audio, path)
     if samples.size == 0:
         raise AudioError(f"{path}: refusing to write empty audio")

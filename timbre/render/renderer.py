@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 
 # The pitches the training data covers; a model's checkpoint may state its own ("pitch_range").
 FADE_IN_SECONDS = 0.005
+# A mix whose peak is below this (-80 dBFS) is silence: it is not normalised up to peak_db.
+SILENT_MIX_PEAK = 1e-4
 FADE_OUT_SECONDS = 0.05
 
 
@@ -295,8 +297,16 @@ def render_plan(
                 for onset, amplitude in job.placements:
                     mix[onset : onset + job.samples] += amplitude * note
             bar.update(len(batch))
-    peak = float(np.abs(mix).max())
-    gain = 10.0 ** (peak_db / 20.0) / peak if peak > 0 else 1.0
+    peak = float(np.abs(mix).max()) if mix.size else 0.0
+    if peak < SILENT_MIX_PEAK:
+        # Normalising a near-silent mix to peak_db would only blow up the decoder's noise floor.
+        logger.warning(
+            "the mix is silent (peak %s): the timbres decode to silence for these notes; it is left unnormalised",
+            f"{20 * math.log10(peak):.0f} dBFS" if peak > 0 else "0",
+        )
+        gain = 1.0
+    else:
+        gain = 10.0 ** (peak_db / 20.0) / peak
     logger.info(
         "notes: %d played, %d synthesized, %d from the cache (%.0f%%)",
         plan.notes, plan.unique_notes, plan.cache_hits, 100.0 * plan.cache_hits / max(plan.notes, 1),

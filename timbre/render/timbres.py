@@ -93,9 +93,15 @@ def _parse_blend(text: str) -> TimbreSource:
     if ":" in body:
         head, tail = body.rsplit(":", 1)
         numbers = _numbers(tail)
-        # Weights only if they are numbers, one per source: "blend:gm:1,gm:2" has no weights.
-        if numbers is not None and len(numbers) == len(head.split(",")):
+        # Numbers after the last colon are weights, unless that colon is a gm: prefix
+        # ("blend:gm:1,gm:2" has no weights).
+        if numbers is not None and head.split(",")[-1].strip().lower() != "gm":
             names, weights = head.split(","), numbers
+            if len(weights) != len(names):
+                raise ConfigError(
+                    f"timbre source {text!r}: {len(names)} sources but {len(weights)} weights; "
+                    "give one weight per source, e.g. blend:a.wav,b.wav:0.3,0.7"
+                )
     if len(names) < 2 or any(not name.strip() for name in names):
         raise ConfigError(f"timbre source {text!r}: a blend needs at least two sources, e.g. blend:a.wav,b.wav:0.3,0.7")
     weights = weights or [1.0] * len(names)

@@ -24,6 +24,7 @@ from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
 from timbre.io.midi import load_score
 from timbre.models.composer import Composer
+from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
 from timbre.symbolic.tokens import (
     GrammarState,
     TokenGrammar,
@@ -36,6 +37,9 @@ from timbre.symbolic.tokens import (
 
 # Safety bound on tokens per requested bar; chorales use about 70, dense pop about 300.
 MAX_TOKENS_PER_BAR = 1024
+# Longest request: a thousand bars of chorale is already an hour of music and minutes of sampling.
+MAX_BARS = 1024
+MAX_TOKENS = 200_000
 # Enough tokens to complete a note from any grammar state (TimeSig Position Program Pitch
 # Velocity Duration, after a Bar), so that a budget never ends without a note.
 TOKENS_TO_FINISH = 8
@@ -135,9 +139,13 @@ class CompositionControl:
         bars: int | None,
         tokens: int | None,
         finish_after: int,
+        progress: Any = None,
     ) -> None:
+        """``progress``: a tqdm bar counting new bars (or tokens, with ``tokens``), or None."""
         self.grammar = grammar
+        self.progress = progress
         self.states: list[GrammarState] = [grammar.state_after(prompt) for prompt in prompts]
+        self.bars = bars
         self.target_bars = [state.bars + bars if bars is not None else None for state in self.states]
         self.tokens = tokens
         self.finish_after = finish_after
@@ -163,6 +171,14 @@ class CompositionControl:
             self.grammar.advance(state, token)
             if self.lengths[row] is None and self._complete(row):
                 self.lengths[row] = self.new_tokens
+        if self.progress is not None:
+            self.progress.update(self._done() - self.progress.n)
+
+    def _done(self) -> int:
+        """Bars (or, with ``tokens``, tokens) the slowest row has written towards its goal."""
+        if self.bars is None:
+            return min(self.new_tokens, self.tokens or 0)
+        return max(0, min(min(state.bars, target) - target + self.bars for state, target in zip(self.states, self.target_bars)))
 
     def _complete(self, row: int) -> bool:
         state = self.states[row]
@@ -206,6 +222,7 @@ def compose_many(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> list[symusic.Score]:
     """Sample ``count`` pieces in one batch (see :func:`compose` for the arguments)."""
     _check_sampling(count, bars, tokens, temperature, top_k, top_p)
@@ -216,13 +233,22 @@ def compose_many(
     prompt = [special_token_id(tokenizer, "BOS"), *primer]
     grammar = TokenGrammar(tokenizer, composer.programs or None)
     finish_after = tokens if tokens is not None else bars * MAX_TOKENS_PER_BAR
-    control = CompositionControl(grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after)
-    generator = torch.Generator().manual_seed(seed)
-    batch = torch.tensor([prompt] * count, dtype=torch.long)
-    output = model.generate(
-        batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
-        generator=generator, control=control,
-    )  # fmt: skip
+    from tqdm.auto import tqdm
+
+    unit, goal = ("token", tokens) if tokens is not None else ("bar", bars)
+    with tqdm(total=goal, unit=unit, desc="composing", disable=not progress, leave=False) as bar:
+        control = CompositionControl(
+            grammar, [prompt] * count, bars if tokens is None else None, tokens, finish_after, bar if progress else None
+        )
+        generator = torch.Generator().manual_seed(seed)
+        batch = torch.tensor([prompt] * count, dtype=torch.long)
+        # One token at a time is too small a step to split across threads: more threads only
+        # spin against each other (and against any other process on the machine).
+        with threads(SEQUENTIAL_STEP_THREADS):
+            output = model.generate(
+                batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
+                generator=generator, control=control,
+            )  # fmt: skip
     # Tracks in the corpus's voice order (soprano first for the chorales), then any others.
     order = {program: rank for rank, program in enumerate(composer.programs)}
     scores = []
@@ -248,6 +274,7 @@ def compose(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    progress: bool = False,
 ) -> symusic.Score:
     """Compose a piece from scratch or continue a primer.
 
@@ -259,19 +286,22 @@ def compose(
         tokens: new tokens to sample instead (the last note is completed).
         temperature, top_k, top_p: sampling (see :func:`timbre.models.composer.sample_next`).
         seed: the same seed, model and arguments give the same piece.
+        progress: show a progress bar of the bars (or tokens) written.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
     """
     return compose_many(
         composer, 1, prime=prime, bars=bars, tokens=tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed,
+        seed=seed, progress=progress,
     )[0]
 
 
 def save_midi(score: symusic.Score, path: str | Path) -> Path:
     """Write ``score`` as a MIDI file atomically (a crash never leaves half a file)."""
     path = Path(path)
+    if path.suffix.lower() not in (".mid", ".midi"):
+        raise MidiError(f"{path}: save_midi writes MIDI files; use a .mid name")
     if not path.parent.is_dir():
         raise MidiError(f"{path}: folder {path.parent} does not exist")
     with atomic_write(path) as file:
@@ -282,10 +312,10 @@ def save_midi(score: symusic.Score, path: str | Path) -> Path:
 def _check_sampling(count: int, bars: int | None, tokens: int | None, temperature: float, top_k: int | None, top_p: float | None) -> None:
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}")
-    if tokens is None and (bars is None or bars < 1):
-        raise ConfigError(f"bars must be at least 1, got {bars}")
-    if tokens is not None and tokens < 1:
-        raise ConfigError(f"tokens must be at least 1, got {tokens}")
+    if tokens is None and (bars is None or not 1 <= bars <= MAX_BARS):
+        raise ConfigError(f"bars must be from 1 to {MAX_BARS}, got {bars}")
+    if tokens is not None and not 1 <= tokens <= MAX_TOKENS:
+        raise ConfigError(f"tokens must be from 1 to {MAX_TOKENS}, got {tokens}")
     if not temperature >= 0:
         raise ConfigError(f"temperature must be >= 0, got {temperature}")
     if top_k is not None and top_k < 1:
