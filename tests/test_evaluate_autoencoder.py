@@ -14,7 +14,12 @@ import torch
 
 from timbre.cli import build_parser, main
 from timbre.errors import ConfigError, DatasetError
-from timbre.evaluation.notes import Note, read_note_folder, select_notes, select_sweep_pairs
+from timbre.evaluation.notes import (
+    Note,
+    read_note_folder,
+    select_notes,
+    select_sweep_pairs,
+)
 from timbre.evaluation.report import report_excerpt
 from timbre.evaluation.scoring import mean_embedding, untrained_model
 from timbre.evaluation.testset import RECIPE_FILE, build_testset

@@ -65,7 +65,9 @@ def test_only_frames_near_the_notes_peak_level_are_judged():
     # A loud half second at the right pitch, then a wrong pitch 50 dB lower: the tail is not sounding.
     note = np.concatenate([tone(60, 0.5), tone(66, 0.5, amplitude=0.5 * 10 ** (-50 / 20))])
     (score,) = pitch_scores(note[None], [60], SAMPLE_RATE)
-    assert score.correct and score.frames_within > 0.9
+    # Only the frame straddling the change (and its neighbour) may be off; judging the quiet tail
+    # too would put half of the frames off by 600 cents.
+    assert score.correct and score.frames_within > 0.8
     assert 0.4 < score.sounding_fraction < 0.6
 
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import librosa
 import librosa.display
@@ -34,7 +34,7 @@ from timbre.constants import SAMPLE_RATE
 from timbre.errors import AudioError, ConfigError
 from timbre.io.files import atomic_write
 
-AudioLike = Union[np.ndarray, torch.Tensor]
+AudioLike = np.ndarray | torch.Tensor
 
 HOP_LENGTH = 256
 BINS_PER_OCTAVE = 40
@@ -46,14 +46,14 @@ COLORMAP = "rainbow"
 DPI = 100
 
 __all__ = [
-    "rainbowgram_layers",
-    "rainbowgram",
-    "plot_rainbowgram",
-    "plot_sweep",
     "plot_grid",
-    "plot_pitch_errors",
-    "plot_spectrogram",
     "plot_loss_curve",
+    "plot_pitch_errors",
+    "plot_rainbowgram",
+    "plot_spectrogram",
+    "plot_sweep",
+    "rainbowgram",
+    "rainbowgram_layers",
 ]
 
 
@@ -130,7 +130,8 @@ def plot_rainbowgram(
         figure = Figure(figsize=(8, 4), dpi=DPI, layout="constrained")
         ax = figure.add_subplot()
     else:
-        figure = ax.figure
+        # Axes of a subfigure belong to its root figure, which is what gets saved.
+        figure = ax.figure if isinstance(ax.figure, Figure) else ax.figure.figure
     _draw_rainbowgram(ax, audio, sample_rate, title)
     if path is not None:
         _save(figure, path)
@@ -222,7 +223,7 @@ def plot_grid(
 
 
 def plot_pitch_errors(
-    cents: dict[str, Sequence[float]],
+    cents: Mapping[str, Sequence[float]],
     path: str | os.PathLike,
     tolerance_cents: float = 50.0,
     limit: float = 600.0,
@@ -244,10 +245,10 @@ def plot_pitch_errors(
     bins = np.arange(-limit - 12.5, limit + 13.0, 25.0)
     widths = np.linspace(3.0, 1.0, max(len(cents), 1))
     for width, (label, values) in zip(widths, cents.items()):
-        values = np.asarray(values, dtype=np.float64)
-        finite = values[np.isfinite(values)]
-        silent = values.size - finite.size
-        ax.hist(np.clip(finite, -limit, limit), bins=bins, histtype="step", linewidth=float(width),
+        errors = np.asarray(values, dtype=np.float64)
+        finite = errors[np.isfinite(errors)]
+        silent = errors.size - finite.size
+        ax.hist(np.clip(finite, -limit, limit), bins=list(bins), histtype="step", linewidth=float(width),
                 label=f"{label} ({silent} silent)" if silent else label)
     for edge in (-tolerance_cents, tolerance_cents):
         ax.axvline(edge, color="grey", linestyle="--", linewidth=1)

@@ -7,7 +7,7 @@ it in :data:`SUBCOMMANDS`.
 from __future__ import annotations
 
 import argparse
-from typing import Callable
+from collections.abc import Callable
 
 from timbre.cli.common import positive_float, positive_int
 
@@ -165,7 +165,11 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
 
 def _build_testset(args: argparse.Namespace) -> int:
     from timbre.cli.dataset import parse_int_list
-    from timbre.evaluation.testset import TESTSET_PITCHES, TESTSET_PROGRAMS, build_testset
+    from timbre.evaluation.testset import (
+        TESTSET_PITCHES,
+        TESTSET_PROGRAMS,
+        build_testset,
+    )
 
     recipe = build_testset(
         args.soundfont,

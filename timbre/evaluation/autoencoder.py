@@ -23,8 +23,9 @@ from __future__ import annotations
 import math
 import shlex
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -43,7 +44,14 @@ from timbre.evaluation.metrics import (
     SILENCE_DBFS,
     TOLERANCE_CENTS,
 )
-from timbre.evaluation.notes import Note, NoteFolder, load_notes, read_note_folder, select_notes, select_sweep_pairs
+from timbre.evaluation.notes import (
+    Note,
+    NoteFolder,
+    load_notes,
+    read_note_folder,
+    select_notes,
+    select_sweep_pairs,
+)
 from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.evaluation.scoring import (
     BASELINES,
@@ -124,11 +132,12 @@ def evaluate_autoencoder(
     Returns:
         The report written to ``report.json``.
     """
-    settings = dict(
-        model=str(model), data=str(data), split=split, notes=notes, seed=seed, baselines=list(baselines),
-        track_pitch=track_pitch, sweeps=sweeps, steps=steps, seconds=seconds, pitch_range=pitch_range,
-        batch_size=batch_size, temperature=temperature, device=device,
-    )  # fmt: skip
+    settings = {
+        "model": str(model), "data": str(data), "split": split, "notes": notes, "seed": seed,
+        "baselines": list(baselines), "track_pitch": track_pitch, "sweeps": sweeps, "steps": steps,
+        "seconds": seconds, "pitch_range": pitch_range, "batch_size": batch_size, "temperature": temperature,
+        "device": device,
+    }  # fmt: skip
     _check_settings(settings)
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
@@ -139,10 +148,12 @@ def evaluate_autoencoder(
     inputs, lengths = load_notes(chosen, sample_rate, None if seconds is None else max(1, round(seconds * sample_rate)))
     samples = inputs.shape[1]
     pitches = [note.pitch for note in chosen]
-    decode_options = dict(
-        batch_size=batch_size or (16 if trained.is_autoregressive else 1), seed=seed, temperature=temperature,
-        progress=progress,
-    )  # fmt: skip
+    decode_options: dict[str, Any] = {
+        "batch_size": batch_size or (16 if trained.is_autoregressive else 1),
+        "seed": seed,
+        "temperature": temperature,
+        "progress": progress,
+    }
 
     started = time.perf_counter()
     embeddings = _encode(trained, chosen, inputs, lengths)
@@ -192,10 +203,15 @@ def evaluate_autoencoder(
         "targets": _targets(scores[MODEL].summary()),
         "by_instrument": _by_instrument(chosen, scores),
         "notes": [
-            {"note": note.name, "instrument": note.instrument, "pitch": note.pitch, "velocity": note.velocity,
-             **{name: system.note(row) for name, system in scores.items()}}
+            {
+                "note": note.name,
+                "instrument": note.instrument,
+                "pitch": note.pitch,
+                "velocity": note.velocity,
+                **{name: system.note(row) for name, system in scores.items()},
+            }
             for row, note in enumerate(chosen)
-        ],  # fmt: skip
+        ],
         "rainbowgram_sheet": [chosen[row].name for row in sheet],
         "interpolation": {
             "method": "slerp",
@@ -417,8 +433,12 @@ def summary_table(report: dict[str, Any]) -> str:
     header = ["", "top-1", "top-3", "spectral", "loudness dB", "pitch"]
     rows = [header] + [[COLUMN_NAMES[name], *_summary_cells(s)] for name, s in report["summary"].items()]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = [f"{data['notes']} notes of {len(data['instruments'])} instruments at {len(data['pitches'])} pitches, "
-             f"{data['seconds_per_note']:.2f} s each, from {data['folder']}"]  # fmt: skip
+    lines = [
+        (
+            f"{data['notes']} notes of {len(data['instruments'])} instruments at {len(data['pitches'])} pitches, "
+            f"{data['seconds_per_note']:.2f} s each, from {data['folder']}"
+        )
+    ]
     lines += ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     if interpolation["sweeps"]:
         kept = interpolation["pitch_kept_steps"]
@@ -454,15 +474,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` (timbre {report['timbre_version']})",
         "",
-        f"- Model: `{model['path']}`, {model['decoder']} decoder, {model['parameters']:,} parameters, "
-        f"training step {model['step'] if model['step'] is not None else 'unknown'}.",
+        (f"- Model: `{model['path']}`, {model['decoder']} decoder, {model['parameters']:,} parameters, "
+        f"training step {model['step'] if model['step'] is not None else 'unknown'}."),
         _data_line(data),
         f"- Timbre identification: {settings['identification']}. Chance: one over the instruments at the pitch.",
         f"- Spectral distance: {settings['spectral_distance']}. 0 for identical audio.",
         f"- Loudness-envelope error: {settings['loudness_error']}.",
-        f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
+        (f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
         f"({settings['sounding_frames']}) is within {settings['tolerance_cents']} cents of its MIDI pitch "
-        f"(a silent note is not correct).",
+        f"(a silent note is not correct)."),
         "",
         "## Reconstruction",
         "",
@@ -478,8 +498,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     if model["decoder"] == "fast":
         lines += [
             "",
-            "The fast decoder's oscillators run at the MIDI pitch by construction, so even an untrained one "
-            "holds the pitch; what it learns shows in identification and the distances.",
+            ("The fast decoder's oscillators run at the MIDI pitch by construction, so even an untrained one "
+            "holds the pitch; what it learns shows in identification and the distances."),
         ]
     lines += ["", "### By instrument (model)", ""]
     lines.append(markdown_table(
@@ -507,9 +527,9 @@ def _interpolation_lines(report: dict[str, Any]) -> list[str]:
     if not records:
         return ["No pitch is played by two instruments: no sweeps."]
     lines = [
-        f"{sweeps['sweeps']} sweeps between two instruments at one pitch, {interpolation['method']} in "
+        (f"{sweeps['sweeps']} sweeps between two instruments at one pitch, {interpolation['method']} in "
         f"{interpolation['steps']} steps (t = {', '.join(f'{t:.2f}' for t in interpolation['t'])}), "
-        "every step decoded at that pitch.",
+        "every step decoded at that pitch."),
         "",
     ]
     if sweeps["pitch_kept_steps"] is not None:
@@ -518,12 +538,12 @@ def _interpolation_lines(report: dict[str, Any]) -> list[str]:
             f"{sweeps['sweeps_keeping_pitch_at_every_step']} of {sweeps['sweeps']} sweeps keep it at every step."
         )
     lines += [
-        f"- Spectral centroid: {sweeps['sweeps_without_reversal']} of {sweeps['sweeps']} sweeps move from one "
+        (f"- Spectral centroid: {sweeps['sweeps_without_reversal']} of {sweeps['sweeps']} sweeps move from one "
         f"endpoint towards the other without reversing (reversals smaller than "
         f"{percent(float(report['settings']['smoothness_tolerance']))} of the endpoints' difference ignored); "
         f"{sweeps['sweeps_within_endpoints']} stay between the endpoints; median largest step "
         f"{number(sweeps['median_max_jump_ratio'], 2)} of the endpoints' difference (even steps: "
-        f"{sweeps['even_jump_ratio']:.2f}).",
+        f"{sweeps['even_jump_ratio']:.2f})."),
         "",
     ]
     rows = [

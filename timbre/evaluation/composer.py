@@ -14,19 +14,20 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import symusic
 import torch
 import torch.nn.functional as F
 
-from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
 from timbre.errors import CheckpointError, DatasetError
 from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.models.composer import Composer
+from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
 from timbre.symbolic.tokens import decode_ids
 
 # Candidate n-gram orders; long orders pay off on chorales, whose corpus repeats whole phrases.
@@ -58,7 +59,7 @@ class KneserNeyModel:
         self.totals: list[dict[tuple[int, ...], int]] = []
         self.discounts: list[float] = []
 
-    def fit(self, sequences: Sequence[Sequence[int]]) -> "KneserNeyModel":
+    def fit(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> KneserNeyModel:
         """Count n-grams of ``sequences`` (each starting with BOS); returns self."""
         top = self.order - 1
         highest: dict[tuple[int, ...], dict[int, int]] = defaultdict(dict)
@@ -98,7 +99,7 @@ class KneserNeyModel:
             )
         return probability
 
-    def bits_per_token(self, sequences: Sequence[Sequence[int]]) -> float:
+    def bits_per_token(self, sequences: Sequence[Sequence[int] | np.ndarray]) -> float:
         """Mean -log2 P of every token after the first (BOS) of ``sequences``."""
         top = self.order - 1
         bits, count = 0.0, 0
@@ -233,7 +234,7 @@ def music_statistics(scores: Sequence[symusic.Score]) -> dict[str, Any]:
         "notes_per_quarter": float(
             np.mean([score.note_num() * score.ticks_per_quarter / max(score.end(), 1) for score in scores])
         ),
-        "voices_per_piece": float(np.mean([sum(1 for t in score.tracks if len(t.notes)) for score in scores])),
+        "voices_per_piece": float(np.mean([sum(len(track.notes) > 0 for track in score.tracks) for score in scores])),
         "pitch_class_histogram": pitch_class_histogram(scores).round(4).tolist(),
         "key_normalized_pitch_class_histogram": key_normalized_pitch_class_histogram(scores).round(4).tolist(),
         "pitch_range_per_program": pitch_ranges(scores),
@@ -354,8 +355,8 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines = [
         "# Composer evaluation",
         "",
-        f"Model: `{report['model']}` (step {report['step']}); corpus {report['corpus']}; "
-        f"pieces train/valid/test {report['pieces']['train']}/{report['pieces']['valid']}/{report['pieces']['test']}.",
+        (f"Model: `{report['model']}` (step {report['step']}); corpus {report['corpus']}; "
+        f"pieces train/valid/test {report['pieces']['train']}/{report['pieces']['valid']}/{report['pieces']['test']}."),
         "",
         "## Held-out likelihood",
         "",
@@ -367,14 +368,14 @@ def markdown_report(report: dict[str, Any]) -> str:
              number(likelihood["ngram_bits_per_token"])],
         ]),
         "",
-        f"Reduction against the n-gram: **{percent(likelihood['reduction_vs_ngram'])}** "
-        f"(target >= {percent(likelihood['target_reduction'], 0)}: {'met' if likelihood['target_met'] else 'NOT met'}).",
+        (f"Reduction against the n-gram: **{percent(likelihood['reduction_vs_ngram'])}** "
+        f"(target >= {percent(likelihood['target_reduction'], 0)}: {'met' if likelihood['target_met'] else 'NOT met'})."),
         "",
         "## Generated pieces against held-out pieces",
         "",
-        f"{generation['samples']} pieces of {generation['bars']} bars, temperature {generation['temperature']}, "
+        (f"{generation['samples']} pieces of {generation['bars']} bars, temperature {generation['temperature']}, "
         f"top-k {generation['top_k']}, top-p {generation['top_p']}, seed {generation['seed']} "
-        f"({generation['seconds']:.1f} s).",
+        f"({generation['seconds']:.1f} s)."),
         "",
         markdown_table(["statistic", "generated", "held out"], [
             ["notes per quarter note", number(generated["notes_per_quarter"], 2), number(held_out["notes_per_quarter"], 2)],
@@ -383,10 +384,10 @@ def markdown_report(report: dict[str, Any]) -> str:
             ["scale consistency", number(generated["scale_consistency"]), number(held_out["scale_consistency"])],
         ]),
         "",
-        "Pitch-class histogram distance (total variation, 0 = identical, 1 = disjoint): "
+        ("Pitch-class histogram distance (total variation, 0 = identical, 1 = disjoint): "
         f"{statistics['pitch_class_histogram_distance']:.3f} as played; "
         f"{statistics['key_normalized_pitch_class_histogram_distance']:.3f} with every piece transposed to C. "
-        "The first also compares which keys the pieces are in; the second only how pitches are used within a key.",
+        "The first also compares which keys the pieces are in; the second only how pitches are used within a key."),
         "",
         markdown_table(
             ["program", "generated lowest-highest (mean)", "held out lowest-highest (mean)",

@@ -30,8 +30,9 @@ interpolation sweep).
 from __future__ import annotations
 
 import functools
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import auraloss
 import librosa
@@ -91,7 +92,7 @@ def _as_batch(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray]) -> torch.
     return batch
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _multiscale_stft_loss(fft_sizes: tuple[int, ...]) -> auraloss.freq.MultiResolutionSTFTLoss:
     return auraloss.freq.MultiResolutionSTFTLoss(
         fft_sizes=list(fft_sizes),
@@ -143,7 +144,7 @@ class PitchScore:
     frames_within: float
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pesto(sample_rate: int) -> torch.nn.Module:
     return pesto.load_model(PESTO_MODEL, step_size=PESTO_STEP_MS, sampling_rate=sample_rate).eval()
 
@@ -216,11 +217,14 @@ def timbre_features(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], sam
     batch = _as_batch(audio).numpy()
     # One note at a time: librosa floors the dB spectrogram at 80 dB below the peak of its whole
     # input, which for a batch would make a note's features depend on the other notes.
-    mfcc = np.stack([
-        librosa.feature.mfcc(y=note, sr=sample_rate, n_mfcc=max(MFCC_COEFFICIENTS) + 1, n_fft=MFCC_FFT_SIZE,
-                             hop_length=MFCC_HOP)
-        for note in batch
-    ])[:, list(MFCC_COEFFICIENTS)].astype(np.float64)  # [notes, 19, frames]  # fmt: skip
+    with warnings.catch_warnings():
+        # librosa warns when a note is shorter than one FFT; it zero-pads, which is right.
+        warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
+        mfcc = np.stack([
+            librosa.feature.mfcc(y=note, sr=sample_rate, n_mfcc=max(MFCC_COEFFICIENTS) + 1, n_fft=MFCC_FFT_SIZE,
+                                 hop_length=MFCC_HOP)
+            for note in batch
+        ])[:, list(MFCC_COEFFICIENTS)].astype(np.float64)  # [notes, 19, frames]  # fmt: skip
     # Frame k is centred on sample k * hop (librosa centres its frames); frames reaching past the
     # end of a short note would see librosa's zero padding, not the note.
     times = np.arange(mfcc.shape[-1]) * MFCC_HOP / sample_rate
@@ -264,17 +268,17 @@ def identification_ranks(
     deviation[deviation == 0] = 1.0  # a constant feature tells no instrument apart
     estimate = (estimate_features - mean) / deviation
     reference = (reference_features - mean) / deviation
-    pitches, instruments = np.asarray(pitches), np.asarray(instruments)
-    ranks = np.zeros(len(pitches), dtype=np.int64)
-    candidates = np.zeros(len(pitches), dtype=np.int64)
-    for row in range(len(pitches)):
-        same_pitch = np.flatnonzero(pitches == pitches[row])
+    pitch_of, instrument_of = np.asarray(pitches), [str(name) for name in instruments]
+    ranks = np.zeros(len(pitch_of), dtype=np.int64)
+    candidates = np.zeros(len(pitch_of), dtype=np.int64)
+    for row in range(len(pitch_of)):
+        same_pitch = np.flatnonzero(pitch_of == pitch_of[row])
         distances = np.linalg.norm(reference[same_pitch] - estimate[row], axis=1)
-        nearest = {}
+        nearest: dict[str, float] = {}
         for column, distance in zip(same_pitch, distances):
-            name = instruments[column]
-            nearest[name] = min(distance, nearest.get(name, np.inf))
-        own = nearest[instruments[row]]
+            name = instrument_of[column]
+            nearest[name] = min(float(distance), nearest.get(name, np.inf))
+        own = nearest[instrument_of[row]]
         ranks[row] = 1 + sum(distance < own for distance in nearest.values())
         candidates[row] = len(nearest)
     return ranks, candidates
@@ -397,15 +401,15 @@ class SweepSmoothness:
 
 def sweep_smoothness(values: Sequence[float], relative_tolerance: float = 0.1) -> SweepSmoothness:
     """Reversals, largest jump and overshoot of a sweep's values ``[steps]`` (steps >= 2, finite)."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or values.size < 2 or not np.isfinite(values).all():
-        raise ValueError(f"a sweep needs at least 2 finite values, got {values.tolist()}")
-    difference = float(values[-1] - values[0])
+    sweep = np.asarray(values, dtype=np.float64)
+    if sweep.ndim != 1 or sweep.size < 2 or not np.isfinite(sweep).all():
+        raise ValueError(f"a sweep needs at least 2 finite values, got {sweep.tolist()}")
+    difference = float(sweep[-1] - sweep[0])
     tolerance = relative_tolerance * abs(difference)
-    low, high = min(values[0], values[-1]) - tolerance, max(values[0], values[-1]) + tolerance
+    low, high = min(sweep[0], sweep[-1]) - tolerance, max(sweep[0], sweep[-1]) + tolerance
     return SweepSmoothness(
         endpoint_difference=difference,
-        reversals=count_reversals(values, tolerance),
-        max_jump_ratio=float(np.abs(np.diff(values)).max() / abs(difference)) if difference else float("nan"),
-        within_endpoints=bool(((values >= low) & (values <= high)).all()),
+        reversals=count_reversals(sweep.tolist(), tolerance),
+        max_jump_ratio=float(np.abs(np.diff(sweep)).max() / abs(difference)) if difference else float("nan"),
+        within_endpoints=bool(((sweep >= low) & (sweep <= high)).all()),
     )

@@ -23,9 +23,10 @@ import json
 import os
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import librosa
 import numpy as np
@@ -263,7 +264,7 @@ def select_sweep_pairs(notes: Sequence[Note], count: int, seed: int = 0) -> list
     rng.shuffle(pitches)
     queues = {}
     for pitch in pitches:
-        first_of_instrument = {}
+        first_of_instrument: dict[str, int] = {}
         for index in by_pitch[pitch]:
             first_of_instrument.setdefault(notes[index].instrument, index)
         names = sorted(first_of_instrument)

@@ -18,13 +18,15 @@ optionally PESTO pitch. Interpolation sweeps slerp between two instruments' embe
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from timbre.embedding import Embedding
+from timbre.errors import CheckpointError
 from timbre.evaluation.metrics import (
     PitchScore,
     identification_ranks,
@@ -36,6 +38,7 @@ from timbre.evaluation.metrics import (
     timbre_features,
 )
 from timbre.interpolate import slerp
+from timbre.models.autoencoder import Autoencoder
 from timbre.synthesizer import TimbreModel
 from timbre.train.checkpoint import build_model, load_checkpoint
 
@@ -55,6 +58,8 @@ def untrained_model(model: TimbreModel, seed: int = 0) -> TimbreModel:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         autoencoder = build_model(checkpoint["model_config"], checkpoint["path"])
+    if not isinstance(autoencoder, Autoencoder):
+        raise CheckpointError(f"{checkpoint['path']}: holds a {type(autoencoder).__name__}, not an autoencoder")
     return TimbreModel(autoencoder, name=f"untrained ({model.name})", info={"seed": seed}, device=str(model.device))
 
 

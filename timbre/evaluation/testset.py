@@ -17,8 +17,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from timbre.errors import DatasetError
 from timbre.io.files import atomic_write
@@ -62,10 +63,11 @@ def build_testset(
     from timbre.data.soundfont import build_dataset
 
     out = Path(out)
-    recipe = {
+    program_list, pitch_list = sorted(int(p) for p in programs), sorted(int(p) for p in pitches)
+    recipe: dict[str, Any] = {
         "soundfont": str(Path(soundfont).resolve()),
-        "programs": sorted(int(p) for p in programs),
-        "pitches": sorted(int(p) for p in pitches),
+        "programs": program_list,
+        "pitches": pitch_list,
         "velocity": TESTSET_VELOCITY,
         "seconds": seconds,
         "hold": hold,
@@ -82,10 +84,10 @@ def build_testset(
     # moved up so that ``out`` itself is the split directory.
     staging = out / _STAGING_DIR
     summary = build_dataset(
-        soundfont, staging, programs=recipe["programs"], pitches=recipe["pitches"], velocities=[TESTSET_VELOCITY],
+        soundfont, staging, programs=program_list, pitches=pitch_list, velocities=[TESTSET_VELOCITY],
         seconds=seconds, hold=hold, valid=0.0, test=0.0, progress=progress,
     )  # fmt: skip
-    expected = len(recipe["programs"]) * len(recipe["pitches"])
+    expected = len(program_list) * len(pitch_list)
     if summary.notes["train"] != expected:
         raise DatasetError(
             f"{soundfont}: only {summary.notes['train']} of the {expected} test notes sound "
