@@ -22,6 +22,8 @@ import functools
 import json
 import re
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import librosa
@@ -434,3 +436,18 @@ def test_velocity_layers_get_their_own_samples_when_velocity_changes_the_sound(m
     (shared,) = render_instruments(model, [("plain", embedding)], plan)
     assert len(layered.samples) == 6 and len({zone.sample for zone in layered.zones}) == 6
     assert len(shared.samples) == 2 and len(shared.zones) == 6
+
+
+@pytest.mark.slow
+def test_example_exports_a_blend_and_plays_a_midi_file_through_it(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "examples" / "export_blend_to_daw.py"
+    command = [sys.executable, str(script), "--keys", "48-72", "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("Flute_pad.sf2", "sfz/Flute_pad.sfz", "melody.mid", "melody_through_Flute_pad.wav"):
+        assert f"wrote {tmp_path / name}" in result.stdout
+    audio, rate = soundfile.read(tmp_path / "melody_through_Flute_pad.wav", dtype="float32")
+    # The 12 beats at 90 bpm (8 s) plus FluidSynth's 1 s tail, sounding throughout the phrase.
+    assert rate == SR and audio.shape[0] == 9 * SR
+    quietest_beat = min(np.sqrt(np.mean(audio[i : i + SR // 2] ** 2)) for i in range(0, 8 * SR, SR // 2))
+    assert quietest_beat > 0.01

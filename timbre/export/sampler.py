@@ -101,8 +101,8 @@ def render_instruments(
     layers, a probe first plays the lowest, middle and highest roots in every layer: when all come
     out identical up to level (a model whose velocity only scales loudness, as
     :meth:`TimbreModel.synthesize` does for a decoder that is not told the velocity), the other
-    roots are synthesized once and all layers share their samples; otherwise every layer gets its
-    own samples.
+    roots are synthesized once, in the loudest layer, and all layers share the samples; otherwise
+    every layer gets its own samples.
 
     Args:
         model: the model that plays the embeddings.
@@ -160,17 +160,18 @@ class _PresetSynthesis:
         self.batch_size, self.temperature, self.seed = batch_size, temperature, seed
 
     def run(self) -> dict[tuple[KeyZone, VelocityLayer], np.ndarray]:
-        """``{(key zone, layer): [samples]}`` in the order of the plan's layers, then keys."""
+        """``{(key zone, layer): [samples]}``, layer by layer, each layer's keys from low to high."""
         layers, keys = self.plan.layers, self.plan.keys
         if len(layers) > 1:
             probes = tuple(dict.fromkeys((keys[0], keys[len(keys) // 2], keys[-1])))
             probed = {layer: self.synthesize(probes, layer) for layer in layers}
             loudest = probed[layers[-1]]
             if all(_same_audio(probed[layer][i], loudest[i]) for layer in layers for i in range(len(probes))):
-                self.bar.update(len(probes) * (len(layers) - 1))  # the layers the probe spared
-                audio = self.synthesize(keys, layers[-1])
-                self.bar.update((len(keys) - len(probes)) * (len(layers) - 1))
-                return {(zone, layer): audio[i] for layer in layers for i, zone in enumerate(keys)}
+                rest = [zone for zone in keys if zone not in probes]
+                audio = dict(zip(probes, loudest)) | dict(zip(rest, self.synthesize(rest, layers[-1])))
+                self.bar.update(len(rest) * (len(layers) - 1))  # the layers sharing these samples
+                # Loudest layer first: the shared samples are named after the velocity they were made at.
+                return {(zone, layer): audio[zone] for layer in reversed(layers) for zone in keys}
         notes = {}
         for layer in layers:
             notes.update({(zone, layer): audio for zone, audio in zip(keys, self.synthesize(keys, layer))})
