@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,14 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
         raise ConfigError(f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for")
-    low, high = args.keys or model_pitch_range(model)
+    trained = model_pitch_range(model)
+    low, high = args.keys or trained
+    if low < trained[0] or high > trained[1]:
+        print(
+            f"warning: --keys {low}-{high} reaches beyond the pitches the model was trained on "
+            f"({trained[0]}-{trained[1]}); the samples there are extrapolations",
+            file=sys.stderr,
+        )
     options = {
         "format": args.format or ("sf2" if Path(args.out).suffix.lower() == ".sf2" else "sfz"),
         "plan": sampling_plan(low, high, args.step, args.velocity_layers, args.seconds),

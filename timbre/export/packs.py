@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from timbre import interpolate
+from timbre.constants import DEFAULT_PITCH_RANGE
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
 from timbre.export.plan import SamplingPlan, sampling_plan
@@ -28,7 +29,6 @@ from timbre.export.sampler import DEFAULT_BATCH_SIZE, Instrument, normalize, ren
 from timbre.export.sf2 import write_sf2
 from timbre.export.sfz import write_sfz
 from timbre.io.files import atomic_write
-from timbre.render.renderer import DEFAULT_PITCH_RANGE
 from timbre.render.timbres import DEFAULT_TIMBRE_SET, TimbreResolver, TimbreSet, TimbreSource, parse_source
 from timbre.synthesizer import TimbreModel
 
