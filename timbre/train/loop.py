@@ -8,6 +8,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -24,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 
 from timbre.data import DataBundle
 from timbre.errors import ConfigError, TimbreError
+from timbre.io.files import remove_stale_temporaries
 from timbre.train.checkpoint import LAST_CHECKPOINT, save_checkpoint
 from timbre.train.distributed import ProcessContext, barrier, replicas_identical
 from timbre.train.ema import ExponentialMovingAverage
@@ -52,6 +54,26 @@ class TrainerSettings:
     device: str = "auto"
     resume: str | None = None
     progress: bool = True
+
+    @classmethod
+    def from_config(cls, values: dict[str, Any]) -> "TrainerSettings":
+        """Settings from the ``trainer`` config, type-checked and validated.
+
+        Raises:
+            ConfigError: naming an unknown key, a value of the wrong type, or an invalid value.
+        """
+        fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"trainer.{unknown[0]} is not a trainer setting (the settings are: {', '.join(fields)})"
+            )
+        for name, value in values.items():
+            if not _has_type(value, fields[name]):
+                raise ConfigError(f"trainer.{name} must be {_TYPE_WORDS[fields[name]]}, got {value!r}")
+        settings = cls(**values)
+        settings.validate()
+        return settings
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` naming the first invalid ``trainer.*`` value."""
@@ -83,6 +105,39 @@ class TrainerSettings:
         if self.device == "auto":
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(self.device)
+
+
+# What each annotation of TrainerSettings accepts, in words for the messages.
+_TYPE_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "float | None": "a number or null",
+    "bool": "true or false",
+    "str": "a string",
+    "str | None": "a string or null",
+    "list[int]": "a list of integers",
+    "list[float]": "a list of numbers",
+}
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    def is_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    def is_number(x: Any) -> bool:
+        return is_int(x) or isinstance(x, float)
+
+    checks = {
+        "int": is_int,
+        "float": is_number,
+        "float | None": lambda x: x is None or is_number(x),
+        "bool": lambda x: isinstance(x, bool),
+        "str": lambda x: isinstance(x, str),
+        "str | None": lambda x: x is None or isinstance(x, str),
+        "list[int]": lambda x: isinstance(x, (list, tuple)) and all(map(is_int, x)),
+        "list[float]": lambda x: isinstance(x, (list, tuple)) and all(map(is_number, x)),
+    }
+    return checks[annotation](value)
 
 
 def step_seed(seed: int, step: int, rank: int, stream: int) -> int:
@@ -250,6 +305,11 @@ class Trainer:
             self.loss_module = nn.parallel.DistributedDataParallel(
                 self.loss_module, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if context.is_main:
+            # Left by a process killed while writing a checkpoint; this run owns the directory.
+            for folder in (self.run_dir, self.run_dir / "checkpoints"):
+                for temporary in remove_stale_temporaries(folder):
+                    print(f"timbre-train: removed {temporary}, an unfinished write of a killed run", flush=True)
         self.metrics = MetricsLog(self.run_dir / "metrics.csv") if context.is_main else None
         if self.metrics is not None:
             self.metrics.truncate_after(self.step)
