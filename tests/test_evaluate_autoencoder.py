@@ -177,6 +177,7 @@ def test_evaluate_the_bundled_model_end_to_end(tiny_testset: Path, tmp_path: Pat
     report = json.loads((out / "report.json").read_text())
     assert report["model"]["name"] == "default" and report["model"]["decoder"] == "fast"
     assert report["data"]["layout"] == "nsynth" and report["data"]["notes"] == 6
+    assert report["data"]["test_set"]["programs"] == [0, 40, 73]  # the recipe travels with the report
     summary = report["summary"]
     assert list(summary) == ["original", "model", "fixed_embedding", "untrained"]
     original = summary["original"]
@@ -203,7 +204,7 @@ def test_evaluate_the_bundled_model_end_to_end(tiny_testset: Path, tmp_path: Pat
 
     markdown = (out / "report.md").read_text()
     assert "| the original notes | 100.0% | 100.0% | 0.000 ± 0.000 | 0.00 ± 0.00 | 100.0% |" in markdown
-    assert "![rainbowgrams of every instrument" in markdown
+    assert "![rainbowgrams of every instrument" in markdown and "(a test set rendered from `" in markdown
     excerpt = report_excerpt(out / "report.md")
     assert "# Autoencoder" not in excerpt and "![" not in excerpt and "| the original notes |" in excerpt
 
@@ -225,7 +226,8 @@ def test_evaluate_a_folder_of_named_wav_files(tiny_testset: Path, tmp_path: Path
                  "--track-pitch", "none", "--sweeps", "0", "--seconds", "0.5", "--pitches", "60-60"]  # fmt: skip
     assert main(arguments) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["data"]["layout"] == "audio files" and report["data"]["instruments"] == ["flute", "keyboard", "string"]
+    assert report["data"]["layout"] == "audio files" and report["data"]["test_set"] is None
+    assert report["data"]["instruments"] == ["flute", "keyboard", "string"]
     assert report["data"]["seconds_per_note"] == 0.5 and report["data"]["pitches"] == [60]
     assert list(report["summary"]) == ["original", "model"] and report["summary"]["model"]["pitch"] is None
     assert png_size(out / "rainbowgrams.png") == (400, 510) and not (out / "pitch_errors.png").exists()

@@ -20,6 +20,7 @@ notes' audio in ``audio/``.
 
 from __future__ import annotations
 
+import json
 import math
 import shlex
 import time
@@ -68,6 +69,7 @@ from timbre.evaluation.scoring import (
     sweep_summary,
     untrained_model,
 )
+from timbre.evaluation.testset import RECIPE_FILE
 from timbre.hub import load
 from timbre.io.audio import save_wav
 from timbre.synthesizer import TimbreModel
@@ -276,8 +278,11 @@ def _model_facts(model: TimbreModel) -> dict[str, Any]:
 
 
 def _data_facts(folder: NoteFolder, chosen: Sequence[Note], seconds: float) -> dict[str, Any]:
+    recipe = folder.path / RECIPE_FILE
     return {
         "folder": str(folder.path),
+        # How `timbre evaluate build-testset` rendered the folder, when it did.
+        "test_set": json.loads(recipe.read_text()) if recipe.is_file() else None,
         "layout": folder.layout,
         "split": folder.split,
         "notes_in_folder": len(folder.notes),
@@ -457,8 +462,10 @@ def _data_line(data: dict[str, Any]) -> str:
     if data["layout"] == "nsynth" and data["split"] is not None:
         held = "instruments unseen in training" if data["split"] != "train" else "TRAINING instruments, not held out"
         where = f"`{data['folder']}` ({data['split']} split: {held})"
+    elif data.get("test_set"):
+        where = f"`{data['folder']}` (a test set rendered from `{data['test_set']['soundfont']}`)"
     else:
-        where = f"`{data['folder']}` ({data['layout']})"
+        where = f"`{data['folder']}` ({'NSynth layout' if data['layout'] == 'nsynth' else data['layout']})"
     return (
         f"- Data: {where}, {data['notes']} of its {data['notes_in_folder']} notes: {len(data['instruments'])} "
         f"instruments at pitches {', '.join(map(str, data['pitches']))}, the first "
