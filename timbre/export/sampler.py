@@ -98,8 +98,8 @@ def render_instruments(
 
     The roots of one preset and velocity layer go through the decoder ``batch_size`` at a time,
     with the seed of the run of roots, so the layers of a root share their noise. With several
-    layers, a probe first plays the lowest, middle and highest roots in every layer: when all come
-    out identical up to level (a model whose velocity only scales loudness, as
+    layers, a probe first plays the middle root in every layer: when they come out identical up to
+    level (a model whose velocity only scales loudness, as
     :meth:`TimbreModel.synthesize` does for a decoder that is not told the velocity), the other
     roots are synthesized once, in the loudest layer, and all layers share the samples; otherwise
     every layer gets its own samples.
@@ -162,19 +162,21 @@ class _PresetSynthesis:
     def run(self) -> dict[tuple[KeyZone, VelocityLayer], np.ndarray]:
         """``{(key zone, layer): [samples]}``, layer by layer, each layer's keys from low to high."""
         layers, keys = self.plan.layers, self.plan.keys
+        probed: dict[VelocityLayer, dict[KeyZone, np.ndarray]] = {layer: {} for layer in layers}
         if len(layers) > 1:
-            probes = tuple(dict.fromkeys((keys[0], keys[len(keys) // 2], keys[-1])))
-            probed = {layer: self.synthesize(probes, layer) for layer in layers}
-            loudest = probed[layers[-1]]
-            if all(_same_audio(probed[layer][i], loudest[i]) for layer in layers for i in range(len(probes))):
-                rest = [zone for zone in keys if zone not in probes]
-                audio = dict(zip(probes, loudest)) | dict(zip(rest, self.synthesize(rest, layers[-1])))
+            middle = keys[len(keys) // 2]
+            probed = {layer: {middle: self.synthesize([middle], layer)[0]} for layer in layers}
+            if all(_same_audio(probed[layer][middle], probed[layers[-1]][middle]) for layer in layers):
+                rest = [zone for zone in keys if zone != middle]
+                audio = probed[layers[-1]] | dict(zip(rest, self.synthesize(rest, layers[-1])))
                 self.bar.update(len(rest) * (len(layers) - 1))  # the layers sharing these samples
                 # Loudest layer first: the shared samples are named after the velocity they were made at.
                 return {(zone, layer): audio[zone] for layer in reversed(layers) for zone in keys}
         notes = {}
         for layer in layers:
-            notes.update({(zone, layer): audio for zone, audio in zip(keys, self.synthesize(keys, layer))})
+            rest = [zone for zone in keys if zone not in probed[layer]]
+            audio = probed[layer] | dict(zip(rest, self.synthesize(rest, layer)))
+            notes.update({(zone, layer): audio[zone] for zone in keys})
         return notes
 
     def synthesize(self, keys: Sequence[KeyZone], layer: VelocityLayer) -> list[np.ndarray]:
