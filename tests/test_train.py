@@ -183,3 +183,124 @@ def test_ddp_two_processes_on_cpu(note_dataset, tmp_path):
     checkpoint = load_checkpoint(run_dir)
     assert checkpoint["training"]["step"] == 6
     assert checkpoint["run"]["world_size"] == 2
+
+
+# ----------------------------------------------------------------------------- run directories and resume
+
+
+def test_runs_started_in_the_same_second_get_their_own_directory(tmp_path):
+    from timbre.train.app import claim_run_dir
+
+    first, second = claim_run_dir(tmp_path / "runs"), claim_run_dir(tmp_path / "runs")
+    assert first != second and first.is_dir() and second.is_dir()
+    assert second.name.startswith(first.name)  # same time stamp, numbered
+
+
+def test_a_directory_holding_a_run_is_never_reused(note_dataset, tmp_path):
+    train(compose_config(tiny_overrides(note_dataset, 2)), run_dir=tmp_path / "run")
+    before = {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()}
+    with pytest.raises(ConfigError, match="already holds a run"):
+        train(compose_config(tiny_overrides(note_dataset, 3)), run_dir=tmp_path / "run")
+    assert {path: path.read_bytes() for path in (tmp_path / "run").rglob("*") if path.is_file()} == before
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("trainer.max_steps=abc", "trainer.max_steps must be an integer, got 'abc'"),
+        ("trainer.lr=fast", "trainer.lr must be a number, got 'fast'"),
+        ("+trainer.foo=1", "trainer.foo is not a trainer setting"),
+        ("data.crop_samples=1000", "data.crop_samples=1000 is not a multiple of the model's hop length 512"),
+        ("data.root=null", "data.root is not set"),
+    ],
+)
+def test_bad_settings_fail_before_the_run_directory_exists(note_dataset, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        train(compose_config(tiny_overrides(note_dataset, 2) + [override]), run_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_config_keeps_the_run_settings_and_names_what_may_not_change():
+    from timbre.train.app import resume_config
+
+    stored = OmegaConf.create({"model": {"width": 8}, "data": {"root": "old", "crop_samples": 1024},
+                               "trainer": {"max_steps": 10, "batch_size": 2, "resume": None}})  # fmt: skip
+    composed = OmegaConf.create({"model": {"width": 32}, "data": {"root": "new", "crop_samples": 6144},
+                                 "trainer": {"max_steps": 20, "batch_size": 8, "resume": "run"}})  # fmt: skip
+    # Only what the command line names counts: the defaults behind it do not override the run.
+    resumed = resume_config(composed, stored, ["trainer.resume=run", "data.root=new", "trainer.max_steps=20"], "run")
+    assert OmegaConf.to_container(resumed) == {
+        "model": {"width": 8}, "data": {"root": "new", "crop_samples": 1024},
+        "trainer": {"max_steps": 20, "batch_size": 2, "resume": "run"},
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match=r"trainer.batch_size \(2 -> 8\)"):
+        resume_config(composed, stored, ["trainer.resume=run", "trainer.batch_size=8"], "run")
+    with pytest.raises(ConfigError, match=r"model.width \(8 -> 32\)"):
+        resume_config(composed, stored, ["trainer.resume=run", "model=other"], "run")
+
+
+@pytest.mark.slow
+def test_resume_from_the_run_directory_alone_after_kill_9_during_checkpoints(note_dataset, tmp_path):
+    """The README's resume: `timbre-train trainer.resume=RUN_DIR` and nothing else, after a hard kill."""
+    arguments = tiny_overrides(note_dataset, 100000, **{"trainer.checkpoint_every": 1, "trainer.keep_checkpoints": 1})
+    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(TRAIN_SCRIPT + arguments, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob("runs/*/*/checkpoints/step_*.pt")):
+        time.sleep(0.05)
+    time.sleep(0.3)  # checkpoints are written after every step: the kill lands in or near a write
+    process.kill()
+    process.wait(timeout=30)
+    (run_dir,) = [path.parent for path in tmp_path.glob("runs/*/*/config.yaml")]
+    stale = run_dir / "checkpoints" / ".last.pt.killed.tmp"
+    stale.write_bytes(b"half a checkpoint")  # what a kill in the middle of torch.save leaves
+    killed_at = load_checkpoint(run_dir)["training"]["step"]
+
+    resumed = run_train_cli([f"trainer.resume={run_dir}", f"trainer.max_steps={killed_at + 2}"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert load_checkpoint(run_dir)["training"]["step"] == killed_at + 2
+    assert not list(run_dir.rglob("*.tmp"))
+    # Nothing new under runs/: the resumed run wrote into its own directory.
+    assert [path.parent for path in tmp_path.glob("runs/*/*/config.yaml")] == [run_dir]
+    assert len(list(tmp_path.glob("runs/*/*"))) == 1
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_batch_size_change_and_warns_about_threads(note_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_train_cli(tiny_overrides(note_dataset, 2) + [f"hydra.run.dir={run_dir}"], cwd=tmp_path).returncode == 0
+    refused = run_train_cli([f"trainer.resume={run_dir}", "trainer.batch_size=4"], cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "trainer.batch_size (2 -> 4)" in refused.stderr
+    environment = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    resumed = subprocess.run(
+        TRAIN_SCRIPT + [f"trainer.resume={run_dir}", "trainer.max_steps=3", f"data.root={note_dataset}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240, env=environment,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert "trained with 1 CPU threads and resumes with 2" in resumed.stderr
+    assert load_checkpoint(run_dir)["training"]["step"] == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["trainer.max_steps=abc"], "trainer.max_steps must be an integer"),
+        (["+trainer.foo=1"], "trainer.foo is not a trainer setting"),
+        (["trainer.foo=1"], "+trainer.foo=1"),
+        ([], "data.root is not set"),
+    ],
+)
+def test_failed_launches_are_one_line_and_leave_no_run_directory(tmp_path, arguments, message):
+    result = run_train_cli(["model=tiny"] + arguments, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_help_into_a_closed_pipe_is_quiet(tmp_path):
+    command = " ".join(TRAIN_SCRIPT) + " --help | head -1"
+    result = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
