@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -34,6 +35,16 @@ def test_the_kernel_was_built_by_the_package_build_beside_its_binding():
     path = native.library_path()
     assert path is not None and path.parent == Path(native.__file__).resolve().parent
     assert path.name.startswith("_fastgen")
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+@pytest.mark.parametrize("openmp", [["-fopenmp"], ["-Wno-unknown-pragmas"]], ids=["openmp", "single-threaded"])
+def test_the_kernel_source_compiles_without_warnings(tmp_path, openmp):
+    """What setup.py builds, with the warnings it turns into errors (also outside CI, where they are not)."""
+    source = Path(native.__file__).with_name("fastgen.c")
+    command = ["gcc", "-O3", "-Wall", "-Wextra", "-Werror", *openmp, "-fPIC", "-shared", "-o", str(tmp_path / "k.so")]
+    result = subprocess.run([*command, str(source), "-lm"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
 
 
 def test_two_threads_loading_the_kernel_at_once_both_get_it(monkeypatch):
