@@ -17,7 +17,7 @@ import torch
 
 from timbre.embedding import Embedding
 from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
-from timbre.io.audio import load_audio, resample, to_mono
+from timbre.io.audio import load_audio, resample, to_mono, warn_if_silent
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.dsp import velocity_to_gain
@@ -79,16 +79,24 @@ class TimbreModel:
                 f"encode takes an audio file path, a waveform array/tensor or an Embedding, got {type(source).__name__}"
             )
         array = source.detach().cpu().numpy() if isinstance(source, torch.Tensor) else np.asarray(source)
-        if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)):
-            raise InvalidTypeError(f"array: a waveform must hold real numbers, got dtype {array.dtype}")
+        if np.issubdtype(array.dtype, np.signedinteger):
+            # Integer PCM, as soundfile returns it: full scale is the type's range.
+            array = array / float(np.iinfo(array.dtype).max + 1)
+        elif not np.issubdtype(array.dtype, np.floating):
+            raise InvalidTypeError(f"array: a waveform holds floats or signed integer PCM, got dtype {array.dtype}")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, refused below
+            array = array.astype(np.float32)
+        if not np.isfinite(array).all():
+            raise AudioError("array: the waveform holds NaN, infinite or out-of-range samples")
         if array.ndim == 2:
             # [channels, samples] or [samples, channels]: the longer axis is time.
-            array = to_mono(array if array.shape[0] >= array.shape[1] else array.T)
+            channels = array if array.shape[0] >= array.shape[1] else array.T
+            array = to_mono(channels)
+            warn_if_silent(array, "array", channels)
+        elif array.ndim == 1:
+            warn_if_silent(array, "array")
         if array.ndim != 1 or array.size == 0:
             raise AudioError(f"array: expected a waveform [samples] or [samples, channels], got shape {array.shape}")
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise AudioError("array: the waveform holds NaN or infinite samples")
         if sample_rate is not None and sample_rate != self.sample_rate:
             array = resample(array, int(sample_rate), self.sample_rate)
         return array, "array"

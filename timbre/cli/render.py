@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import re
 import sys
 from pathlib import Path
@@ -52,7 +53,8 @@ def _render(args: argparse.Namespace) -> int:
         check_output_file(reference_out, inputs, (".wav",))
         from timbre.io.fluidsynth import new_synth
 
-        synth, _ = new_synth(args.soundfont, timbre.SAMPLE_RATE)  # refuses a bad soundfont now
+        with _c_library_stderr_silenced():  # libinstpatch logs its own line about a broken file
+            synth, _ = new_synth(args.soundfont, timbre.SAMPLE_RATE)  # refuses a bad soundfont now
         synth.delete()
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
@@ -119,6 +121,21 @@ def _decibels(option: str, key: str, text: str) -> float:
     if not math.isfinite(value):
         raise ConfigError(f"{option} {key}: the gain must be a number of dB, got {text!r}")
     return value
+
+
+@contextlib.contextmanager
+def _c_library_stderr_silenced() -> Iterator[None]:
+    """Send what C libraries write to file descriptor 2 to /dev/null for the block (our errors say it better)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @contextlib.contextmanager

@@ -27,8 +27,10 @@ from timbre.io.files import atomic_write
 
 
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
-# Peak below which a waveform counts as silence: -100 dBFS, under the dither of 16-bit audio.
-SILENCE_PEAK = 1e-5
+# Peak below which a waveform counts as silence: -80 dBFS, a few steps of 16-bit audio.
+SILENCE_PEAK = 1e-4
+# A downmix this much quieter than its channels (-60 dB) means they cancelled out.
+CANCELLED_DOWNMIX = 1e-3
 
 
 def to_mono(audio: np.ndarray) -> np.ndarray:
@@ -106,15 +108,20 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
 def warn_if_silent(mono: np.ndarray, source: str | os.PathLike, channels: np.ndarray | None = None) -> bool:
     """Warn (:class:`TimbreWarning`) when ``mono`` ``[samples]`` is silence; returns whether it is.
 
-    With ``channels`` ``[samples, channels]``, the source of the downmix, a silence that comes from
-    channels cancelling out (anti-phase stereo) is named as such.
+    With ``channels`` ``[samples, channels]``, the source of the downmix, a downmix far quieter
+    than its channels (anti-phase stereo cancelling out) is named as such.
     """
-    if peak_level(mono) > SILENCE_PEAK:
-        return False
-    if channels is not None and channels.shape[1] > 1 and peak_level(channels) > SILENCE_PEAK:
-        message = f"{source}: the channels cancel out when mixed to mono (anti-phase stereo): the mono signal is silent"
+    mono_peak = peak_level(mono)
+    channel_peak = peak_level(channels) if channels is not None and channels.shape[1] > 1 else 0.0
+    if channel_peak > SILENCE_PEAK and mono_peak < CANCELLED_DOWNMIX * channel_peak:
+        message = (
+            f"{source}: the channels cancel out when mixed to mono (anti-phase stereo): "
+            f"the mono signal is {20 * math.log10(channel_peak / max(mono_peak, 1e-12)):.0f} dB below the channels"
+        )
+    elif mono_peak <= SILENCE_PEAK:
+        message = f"{source}: the audio is silent (peak below {20 * math.log10(SILENCE_PEAK):.0f} dBFS)"
     else:
-        message = f"{source}: the audio is silent (peak below -100 dBFS)"
+        return False
     warnings.warn(message, TimbreWarning, stacklevel=3)
     return True
 
