@@ -57,7 +57,7 @@ def test_mel_encoder_reads_levels_in_decibels_and_keeps_the_latent_shape():
     assert encoder(audio).shape == (1, 16, 125)
     front = LogMelFrontEnd(16000, 128, 512, 20)
     loud, quiet = front(audio), front(audio * 0.01)
-    assert loud.shape == (1, 20, 500)
+    assert loud.shape == (1, 21, 500)  # 20 mel bands and the level
     shift = loud - quiet
     strong = loud > loud.max() - 0.3  # bands well above the -80 dB floor
     torch.testing.assert_close(shift[strong], torch.full_like(shift[strong], math.log(100) / math.log(1e4)))

@@ -356,11 +356,13 @@ def fft_convolve(audio: Tensor, impulse_response: Tensor) -> Tensor:
 def decaying_noise_response(gains: Tensor, decays: Tensor, bands: Tensor, sample_rate: int) -> Tensor:
     """A room/body impulse response: band-limited noises, each with its own level and decay time.
 
-    ``response[t] = sum_b gains[b] * exp(-t / decays[b]) * bands[b, t]`` for ``t = 1..taps`` (the
-    response starts one sample late: the direct sound is the dry signal itself).
+    Each band's decaying noise ``exp(-t / decays[b]) * bands[b, t]`` (``t = 1..taps``: the response
+    starts one sample late, the direct sound being the dry signal itself) is scaled to unit energy
+    before its gain, so a gain is the band's wet-to-dry level whatever its decay: a longer tail
+    does not make the room louder, and the levels a network predicts stay in a bounded range.
 
     Args:
-        gains: ``[batch, bands]`` linear levels.
+        gains: ``[batch, bands]`` wet-to-dry levels.
         decays: ``[batch, bands]`` time constants in seconds (amplitude falls by ``e`` per constant).
         bands: ``[bands, taps]`` band-limited noises (:func:`band_noise`).
         sample_rate: samples per second.
@@ -369,8 +371,9 @@ def decaying_noise_response(gains: Tensor, decays: Tensor, bands: Tensor, sample
         ``[batch, taps]``.
     """
     time = torch.arange(1, bands.shape[-1] + 1, device=bands.device, dtype=gains.dtype) / sample_rate
-    envelopes = gains[..., None] * torch.exp(-time / decays[..., None])
-    return (envelopes * bands).sum(dim=1)
+    tails = torch.exp(-time / decays[..., None]) * bands  # [batch, bands, taps]
+    tails = tails / tails.pow(2).sum(dim=-1, keepdim=True).add(1e-12).sqrt()
+    return (gains[..., None] * tails).sum(dim=1)
 
 
 def band_noise(n_bands: int, n_samples: int, sample_rate: int, seed: int = 0) -> Tensor:

@@ -47,7 +47,9 @@ class LogMelFrontEnd(nn.Module):
 
     Frame ``i`` is centred on sample ``i * hop + hop / 2``, the centre of the samples it stands for,
     so average pooling of the frames lines up with the embedding frames. Magnitudes are in natural
-    log units, floored at -80 dB re full scale, and scaled to roughly unit range.
+    log units, floored 100 dB below a full-scale band, and scaled to roughly unit range. A last
+    channel holds the frame's overall level on the same scale, which the encoder also hands to its
+    bottleneck directly (see :class:`WaveNetEncoder`).
 
     Args:
         sample_rate: audio samples per second.
@@ -65,11 +67,13 @@ class LogMelFrontEnd(nn.Module):
         )
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        """``[batch, samples]`` -> ``[batch, n_mels + 1, frames]``: the log-mel bands, then the frame's level."""
         n_frames = audio.shape[-1] // self.hop_length
         shifted = F.pad(audio, (0, self.hop_length // 2))[:, self.hop_length // 2 :]
         magnitude = self.mel(shifted)[..., :n_frames]
-        # log(1e-4) is -80 dB; dividing by log(1e4) maps [-80 dB, 0 dB] to about [-1, 0].
-        return torch.log(magnitude.clamp(min=1e-4)) / math.log(1e4)
+        # Dividing natural logs by log(1e4) maps an 80 dB range onto a unit range.
+        level = 0.5 * torch.log(magnitude.pow(2).sum(dim=1, keepdim=True).clamp(min=1e-10)) / math.log(1e4)
+        return torch.cat([torch.log(magnitude.clamp(min=1e-5)) / math.log(1e4), level], dim=1)
 
 
 class WaveNetEncoder(nn.Module):
@@ -119,7 +123,7 @@ class WaveNetEncoder(nn.Module):
             if downsample < 2:
                 raise ValueError("the mel front end needs downsample >= 2 (its hop)")
             self.mel = LogMelFrontEnd(sample_rate, downsample, n_fft, n_mels)
-            self.start = nn.Conv1d(n_mels, channels, 1)
+            self.start = nn.Conv1d(n_mels + 1, channels, 1)
         elif downsample == 1:
             self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
         else:
@@ -127,7 +131,10 @@ class WaveNetEncoder(nn.Module):
         self.layers = nn.ModuleList(
             NonCausalResidualLayer(channels, kernel_size, d) for d in dilations(layers, stages)
         )
-        self.bottleneck = nn.Conv1d(channels, latent_dim, 1)
+        # The mel front end's level channel also skips the residual stack into the bottleneck: a
+        # linear path from loudness in dB to the embedding, learned from the first step, where
+        # through the stack alone the level came out compressed (a 40 dB range decoded as 17 dB).
+        self.bottleneck = nn.Conv1d(channels + (1 if frontend == "mel" else 0), latent_dim, 1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Args: audio ``[batch, samples]`` in [-1, 1], samples a multiple of ``hop_length``.
@@ -140,11 +147,16 @@ class WaveNetEncoder(nn.Module):
             raise ValueError(
                 f"encoder input length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}"
             )
+        level = None
         if self.frontend == "mel":
-            x = self.start(self.mel(audio))
+            features = self.mel(audio)
+            level = features[:, -1:]
+            x = self.start(features)
         else:
             _, scaled = quantize_and_scale(audio)
             x = self.start(scaled.unsqueeze(1))
         for layer in self.layers:
             x = layer(x)
+        if level is not None:
+            x = torch.cat([x, level], dim=1)
         return F.avg_pool1d(self.bottleneck(x), self.hop_length // self.downsample)

@@ -13,8 +13,9 @@ express a real instrument while staying pitch-centred and real-time:
 - ``max_inharmonicity``: a per-note stiffness ``B`` stretching partial ``k`` to
   ``k sqrt(1 + B k^2)`` (pianos, mallets, bells).
 - ``reverb_seconds``: a per-note room/body response predicted from the whole embedding: decaying
-  noise in log-spaced bands with a learned gain and decay time per band (DDSP's reverb made
-  conditional), convolved with the dry note.
+  noise in log-spaced bands with a wet-to-dry level in [0, 1] and a decay time per band (DDSP's
+  reverb made conditional), convolved with the dry note. Bounding the level keeps the response a
+  room, not an amplifier that would carry the note's loudness instead of its envelope.
 
 Trained with a multi-resolution STFT loss (auraloss, imported only for training).
 """
@@ -32,7 +33,8 @@ from timbre.errors import ConfigError
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
 # harmonic part instead of drowning it in noise, as DDSP's FilteredNoise initial bias does.
 _NOISE_BIAS = -5.0
-# Reverb band gains start near 2e-4 (a dry note), and inharmonicity near 0 (harmonic partials).
+# Reverb band gains (wet-to-dry levels in [0, 1]) start near 0.02 (-35 dB: a dry note), and
+# inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
 # Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
@@ -205,7 +207,7 @@ class HarmonicNoiseDecoder(nn.Module):
             if self.reverb_bands:
                 raw_gain, raw_decay = note[:, -2 * self.reverb_bands :].split(self.reverb_bands, dim=-1)
                 longest = self.reverb_taps / self.sample_rate / 3.0
-                controls["reverb_gain"] = dsp.exp_sigmoid(raw_gain + _REVERB_GAIN_BIAS)
+                controls["reverb_gain"] = torch.sigmoid(raw_gain + _REVERB_GAIN_BIAS)
                 controls["reverb_decay"] = 0.005 + (longest - 0.005) * torch.sigmoid(raw_decay)
 
         if self.pitch_deviation_cents:
