@@ -198,3 +198,30 @@ def test_load_nan_samples(tmp_path):
     soundfile.write(path, audio, SAMPLE_RATE, subtype="FLOAT")
     with pytest.raises(AudioError, match="nan.wav: audio contains NaN"):
         load_audio(path)
+
+
+@pytest.mark.parametrize(
+    "name, rate, audio, error, words",
+    [
+        ("x.wav", 0, np.zeros(10, np.float32), "value", "sample_rate must be a positive integer"),
+        ("x.wav", 16000.5, np.zeros(10, np.float32), "value", "sample_rate must be a positive integer"),
+        ("x.mp3", 16000, np.zeros(10, np.float32), "value", "save_wav writes WAV files"),
+        ("x.wav", 16000, [0.0, 0.1], "type", "must be a numpy array or torch tensor"),
+    ],
+)
+def test_save_wav_refuses_bad_arguments_and_writes_nothing(tmp_path, name, rate, audio, error, words):
+    from timbre.errors import ConfigError, InvalidTypeError
+
+    expected = InvalidTypeError if error == "type" else (ConfigError, AudioError)
+    with pytest.raises(expected, match=words):
+        save_wav(tmp_path / name, audio, rate)
+    assert os.listdir(tmp_path) == []
+
+
+def test_cancelled_stereo_warns_when_loaded(tmp_path):
+    from timbre.errors import TimbreWarning
+
+    left = 0.5 * np.sin(np.linspace(0, 100, 8000)).astype(np.float32)
+    soundfile.write(tmp_path / "anti.wav", np.stack([left, -left], axis=1), 16000)
+    with pytest.warns(TimbreWarning, match="channels cancel out"):
+        load_audio(tmp_path / "anti.wav")

@@ -206,3 +206,22 @@ def test_float64_inputs_stay_float64():
     b = np.random.default_rng(1).normal(size=(FRAMES, DIM))
     assert interpolate.slerp(a, b, 0.3).dtype == torch.float64
     assert interpolate.blend([a, b], [1, 3], method="slerp").dtype == torch.float64
+
+
+@pytest.mark.parametrize("function", [interpolate.lerp, interpolate.slerp])
+@pytest.mark.parametrize("t", [1.5, -0.1, torch.tensor([0.0, 0.5, 2.0])[:, None]])
+def test_mixes_outside_zero_one_are_refused_like_negative_blend_weights(function, t):
+    a, b = torch.randn(4, 16), torch.randn(4, 16)
+    with pytest.raises(ConfigError, match=r"mix t must be within \[0, 1\]"):
+        function(a, b, t)
+    with pytest.raises(ConfigError, match="non-negative"):
+        interpolate.blend([a, b], [1.5, -0.5])
+
+
+def test_wrong_types_are_type_errors():
+    from timbre.errors import InvalidTypeError
+
+    with pytest.raises(InvalidTypeError):
+        interpolate.lerp("a", torch.randn(4, 16), 0.5)
+    with pytest.raises(TypeError):
+        interpolate.slerp(torch.randn(4, 16), np.array([["x"] * 16] * 4), 0.5)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 import timbre
 from timbre.errors import AudioError, CheckpointError, ConfigError
@@ -26,7 +27,8 @@ def test_encode_file_and_array_agree(model, tmp_path):
     from_file = model.encode(tmp_path / "tone.wav")
     from_array = model.encode(tone(1.0, 16000))
     assert from_file.tensor.shape == (32, 16)  # ceil(16000 / 512)
-    assert np.allclose(from_file.tensor, from_array.tensor, atol=1e-3)  # 16-bit file vs float array
+    # 16-bit file vs float array: the mel front end's level path passes the quantisation on.
+    assert np.allclose(from_file.tensor, from_array.tensor, atol=2e-2)
     assert from_file.source.endswith("tone.wav") and from_file.model == model.name
 
 
@@ -72,3 +74,53 @@ def test_errors_are_clear(model, tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="broken.pt: not a readable checkpoint"):
         timbre.load(tmp_path / "broken.pt")
+
+
+# One rule for bad arguments: a wrong type is an InvalidTypeError (a TypeError), a wrong value a
+# ConfigError (a ValueError); both are TimbreErrors with a message naming the argument.
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda m, z: m.synthesize(None), "type", "expected an Embedding"),
+        (lambda m, z: m.synthesize([z, z]), "type", "use synthesize_batch"),
+        (lambda m, z: m.synthesize(z, pitch=None), "type", "pitch must be an integer"),
+        (lambda m, z: m.synthesize(z, pitch=60.5), "type", "pitch must be an integer"),
+        (lambda m, z: m.synthesize(z, pitch="60"), "type", "pitch must be an integer"),
+        (lambda m, z: m.synthesize(z, pitch=128), "value", "outside the MIDI range"),
+        (lambda m, z: m.synthesize(z, velocity=0), "value", "velocity 0 is outside"),
+        (lambda m, z: m.synthesize(z, seconds="4"), "type", "seconds must be a number"),
+        (lambda m, z: m.synthesize(z, temperature=-1), "value", "temperature must be a number >= 0"),
+        (lambda m, z: m.encode(tone(0.5, 16000), sample_rate=0), "value", "sample_rate must be a positive"),
+        (lambda m, z: m.encode([0.1, 0.2]), "type", "encode takes an audio file path"),
+        (lambda m, z: m.encode(np.array(["a"])), "type", "waveform holds floats"),
+        (lambda m, z: z.fit_to_duration(0), "value", "hold_seconds must be a positive number"),
+        (lambda m, z: m.synthesize_batch(z, [60]), "type", "takes a list of embeddings"),
+    ],
+)
+def test_bad_arguments_follow_one_rule(model, call, error, words):
+    from timbre.errors import InvalidTypeError, TimbreError
+
+    embedding = model.encode(tone(0.5, 16000))
+    expected = InvalidTypeError if error == "type" else ConfigError
+    with pytest.raises(expected, match=words) as raised:
+        call(model, embedding)
+    assert isinstance(raised.value, TimbreError)
+    assert isinstance(raised.value, TypeError if error == "type" else ValueError)
+
+
+@pytest.mark.parametrize("device", ["tpu", "cuda:99", "not a device"])
+def test_unusable_devices_are_refused(fast_checkpoint, device):
+    with pytest.raises(ConfigError, match="device"):
+        timbre.load(fast_checkpoint, device=device)
+
+
+def test_silent_and_too_short_arrays_warn(model):
+    from timbre.errors import TimbreWarning
+
+    with pytest.warns(TimbreWarning, match="silent"):
+        model.encode(np.zeros(16000, dtype=np.float32))
+    with pytest.warns(TimbreWarning, match="shorter than one embedding frame"):
+        short = model.encode(tone(0.01, 16000))
+    assert short.frames == 1 and torch.isfinite(short.tensor).all()
+    with pytest.warns(TimbreWarning, match="cancel out"):
+        model.encode(np.stack([tone(0.5, 16000), -tone(0.5, 16000)], axis=1))

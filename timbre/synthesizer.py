@@ -25,6 +25,8 @@ from timbre.models.dsp import velocity_to_gain
 AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
 # Loudness of a note encoded without a known velocity is taken as that of this velocity.
 REFERENCE_VELOCITY = 100
+# Shortest input the encoders are run on, in frames (see TimbreModel.encode).
+MIN_ENCODED_FRAMES = 2
 
 
 class TimbreModel:
@@ -126,10 +128,12 @@ class TimbreModel:
                 TimbreWarning,
                 stacklevel=2,
             )
-        padded = math.ceil(audio.shape[0] / self.hop_length) * self.hop_length
-        waveform = torch.zeros(1, padded)
+        frames = math.ceil(audio.shape[0] / self.hop_length)
+        # Encoders pad by reflection (a mel front end by half an FFT), which needs more than one
+        # frame of input: a shorter clip is encoded with silence after it and cut back.
+        waveform = torch.zeros(1, max(frames, MIN_ENCODED_FRAMES) * self.hop_length)
         waveform[0, : audio.shape[0]] = torch.from_numpy(np.clip(audio, -1.0, 1.0))
-        z = self.autoencoder.encode(waveform.to(self.device))[0].T.cpu()
+        z = self.autoencoder.encode(waveform.to(self.device))[0].T.cpu()[:frames]
         return Embedding(
             z, self.sample_rate, self.hop_length, source=label, pitch=pitch, velocity=velocity, model=self.name
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from timbre.cli.common import positive_int
+from timbre.cli.common import bounded_positive_int, check_output_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="out", help="output directory (default: %(default)s)")
     parser.add_argument("--model", default="default", help="autoencoder (default: the bundled default)")
     parser.add_argument("--composer", default=None, help="composer checkpoint (default: the bundled chorale model)")
-    parser.add_argument("--bars", type=positive_int, default=8, help="bars of the composed chorale (default: 8)")
+    parser.add_argument("--bars", type=bounded_positive_int(256), default=8, help="bars of the composed chorale, at most 256 (default: 8)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.set_defaults(handler=run)
 
@@ -26,5 +26,6 @@ def run(args: argparse.Namespace) -> int:
     another, compose a chorale and render it through learned timbres; WAVs and PNGs go to --out."""
     from timbre.demo import run_demo
 
+    check_output_dir(args.out, [], [])
     run_demo(args.out, args.model, args.composer, args.bars, args.seed)
     return 0
