@@ -14,7 +14,9 @@ import torch
 from timbre.generation import native
 from timbre.generation.engine import cached_logits, generate
 from timbre.io.audio import mu_law_decode, mu_law_encode
+from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
+from timbre.models.encoder import WaveNetEncoder
 from timbre.models.wavenet import class_to_input
 
 HOP = 16  # short frames so a few hundred samples cross many conditioning frames
@@ -172,12 +174,14 @@ def test_frames_decide_the_conditioning_and_validation():
     assert torch.equal(broadcast, generate(decoder, z2, torch.tensor([60, 60]), 40, temperature=0.0))
 
 
-def test_synthesize_uses_the_engine_and_shows_progress(capsys):
+def test_the_autoencoder_decodes_through_the_engine_and_shows_progress(capsys):
     decoder = make_decoder()
+    autoencoder = Autoencoder(WaveNetEncoder(channels=8, layers=2, stages=2, hop_length=decoder.hop_length), decoder)
     z, pitch = note_inputs(decoder, 2, 100)
-    audio = decoder.synthesize(z, pitch, 100, generator=torch.Generator().manual_seed(3), progress=True)
+    audio = autoencoder.decode(z, pitch, 100, generator=torch.Generator().manual_seed(3), progress=True)
     assert "100/100" in capsys.readouterr().err
     assert torch.equal(audio, generate(decoder, z, pitch, 100, generator=torch.Generator().manual_seed(3)))
+    assert not hasattr(decoder, "synthesize")  # the model owns its layout; the engine owns decoding
 
 
 def test_without_the_native_kernel_the_torch_stepper_takes_over(monkeypatch):

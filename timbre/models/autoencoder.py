@@ -2,7 +2,8 @@
 
 The decoder is either the autoregressive :class:`~timbre.models.decoder.WaveNetDecoder` or the
 parallel :class:`~timbre.models.parallel.HarmonicNoiseDecoder`; both implement
-``reconstruction_loss(audio, z, pitch)`` and ``synthesize(z, pitch, n_samples, ...)``.
+``reconstruction_loss(audio, z, pitch)``; the parallel one synthesizes a note itself, the
+autoregressive one is run by the cached engine (:mod:`timbre.generation`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from timbre.models.decoder import WaveNetDecoder
 
 
 class Autoencoder(nn.Module):
@@ -45,11 +48,16 @@ class Autoencoder(nn.Module):
         return self.decoder.reconstruction_loss(audio, self.encode(audio), pitch)
 
     def decode(self, z: torch.Tensor, pitch: torch.Tensor, n_samples: int | None = None, **options: Any) -> torch.Tensor:
-        """Synthesize ``[batch, n_samples]`` (default ``frames * hop_length``) from ``z`` at MIDI ``pitch [batch]``."""
+        """Synthesize ``[batch, n_samples]`` (default ``frames * hop_length``) from ``z`` at MIDI ``pitch [batch]``.
+
+        The autoregressive decoder is run by the cached decoding engine
+        (:func:`timbre.generation.engine.generate`, which reads the decoder's step layout); the
+        parallel decoder synthesizes the whole note itself. ``options`` go to whichever runs.
+        """
         if n_samples is None:
             n_samples = z.shape[-1] * self.hop_length
-        return self.decoder.synthesize(z, pitch, n_samples, **options)
+        if isinstance(self.decoder, WaveNetDecoder):
+            from timbre.generation.engine import generate  # deferred: most models never need the engine
 
-    def forward(self, audio: torch.Tensor, pitch: torch.Tensor, **options: Any) -> torch.Tensor:
-        """Reconstruct ``audio [batch, samples]`` at ``pitch [batch]``."""
-        return self.decode(self.encode(audio), pitch, audio.shape[-1], **options)
+            return generate(self.decoder, z, pitch, n_samples, **options)
+        return self.decoder.synthesize(z, pitch, n_samples, **options)

@@ -233,24 +233,3 @@ class WaveNetDecoder(nn.Module):
             logits_weight=matrix(self.logits),
             logits_bias=bias(self.logits),
         )
-
-    def synthesize(
-        self,
-        z: torch.Tensor,
-        pitch: torch.Tensor,
-        n_samples: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        progress: bool = False,
-        **options: Any,
-    ) -> torch.Tensor:
-        """Sample a waveform ``[batch, n_samples]``: :func:`timbre.generation.engine.generate` on this decoder.
-
-        Kept so the autoencoder can treat both decoder families alike; the engine itself reads
-        this decoder through :meth:`step_weights` only and does not import this module.
-        """
-        from timbre.generation.engine import generate  # deferred: importing the decoder must stay cheap
-
-        return generate(
-            self, z, pitch, n_samples, temperature=temperature, generator=generator, progress=progress, **options
-        )
