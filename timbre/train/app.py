@@ -35,7 +35,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from timbre.data import DataBundle  # noqa: E402
 from timbre.errors import ConfigError, TimbreError  # noqa: E402
 from timbre.io.files import atomic_write  # noqa: E402
-from timbre.train.checkpoint import LAST_CHECKPOINT, load_checkpoint, model_spec  # noqa: E402
+from timbre.train.checkpoint import load_checkpoint, model_spec  # noqa: E402
 from timbre.train.distributed import init_distributed, shutdown  # noqa: E402
 from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command  # noqa: E402
 
