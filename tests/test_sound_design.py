@@ -79,3 +79,41 @@ def test_morph_starts_like_a_and_ends_like_b(model):
     held = slice(int(1.8 * model.sample_rate), int(2.3 * model.sample_rate))  # late in the hold, before release
     end_centroids = spectral_centroid(np.stack([morphed[held], ends[0][held], ends[1][held]]), model.sample_rate)
     assert abs(end_centroids[0] - end_centroids[2]) < abs(end_centroids[0] - end_centroids[1])
+
+
+def test_chunked_decoding_matches_one_batch_and_bounds_each_pass(model, monkeypatch):
+    from timbre.sound_design import grid_embeddings, synthesize_in_chunks
+
+    embeddings = grid_embeddings(model, [FLUTE, CELLO, TRUMPET, ORGAN], size=2)
+    whole = model.synthesize_batch(embeddings, [60] * 4, seconds=[0.5] * 4, seed=3)
+    one_chunk = list(synthesize_in_chunks(model, embeddings, pitch=60, seconds=0.5, seed=3))
+    np.testing.assert_array_equal(np.stack(one_chunk), whole)  # fits in one chunk: the same notes
+
+    passes = []
+    original = model.synthesize_batch
+
+    def counting(batch, *args, **kwargs):
+        passes.append(len(batch))
+        return original(batch, *args, **kwargs)
+
+    monkeypatch.setattr(model, "synthesize_batch", counting)
+    chunked = list(synthesize_in_chunks(model, embeddings, pitch=60, seconds=0.5, seed=3, chunk_samples=16000))
+    assert passes == [2, 2]  # 8000 samples a note, 16000 a pass
+    assert len(chunked) == 4 and all(note.shape == (8000,) for note in chunked)
+    np.testing.assert_array_equal(np.stack(chunked[:2]), whole[:2])  # chunk 0 keeps the seed
+
+
+def test_staged_directory_gets_every_file_or_none(tmp_path):
+    from timbre.io.files import staged_directory
+
+    with pytest.raises(KeyboardInterrupt):
+        with staged_directory(tmp_path / "new" / "out") as staging:
+            (staging / "a.wav").write_bytes(b"a")
+            raise KeyboardInterrupt
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "keep.txt").write_text("mine")
+    with staged_directory(tmp_path / "out") as staging:
+        (staging / "a.wav").write_bytes(b"a")
+        assert not (tmp_path / "out" / "a.wav").exists()  # nothing visible before the end
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.wav", "keep.txt"]
