@@ -18,7 +18,7 @@ import pytest
 import soundfile
 import torch
 
-from tests.conftest import MIDI_FIXTURES
+from conftest import MIDI_FIXTURES
 
 RATE = 16000
 

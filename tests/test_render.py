@@ -379,3 +379,17 @@ def test_cli_renders_a_song_with_reference(
     assert "from the cache" in captured.err and "track 3 'Drums' is a drum track" in captured.err
     assert "morph gm:33" in captured.err and "gain -3 dB" in captured.err
     assert captured.out.count("onset F-measure") == 2
+
+
+def test_a_silent_mix_is_not_normalised_up_to_the_peak(fast_model, timbre_set: Path, line_midi: Path, monkeypatch, caplog) -> None:
+    """Timbres that decode to silence must not be scaled up to -1 dBFS (that only amplifies noise)."""
+    from timbre.render.renderer import SILENT_MIX_PEAK
+
+    def near_silence(embeddings, pitches, **options):
+        return np.full((len(embeddings), 10 * 16000), SILENT_MIX_PEAK / 10, dtype=np.float32)
+
+    monkeypatch.setattr(fast_model, "synthesize_batch", near_silence)
+    with caplog.at_level(logging.WARNING, logger="timbre.render"):
+        result = render_midi(line_midi, fast_model, timbre_set_dir=timbre_set)
+    assert result.gain == 1.0 and np.abs(result.audio).max() < SILENT_MIX_PEAK
+    assert "the mix is silent" in caplog.text
