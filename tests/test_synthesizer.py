@@ -124,3 +124,11 @@ def test_silent_and_too_short_arrays_warn(model):
     assert short.frames == 1 and torch.isfinite(short.tensor).all()
     with pytest.warns(TimbreWarning, match="cancel out"):
         model.encode(np.stack([tone(0.5, 16000), -tone(0.5, 16000)], axis=1))
+
+
+@pytest.mark.parametrize("name", [None, 123, ["default"]])
+def test_load_refuses_what_is_not_a_name_or_path(name):
+    from timbre.errors import InvalidTypeError
+
+    with pytest.raises(InvalidTypeError, match="bundled name"):
+        timbre.load(name)

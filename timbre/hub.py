@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from timbre.constants import PRETRAINED_DIR
-from timbre.errors import CheckpointError
+from timbre.errors import CheckpointError, InvalidTypeError
 from timbre.models.autoencoder import Autoencoder
-from timbre.synthesizer import TimbreModel
+from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {"default": "fast", "fast": "fast", "wavenet-small": "wavenet-small", "wavenet": "wavenet-small"}
@@ -20,6 +20,10 @@ ALIASES = {"default": "fast", "fast": "fast", "wavenet-small": "wavenet-small", 
 
 def resolve(name_or_path: str | Path = "default") -> Path:
     """The checkpoint a bundled name or a path refers to."""
+    if not isinstance(name_or_path, (str, Path)) and not hasattr(name_or_path, "__fspath__"):
+        raise InvalidTypeError(
+            f"a model is a bundled name ({', '.join(sorted(ALIASES))}) or a checkpoint path, got {name_or_path!r}"
+        )
     candidate = Path(name_or_path).expanduser()
     if candidate.exists():
         return candidate
@@ -40,9 +44,11 @@ def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreMod
 
     Raises:
         CheckpointError: unknown name, missing or corrupt file, or not an autoencoder checkpoint.
+        ConfigError: a device this machine cannot run on.
     """
     from timbre.train.checkpoint import load_model
 
+    check_device(device)  # before the weights are read
     path = resolve(name_or_path)
     model, checkpoint = load_model(path)
     if not isinstance(model, Autoencoder):
