@@ -140,6 +140,8 @@ class Embedding:
     @classmethod
     def load(cls, path: str | Path) -> "Embedding":
         """Read an embedding saved by :meth:`save` (a bare ``[frames, dim]`` ``.npy`` also works)."""
+        if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+            raise InvalidTypeError(f"an embedding path must be a string or path, got {path!r}")
         path = Path(path)
         if not path.is_file():
             raise AudioError(f"{path}: embedding file does not exist")

@@ -90,6 +90,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = SAMPLE_RATE) -> np.nd
     Raises:
         AudioError: the file is missing, unreadable, empty, or holds non-finite samples.
     """
+    _check_path(path)
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
@@ -124,6 +125,11 @@ def warn_if_silent(mono: np.ndarray, source: str | os.PathLike, channels: np.nda
         return False
     warnings.warn(message, TimbreWarning, stacklevel=3)
     return True
+
+
+def _check_path(path: object) -> None:
+    if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
+        raise InvalidTypeError(f"an audio file path must be a string or path, got {path!r}")
 
 
 def _as_numpy_mono(audio: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
@@ -162,6 +168,7 @@ def save_wav(
     Raises:
         AudioError: the audio is not mono, is empty, or holds non-finite samples.
     """
+    _check_path(path)
     path = Path(path)
     if path.suffix.lower() != ".wav":
         found = f"'{path.suffix}'" if path.suffix else "no extension"
