@@ -199,3 +199,12 @@ def test_decaying_noise_response_decays_at_each_bands_own_rate() -> None:
     # Over 0.2 s the first (tau 0.05 s) falls by e^4, the second (tau 0.2 s) by e^1, within noise.
     assert math.log(level(response[0], 0) / level(response[0], 3200)) == pytest.approx(4.0, abs=0.6)
     assert math.log(level(response[1], 0) / level(response[1], 3200)) == pytest.approx(1.0, abs=0.4)
+
+
+def test_frame_level_db_measures_rms_in_decibels_with_a_floor() -> None:
+    t = torch.arange(1024) / SAMPLE_RATE
+    sine = torch.sin(2 * math.pi * 440 * t) * 0.1  # RMS 0.1 / sqrt(2): -23.0 dB
+    levels = dsp.frame_level_db(torch.stack([sine, torch.zeros(1024)]), 256)
+    assert levels.shape == (2, 4)
+    torch.testing.assert_close(levels[0], torch.full((4,), 20 * math.log10(0.1 / math.sqrt(2))), atol=0.05, rtol=0)
+    assert (levels[1] == -80.0).all()

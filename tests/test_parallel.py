@@ -141,7 +141,9 @@ def test_invalid_settings_raise_clear_errors() -> None:
 
 def expressive_decoder(**overrides: float) -> HarmonicNoiseDecoder:
     """A small decoder with every optional part switched on (bend, inharmonicity, room response)."""
-    settings = dict(pitch_deviation_cents=100.0, max_inharmonicity=0.02, reverb_seconds=0.25, reverb_bands=4)
+    settings = dict(
+        pitch_deviation_cents=100.0, max_inharmonicity=0.02, reverb_seconds=0.25, reverb_bands=4, loudness_loss_weight=1.0
+    )
     settings.update(overrides)
     return HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), **settings)
 
@@ -174,9 +176,9 @@ def test_expressive_decoder_trains_every_part_and_supervises_the_bend() -> None:
     audio = sum(torch.sin(k * phase) / k for k in range(1, 6))[None] * 0.3
     loss, parts = decoder.reconstruction_loss(audio, torch.randn(1, 16, 8), torch.tensor([60]))
     loss.backward()
-    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend"}
+    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness"}
     assert parts["pitch_bend"] > 0.1  # the untrained bend misses a 40-cent vibrato
-    assert loss.item() == pytest.approx(parts["stft"] + parts["pitch_bend"], rel=1e-4)
+    assert loss.item() == pytest.approx(parts["stft"] + parts["pitch_bend"] + parts["loudness"], rel=1e-4)
     for name, parameter in decoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 

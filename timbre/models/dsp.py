@@ -56,6 +56,21 @@ def exp_sigmoid(x: Tensor, exponent: float = 10.0, max_value: float = 2.0, thres
     return max_value * torch.sigmoid(x) ** math.log(exponent) + threshold
 
 
+def frame_level_db(audio: Tensor, frame_length: int, floor_db: float = -80.0) -> Tensor:
+    """RMS level of consecutive frames in dB re full scale, floored at ``floor_db``.
+
+    Args:
+        audio: ``[batch, samples]``; a last partial frame is dropped.
+        frame_length: samples per frame.
+
+    Returns:
+        ``[batch, samples // frame_length]``.
+    """
+    n_frames = audio.shape[-1] // frame_length
+    power = audio[:, : n_frames * frame_length].reshape(audio.shape[0], n_frames, frame_length).pow(2).mean(dim=-1)
+    return 10.0 * torch.log10(power.clamp(min=10.0 ** (floor_db / 10.0)))
+
+
 def upsample_frames(controls: Tensor, n_samples: int, hop_length: int) -> Tensor:
     """Frame-rate controls to sample rate, linearly interpolated between frame centres.
 

@@ -85,6 +85,11 @@ class HarmonicNoiseDecoder(nn.Module):
         pitch_deviation_cents: bound of the per-frame bend around the MIDI pitch; 0 disables it
             (the fundamental is then exactly the MIDI pitch).
         pitch_loss_weight: weight of the bend's supervision (L1 in semitones) in the loss.
+        loudness_loss_weight: weight of an L1 loss between the frame levels (dB / 20) of the
+            output and the target; 0 disables it. Spectral losses alone reward a quiet output
+            while the partials' fine structure is still wrong (a misplaced peak costs less when
+            it is small), which held a first run 20-30 dB too quiet; the level loss has a
+            gradient towards the right loudness whatever the spectral detail.
         max_inharmonicity: upper bound of the stiffness coefficient ``B``; 0 disables it.
         reverb_seconds: length of the predicted room/body response; 0 disables it.
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
@@ -106,6 +111,7 @@ class HarmonicNoiseDecoder(nn.Module):
         fft_sizes: tuple[int, ...] = (2048, 1024, 512, 256, 128, 64),
         pitch_deviation_cents: float = 0.0,
         pitch_loss_weight: float = 1.0,
+        loudness_loss_weight: float = 0.0,
         max_inharmonicity: float = 0.0,
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
@@ -132,6 +138,7 @@ class HarmonicNoiseDecoder(nn.Module):
         self.fft_sizes = tuple(fft_sizes)
         self.pitch_deviation_cents = float(pitch_deviation_cents)
         self.pitch_loss_weight = float(pitch_loss_weight)
+        self.loudness_loss_weight = float(loudness_loss_weight)
         self.max_inharmonicity = float(max_inharmonicity)
         self.reverb_taps = round(reverb_seconds * sample_rate)
         self.reverb_bands = reverb_bands if self.reverb_taps else 0
@@ -300,7 +307,8 @@ class HarmonicNoiseDecoder(nn.Module):
         Returns:
             The scalar loss and ``{"stft", "log_magnitude", "linear_magnitude"}`` as floats
             (each averaged over the resolutions), plus ``"pitch_bend"`` (mean absolute error of
-            the bend in semitones on trusted frames) when the bend is enabled.
+            the bend in semitones on trusted frames) when the bend is enabled and ``"loudness"``
+            (mean absolute frame-level error in dB / 20) when the level loss is.
         """
         assert audio.ndim == 2, f"audio must be [batch, samples], got {tuple(audio.shape)}"
         if audio.shape[-1] <= max(self.fft_sizes) // 2:
@@ -328,6 +336,10 @@ class HarmonicNoiseDecoder(nn.Module):
             bend_error = (weight * (predicted - target).abs()).sum() / (100.0 * weight.sum().clamp(min=1.0))
             loss = loss + self.pitch_loss_weight * bend_error
             parts["pitch_bend"] = bend_error.item()
+        if self.loudness_loss_weight:
+            level_error = (dsp.frame_level_db(prediction, self.hop_length) - dsp.frame_level_db(audio, self.hop_length)).abs().mean() / 20.0
+            loss = loss + self.loudness_loss_weight * level_error
+            parts["loudness"] = level_error.item()
         return loss, parts
 
     @torch.inference_mode()
