@@ -29,12 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-CONTENDER = (
-    "import torch\n"
-    "a = torch.randn(768, 768)\n"
-    "while True:\n"
-    "    a = torch.tanh(a @ a)\n"
-)
+CONTENDER = "import torch\na = torch.randn(768, 768)\nwhile True:\n    a = torch.tanh(a @ a)\n"
 JOBS = ("compose", "render", "train_step")
 SETTINGS = ("before", "timbre")
 
@@ -105,7 +100,9 @@ def run_job(job: str, setting: str, repeats: int, steps: int, bars: int) -> floa
 
 
 def measure(job: str, setting: str, args: argparse.Namespace) -> float:
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+    }
     command = [
         sys.executable, __file__, "--child", job, "--setting", setting, "--repeats", str(args.repeats),
         "--steps", str(args.steps), "--bars", str(args.bars),
@@ -129,7 +126,9 @@ def main() -> None:
         return
 
     idle = {(job, setting): measure(job, setting, args) for job in args.jobs for setting in SETTINGS}
-    environment = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")}
+    environment = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
+    }
     contender = subprocess.Popen([sys.executable, "-c", CONTENDER], env=environment)
     try:
         time.sleep(3)  # let it load torch and start multiplying

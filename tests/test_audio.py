@@ -7,6 +7,7 @@ import pytest
 import soundfile
 import torch
 
+from timbre.errors import AudioError
 from timbre.io.audio import (
     SAMPLE_RATE,
     load_audio,
@@ -20,7 +21,6 @@ from timbre.io.audio import (
     save_wav,
     to_mono,
 )
-from timbre.errors import AudioError
 
 
 def sine(rate: int, seconds: float = 0.5, frequency: float = 440.0, amplitude: float = 0.5) -> np.ndarray:

@@ -70,7 +70,11 @@ FAILURES = [
     (["decode", "z.npy", "--out", "z.npy"], 1, ".wav"),
     (["render", "piano.mid", "--out", "piano.mid"], 1, ".wav"),
     (["morph", "a.wav", "song.wav", "--out", "song.wav"], 1, "would destroy the input"),
-    (["grid", "out/grid_r0_c0.wav", "a.wav", "b.wav", "a.wav", "--size", "2", "--out", "out"], 1, "would destroy the input"),
+    (
+        ["grid", "out/grid_r0_c0.wav", "a.wav", "b.wav", "a.wav", "--size", "2", "--out", "out"],
+        1,
+        "would destroy the input",
+    ),
     # A failing reference render must not replace the earlier song.wav.
     (["render", "piano.mid", "--out", "song.wav", "--reference", "fluidsynth", "--soundfont", "bad.sf2"], 1, "bad.sf2"),
     (["render", "piano.mid", "--out", "song.wav", "--reference", "fluidsynth", "--soundfont", "no.sf2"], 1, "no.sf2"),

@@ -24,7 +24,14 @@ from timbre.io.midi import load_score
 from timbre.render import render_midi
 
 # Real headers, so that random bodies also reach the parsers behind the format checks.
-HEADERS = [b"", b"RIFF\x24\x00\x00\x00WAVEfmt ", b"fLaC", b"OggS", b"\x93NUMPY\x01\x00", b"MThd\x00\x00\x00\x06\x00\x01"]
+HEADERS = [
+    b"",
+    b"RIFF\x24\x00\x00\x00WAVEfmt ",
+    b"fLaC",
+    b"OggS",
+    b"\x93NUMPY\x01\x00",
+    b"MThd\x00\x00\x00\x06\x00\x01",
+]
 PROPERTY = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )

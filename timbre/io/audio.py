@@ -25,7 +25,6 @@ from timbre.constants import MU_LAW_LEVELS, SAMPLE_RATE
 from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
 from timbre.io.files import atomic_write
 
-
 ArrayOrTensor = TypeVar("ArrayOrTensor", np.ndarray, torch.Tensor)
 # Peak below which a waveform counts as silence: -80 dBFS, a few steps of 16-bit audio.
 SILENCE_PEAK = 1e-4

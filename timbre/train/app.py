@@ -199,12 +199,10 @@ _MISSING = object()
 def _leaves(tree: Any, prefix: str) -> list[str]:
     """Dotted paths of the leaves under ``prefix`` ('' for all), or ``[prefix]`` if it is a leaf."""
     node = _get(tree, prefix) if prefix else tree
-    if node is _MISSING:
-        return [prefix]
-    if not isinstance(node, dict) or not node:
+    if node is _MISSING or not isinstance(node, dict) or not node:
         return [prefix]
     paths = []
-    for key, value in node.items():
+    for key in node:
         paths.extend(_leaves(tree, f"{prefix}.{key}" if prefix else str(key)))
     return paths
 
