@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from timbre.symbolic.compose import CompositionControl, load_composer
 from timbre.models.composer import Composer
+from timbre.symbolic.compose import CompositionControl, load_composer
 from timbre.symbolic.tokens import TokenGrammar, special_token_id
 
 
@@ -73,17 +73,25 @@ def main() -> None:
     sampled_seconds, sampled = timed(model.generate, prompt, args.tokens + 8, 1.0, None, None, generator, control)
     sampled_tokens = sampled.shape[1] - 1
 
-    print(f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
-          f"{args.tokens} tokens from BOS, torch threads {args.threads}")
+    print(
+        f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
+        f"{args.tokens} tokens from BOS, torch threads {args.threads}"
+    )
     print()
     print("| method | tokens | seconds | tokens/s | speed-up |")
     print("|---|---|---|---|---|")
-    print(f"| recompute prefix every token (greedy) | {args.tokens} | {recompute_seconds:.2f} | "
-          f"{args.tokens / recompute_seconds:.0f} | 1.0x |")
-    print(f"| KV cache (greedy) | {args.tokens} | {cached_seconds:.2f} | {args.tokens / cached_seconds:.0f} | "
-          f"{recompute_seconds / cached_seconds:.1f}x |")
-    print(f"| KV cache + grammar masks + sampling (timbre compose) | {sampled_tokens} | {sampled_seconds:.2f} | "
-          f"{sampled_tokens / sampled_seconds:.0f} | - |")
+    print(
+        f"| recompute prefix every token (greedy) | {args.tokens} | {recompute_seconds:.2f} | "
+        f"{args.tokens / recompute_seconds:.0f} | 1.0x |"
+    )
+    print(
+        f"| KV cache (greedy) | {args.tokens} | {cached_seconds:.2f} | {args.tokens / cached_seconds:.0f} | "
+        f"{recompute_seconds / cached_seconds:.1f}x |"
+    )
+    print(
+        f"| KV cache + grammar masks + sampling (timbre compose) | {sampled_tokens} | {sampled_seconds:.2f} | "
+        f"{sampled_tokens / sampled_seconds:.0f} | - |"
+    )
     print()
     print(f"cached and recomputed greedy tokens identical: {identical}")
 

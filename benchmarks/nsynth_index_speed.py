@@ -19,6 +19,7 @@ import json
 import os
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from timbre.data.nsynth import NoteDataset
@@ -74,11 +75,14 @@ def main() -> None:
             root = Path(folder)
             split_dir = write_split(root, notes)
             megabytes = (split_dir / "examples.json").stat().st_size / 1e6
-            plain = best_seconds(args.repeats, lambda: NoteDataset(root, "train"))
-            filtered = best_seconds(args.repeats, lambda: NoteDataset(root, "train", pitch_range=(21, 108)))
+            plain = best_seconds(args.repeats, partial(NoteDataset, root, "train"))
+            filtered = best_seconds(args.repeats, partial(NoteDataset, root, "train", pitch_range=(21, 108)))
             dataset = NoteDataset(root, "train")
             assert len(dataset) == notes, f"indexed {len(dataset)} of {notes} notes"
-        print(f"{notes:>8} {megabytes:>8.1f} | {plain:>8.3f} {notes / plain:>10.0f} | {filtered:>14.3f} {notes / filtered:>10.0f}")
+        print(
+            f"{notes:>8} {megabytes:>8.1f} | {plain:>8.3f} {notes / plain:>10.0f} | "
+            f"{filtered:>14.3f} {notes / filtered:>10.0f}"
+        )
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")
 
 

@@ -18,6 +18,7 @@ import argparse
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,6 +28,14 @@ from timbre.models.registry import model_from_spec, spec_from_hydra_config
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 SAMPLE_RATE = 16000
+
+
+def encode_and_decode(
+    model: torch.nn.Module, audio: torch.Tensor, pitch: torch.Tensor, n_samples: int, generator: torch.Generator
+) -> None:
+    """Encode ``audio`` [batch, samples] and decode it back: the whole resynthesis path."""
+    with torch.inference_mode():
+        model.decoder.synthesize(model.encode(audio), pitch, n_samples, generator=generator)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -42,7 +51,9 @@ def median_seconds(run: Callable[[], object], repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", nargs="+", default=["fast_v1", "fast"], help="conf/model names; the first is the baseline")
+    parser.add_argument(
+        "--configs", nargs="+", default=["fast_v1", "fast"], help="conf/model names; the first is the baseline"
+    )
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
     parser.add_argument("--seconds", type=float, default=4.0, help="length of each note")
     parser.add_argument("--pitch", type=int, default=60, help="MIDI pitch of every note")
@@ -52,7 +63,10 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"{torch.get_num_threads()} torch threads, {args.seconds:g} s notes at MIDI {args.pitch}")
-    print(f"{'config':>8} {'weights':>9} {'batch':>5} {'decode s':>9} {'decode x RT':>12} {'enc+dec s':>10} {'enc+dec x RT':>13} {'decode vs first':>16}")
+    print(
+        f"{'config':>8} {'weights':>9} {'batch':>5} {'decode s':>9} {'decode x RT':>12} "
+        f"{'enc+dec s':>10} {'enc+dec x RT':>13} {'decode vs first':>16}"
+    )
     baseline: dict[int, float] = {}
     for name in args.configs:
         torch.manual_seed(0)
@@ -68,12 +82,8 @@ def main() -> None:
             generator = torch.Generator().manual_seed(0)
             audio_seconds = batch * n_samples / SAMPLE_RATE
 
-            def decode() -> None:
-                model.decoder.synthesize(z, pitch, n_samples, generator=generator)
-
-            def encode_decode() -> None:
-                with torch.inference_mode():
-                    model.decoder.synthesize(model.encode(audio), pitch, n_samples, generator=generator)
+            decode = partial(model.decoder.synthesize, z, pitch, n_samples, generator=generator)
+            encode_decode = partial(encode_and_decode, model, audio, pitch, n_samples, generator)
 
             decode_factor = audio_seconds / median_seconds(decode, args.repeats)
             both_factor = audio_seconds / median_seconds(encode_decode, args.repeats)

@@ -55,7 +55,9 @@ def main() -> None:
     parser.add_argument("--midi", type=Path, default=SHARED_MIDI / "What_a_Fool_Believes.mid", help="MIDI file")
     parser.add_argument("--start", type=float, default=30.0, help="window start in seconds (default: 30)")
     parser.add_argument("--seconds", type=float, default=60.0, help="window length for the fast decoder (default: 60)")
-    parser.add_argument("--wavenet-seconds", type=float, default=5.0, help="window length for the wavenet decoder (0: skip)")
+    parser.add_argument(
+        "--wavenet-seconds", type=float, default=5.0, help="window length for the wavenet decoder (0: skip)"
+    )
     parser.add_argument("--fast-model", default="default", help="parallel model (default: bundled 'default')")
     parser.add_argument(
         "--wavenet-model", default="wavenet-small", help="autoregressive model (default: bundled 'wavenet-small')"

@@ -98,7 +98,10 @@ def main() -> None:
             for _ in range(count)
         ]
 
-    print(f"load average {os.getloadavg()[0]:.2f} (1 min) at start, {os.cpu_count()} CPUs; server: {args.threads} torch thread(s)")
+    print(
+        f"load average {os.getloadavg()[0]:.2f} (1 min) at start, {os.cpu_count()} CPUs; "
+        f"server: {args.threads} torch thread(s)"
+    )
     server, base = start_server(args.model, args.threads)
     try:
         # Warm-up outside the timings: the first requests of a fresh connection and note length.
@@ -108,7 +111,11 @@ def main() -> None:
         scenario(base, 1, repeated[:1])  # now in the cache
         rows = [
             ("alone, synthesized", 1, *scenario(base, 1, distinct_notes(args.requests))),
-            (f"{args.clients} clients, synthesized", args.clients, *scenario(base, args.clients, distinct_notes(args.requests * 2))),
+            (
+                f"{args.clients} clients, synthesized",
+                args.clients,
+                *scenario(base, args.clients, distinct_notes(args.requests * 2)),
+            ),
             ("alone, from the cache", 1, *scenario(base, 1, repeated)),
         ]
     finally:
@@ -116,13 +123,18 @@ def main() -> None:
         server.wait(timeout=30)
 
     print(f"\n{args.seconds:g} s notes (16 kHz), model {args.model}, {base}")
-    header = f"{'scenario':<24} {'requests':>8} | {'server p50':>10} {'p95':>7} | {'round trip p50':>14} {'p95':>7} | {'notes/pass':>10} {'CPU/note':>9}"
+    header = (
+        f"{'scenario':<24} {'requests':>8} | {'server p50':>10} {'p95':>7} | "
+        f"{'round trip p50':>14} {'p95':>7} | {'notes/pass':>10} {'CPU/note':>9}"
+    )
     print(header)
     print("-" * len(header))
     for name, _clients, server_ms, round_trip_ms, per_pass, cpu in rows:
         print(
-            f"{name:<24} {len(server_ms):>8} | {statistics.median(server_ms):>8.1f}ms {percentile(server_ms, 95):>5.1f}ms |"
-            f" {statistics.median(round_trip_ms):>12.1f}ms {percentile(round_trip_ms, 95):>5.1f}ms | {per_pass:>10} {cpu:>9}"
+            f"{name:<24} {len(server_ms):>8} | "
+            f"{statistics.median(server_ms):>8.1f}ms {percentile(server_ms, 95):>5.1f}ms | "
+            f"{statistics.median(round_trip_ms):>12.1f}ms {percentile(round_trip_ms, 95):>5.1f}ms | "
+            f"{per_pass:>10} {cpu:>9}"
         )
     print("targets: server p95 <= 30 ms alone, <= 100 ms with 8 clients (2 s notes, 2-core CPU)")
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end")

@@ -22,9 +22,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 import timbre
-from timbre.symbolic.compose import compose, load_composer, save_midi
 from timbre.plots import plot_rainbowgram
 from timbre.render import DEFAULT_TIMBRE_SET, TrackNotes, onset_f_measure, read_tracks, render_fluidsynth, render_midi
+from timbre.symbolic.compose import compose, load_composer, save_midi
 
 # Timbres of the four voices, highest first (General MIDI programs in the bundled timbre set).
 VOICE_TIMBRES = ("gm:73", "gm:71", "gm:60", "gm:32")  # flute, clarinet, French horn, acoustic bass

@@ -58,7 +58,10 @@ def main() -> None:
     plan = sampling_plan(low, high, step=3, velocity_layers=3)
     for format, path in (("sf2", out / f"{file_stem(args.name)}.sf2"), ("sfz", out / "sfz")):
         result = export_instruments(model, [(args.name, args.blend)], path, format=format, plan=plan, progress=True)
-        print(f"{format}: {result.samples} samples, {result.zones} zones, {result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s")
+        print(
+            f"{format}: {result.samples} samples, {result.zones} zones, "
+            f"{result.bytes / 1e6:.1f} MB, {result.seconds:.1f} s"
+        )
         for file in result.files:
             print(f"wrote {file}")
     soundfont = out / f"{file_stem(args.name)}.sf2"

@@ -22,8 +22,12 @@ from timbre.sound_design import interpolation_sweep, write_notes
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", default=str(TIMBRE_SET_DIR / timbre_file_name(73)), help="first sound (default: bundled flute)")
-    parser.add_argument("--b", default=str(TIMBRE_SET_DIR / timbre_file_name(42)), help="second sound (default: bundled cello)")
+    parser.add_argument(
+        "--a", default=str(TIMBRE_SET_DIR / timbre_file_name(73)), help="first sound (default: bundled flute)"
+    )
+    parser.add_argument(
+        "--b", default=str(TIMBRE_SET_DIR / timbre_file_name(42)), help="second sound (default: bundled cello)"
+    )
     parser.add_argument("--pitch", type=int, default=60)
     parser.add_argument("--steps", type=int, default=7)
     parser.add_argument("--model", default="default")

@@ -19,8 +19,12 @@ from timbre.sound_design import morph_note
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--a", default=str(TIMBRE_SET_DIR / timbre_file_name(71)), help="start (default: bundled clarinet)")
-    parser.add_argument("--b", default=str(TIMBRE_SET_DIR / timbre_file_name(56)), help="end (default: bundled trumpet)")
+    parser.add_argument(
+        "--a", default=str(TIMBRE_SET_DIR / timbre_file_name(71)), help="start (default: bundled clarinet)"
+    )
+    parser.add_argument(
+        "--b", default=str(TIMBRE_SET_DIR / timbre_file_name(56)), help="end (default: bundled trumpet)"
+    )
     parser.add_argument("--pitch", type=int, default=55)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--model", default="default")
@@ -30,7 +34,10 @@ def main() -> None:
     model = timbre.load(args.model)
     a, b = model.encode(args.a), model.encode(args.b)
     out = Path(args.out)
-    notes = {f"endpoint_{name}": model.synthesize(e, pitch=args.pitch, seconds=args.seconds) for name, e in (("a", a), ("b", b))}
+    notes = {
+        f"endpoint_{name}": model.synthesize(e, pitch=args.pitch, seconds=args.seconds)
+        for name, e in (("a", a), ("b", b))
+    }
     for curve in ("linear", "ease", "sigmoid"):
         notes[f"morph_{curve}"] = morph_note(model, a, b, pitch=args.pitch, seconds=args.seconds, curve=curve)
     for name, audio in notes.items():

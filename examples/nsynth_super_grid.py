@@ -38,7 +38,9 @@ def main() -> None:
         directory = Path(args.out) / f"pitch_{pitch}"
         for row in range(args.size):
             for col in range(args.size):
-                print(f"wrote {timbre.save_wav(directory / f'grid_r{row}_c{col}.wav', grid[row, col], model.sample_rate)}")
+                print(
+                    f"wrote {timbre.save_wav(directory / f'grid_r{row}_c{col}.wav', grid[row, col], model.sample_rate)}"
+                )
         print(f"wrote {plot_grid([list(r) for r in grid], directory / 'grid.png', sample_rate=model.sample_rate)}")
 
 

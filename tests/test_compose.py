@@ -11,6 +11,9 @@ import torch
 
 from timbre.cli import main
 from timbre.constants import DEFAULT_COMPOSER_DIR
+from timbre.data.midi import build_midi_bundle
+from timbre.errors import CheckpointError, ConfigError, MidiError
+from timbre.models.composer import Composer
 from timbre.symbolic.compose import (
     compose,
     compose_many,
@@ -18,9 +21,6 @@ from timbre.symbolic.compose import (
     load_composer,
     save_midi,
 )
-from timbre.data.midi import build_midi_bundle
-from timbre.errors import CheckpointError, ConfigError, MidiError
-from timbre.models.composer import Composer
 from timbre.train.checkpoint import save_checkpoint
 
 from conftest import MIDI_FIXTURES
@@ -33,7 +33,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint in the trainer's format: an untrained tiny composer and its chorale tokenizer."""
     folder = tmp_path_factory.mktemp("composer")
     data = build_midi_bundle(corpus="chorales", cache_dir=str(folder), limit=4, velocities=0, valid=0.0, test=0.0)
-    config = {"_target_": "timbre.models.composer.Composer", **data.model_overrides, "dim": 32, "layers": 2, "heads": 2, "max_context": 128}
+    config = {
+        "_target_": "timbre.models.composer.Composer",
+        **data.model_overrides,
+        "dim": 32,
+        "layers": 2,
+        "heads": 2,
+        "max_context": 128,
+    }
     torch.manual_seed(0)
     model = Composer(**{key: value for key, value in config.items() if key != "_target_"})
     state = model.state_dict()
@@ -120,13 +127,28 @@ def test_bad_primers_models_and_options_give_clear_errors(checkpoint: Path, tmp_
         save_midi(symusic.Score(480), tmp_path / "no" / "x.mid")
 
 
-def test_cli_writes_identical_files_and_reports_errors(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_writes_identical_files_and_reports_errors(
+    checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     outputs = [tmp_path / "a.mid", tmp_path / "b.mid"]
     for out in outputs:
         assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--seed", "1", "--bars", "2"]) == 0
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
     assert symusic.Score(str(outputs[0])).note_num() > 0
-    assert main(["compose", "--model", str(checkpoint), "--out", str(tmp_path / "c.mid"), "--prime", str(MIDI_FIXTURES / "empty.mid")]) == 1
+    assert (
+        main(
+            [
+                "compose",
+                "--model",
+                str(checkpoint),
+                "--out",
+                str(tmp_path / "c.mid"),
+                "--prime",
+                str(MIDI_FIXTURES / "empty.mid"),
+            ]
+        )
+        == 1
+    )
     assert "empty.mid: the MIDI file holds no notes" in capsys.readouterr().err
 
 

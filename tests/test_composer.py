@@ -175,8 +175,12 @@ def test_padding_does_not_change_the_loss() -> None:
 
 def test_a_tiny_training_run_lowers_the_loss(tmp_path: Path) -> None:
     torch.manual_seed(0)
-    data = build_midi_bundle(corpus="chorales", cache_dir=str(tmp_path), limit=4, velocities=0, max_tokens=128, valid=0.0, test=0.0)
-    model = Composer(data.model_overrides["vocab_size"], dim=48, layers=2, heads=4, ff_mult=2, dropout=0.0, max_context=128)
+    data = build_midi_bundle(
+        corpus="chorales", cache_dir=str(tmp_path), limit=4, velocities=0, max_tokens=128, valid=0.0, test=0.0
+    )
+    model = Composer(
+        data.model_overrides["vocab_size"], dim=48, layers=2, heads=4, ff_mult=2, dropout=0.0, max_context=128
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     batch = data.collate_fn([data.train[i] for i in range(len(data.train))])
     losses = []

@@ -14,7 +14,10 @@ from timbre.train.app import CONFIG_DIR, build_data, build_model_config, instant
 
 from conftest import SHARED_MIDI
 
-GROUPS = {group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml")) for group in ("model", "data", "trainer", "experiment")}
+GROUPS = {
+    group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    for group in ("model", "data", "trainer", "experiment")
+}
 
 
 def compose_train(overrides: list[str]):
@@ -58,8 +61,9 @@ def test_every_model_config_builds_and_runs(name):
 
 @pytest.mark.parametrize("name", GROUPS["trainer"])
 def test_every_trainer_config_is_valid(name):
-    from timbre.train.loop import TrainerSettings
     from omegaconf import OmegaConf
+
+    from timbre.train.loop import TrainerSettings
 
     config = compose_train([f"trainer={name}"])
     TrainerSettings(**OmegaConf.to_container(config.trainer, resolve=True)).validate()
@@ -85,8 +89,9 @@ def test_every_data_config_builds_a_bundle(name, note_dataset, tmp_path):
 @pytest.mark.parametrize("name", GROUPS["experiment"])
 def test_every_experiment_composes_a_consistent_run(name):
     config = compose_train([f"experiment={name}"])
-    from timbre.train.loop import TrainerSettings
     from omegaconf import OmegaConf
+
+    from timbre.train.loop import TrainerSettings
 
     TrainerSettings(**OmegaConf.to_container(config.trainer, resolve=True)).validate()
     target = config.model._target_

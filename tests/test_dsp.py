@@ -162,7 +162,9 @@ def test_partial_bank_follows_a_moving_fundamental_like_the_oscillator_bank() ->
     ratios = dsp.harmonic_ratios(partials, torch.tensor([0.0, 1e-3]))
     per_sample_f0 = dsp.upsample_frames(f0[..., None], frames * hop, hop)[..., 0]
     reference = dsp.oscillator_bank(
-        per_sample_f0[..., None] * ratios[:, None, :].float(), dsp.upsample_frames(amplitudes, frames * hop, hop), SAMPLE_RATE
+        per_sample_f0[..., None] * ratios[:, None, :].float(),
+        dsp.upsample_frames(amplitudes, frames * hop, hop),
+        SAMPLE_RATE,
     )
     torch.testing.assert_close(dsp.partial_bank(f0, ratios, amplitudes, hop, SAMPLE_RATE), reference, atol=2e-3, rtol=0)
 
@@ -186,16 +188,23 @@ def test_fft_convolve_equals_direct_convolution() -> None:
     torch.manual_seed(0)
     audio, response = torch.randn(2, 300), torch.randn(2, 40)
     direct = torch.stack(
-        [torch.nn.functional.conv1d(audio[i][None, None], response[i].flip(0)[None, None], padding=39)[0, 0, :300] for i in range(2)]
+        [
+            torch.nn.functional.conv1d(audio[i][None, None], response[i].flip(0)[None, None], padding=39)[0, 0, :300]
+            for i in range(2)
+        ]
     )
     torch.testing.assert_close(dsp.fft_convolve(audio, response), direct, atol=1e-4, rtol=0)
 
 
 def test_decaying_noise_response_decays_at_each_bands_own_rate() -> None:
     bands = dsp.band_noise(2, 16000, SAMPLE_RATE, seed=1)
-    response = dsp.decaying_noise_response(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.05, 0.05], [0.2, 0.2]]), bands, SAMPLE_RATE)
+    response = dsp.decaying_noise_response(
+        torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([[0.05, 0.05], [0.2, 0.2]]), bands, SAMPLE_RATE
+    )
+
     def level(signal: torch.Tensor, start: int) -> float:
         return signal[start : start + 800].pow(2).mean().sqrt().item()
+
     # Over 0.2 s the first (tau 0.05 s) falls by e^4, the second (tau 0.2 s) by e^1, within noise.
     assert math.log(level(response[0], 0) / level(response[0], 3200)) == pytest.approx(4.0, abs=0.6)
     assert math.log(level(response[1], 0) / level(response[1], 3200)) == pytest.approx(1.0, abs=0.4)

@@ -82,11 +82,19 @@ def test_music_statistics_on_known_scores() -> None:
 @pytest.mark.slow
 def test_evaluate_command_writes_the_report(tmp_path: Path) -> None:
     data = build_midi_bundle(corpus="chorales", cache_dir=str(tmp_path), limit=8, velocities=0, valid=0.2, test=0.2)
-    config = {"_target_": "timbre.models.composer.Composer", **data.model_overrides, "dim": 32, "layers": 1, "heads": 2, "max_context": 256}
+    config = {
+        "_target_": "timbre.models.composer.Composer",
+        **data.model_overrides,
+        "dim": 32,
+        "layers": 1,
+        "heads": 2,
+        "max_context": 256,
+    }
     torch.manual_seed(0)
     state = Composer(**{key: value for key, value in config.items() if key != "_target_"}).state_dict()
     checkpoint = save_checkpoint(
-        tmp_path / "model.pt", {"model_config": config, "model": state, "ema": state, "artifacts": data.artifacts, "step": 0}
+        tmp_path / "model.pt",
+        {"model_config": config, "model": state, "ema": state, "artifacts": data.artifacts, "step": 0},
     )
     out = tmp_path / "report"
     arguments = ["evaluate", "composer", "--model", str(checkpoint), "--out", str(out), "--samples", "2", "--bars", "2"]

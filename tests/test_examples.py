@@ -21,7 +21,15 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
     ],
 )
 def test_example_writes_its_outputs(script, arguments, expected, fast_checkpoint, tmp_path):
-    command = [sys.executable, str(EXAMPLES / script), "--model", str(fast_checkpoint), "--out", str(tmp_path), *arguments]
+    command = [
+        sys.executable,
+        str(EXAMPLES / script),
+        "--model",
+        str(fast_checkpoint),
+        "--out",
+        str(tmp_path),
+        *arguments,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     for name in expected:

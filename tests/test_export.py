@@ -14,8 +14,12 @@ from timbre.train.export import export_run
 def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):
     result = train(compose_config(tiny_overrides(note_dataset, 3)), run_dir=tmp_path / "run")
     report = tmp_path / "report.md"
-    report.write_text("# Autoencoder evaluation: x\n\n| metric | value |\n|---|---|\n| spectral distance | 1.234 |\n![p](p.png)\n")
-    destination = export_run(result.run_dir, "tiny-test", "A test model.", "timbre dataset build ...", report, tmp_path / "bundle")
+    report.write_text(
+        "# Autoencoder evaluation: x\n\n| metric | value |\n|---|---|\n| spectral distance | 1.234 |\n![p](p.png)\n"
+    )
+    destination = export_run(
+        result.run_dir, "tiny-test", "A test model.", "timbre dataset build ...", report, tmp_path / "bundle"
+    )
     exported = load_checkpoint(destination / "model.pt")
     assert "training" not in exported  # no optimizer state in a shipped file
     original = load_checkpoint(result.last_checkpoint)

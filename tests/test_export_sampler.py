@@ -36,7 +36,13 @@ import timbre
 from timbre.cli import main as cli_main
 from timbre.errors import ConfigError
 from timbre.export import (
-    crossfade_loop, export_grid, export_instruments, find_loop, grid_cells, render_instruments, sampling_plan,
+    crossfade_loop,
+    export_grid,
+    export_instruments,
+    find_loop,
+    grid_cells,
+    render_instruments,
+    sampling_plan,
     write_sf2,
 )  # fmt: skip
 from timbre.export.sampler import midi_frequency
@@ -150,7 +156,9 @@ def seam_flux(audio: np.ndarray, times: list[float]) -> float:
 
 
 def zone_sample(instrument, key: int, velocity: int):
-    matches = [z for z in instrument.zones if z.keys.low <= key <= z.keys.high and z.layer.low <= velocity <= z.layer.high]
+    matches = [
+        z for z in instrument.zones if z.keys.low <= key <= z.keys.high and z.layer.low <= velocity <= z.layer.high
+    ]
     assert len(matches) == 1, f"key {key} velocity {velocity} is in {len(matches)} zones"
     return instrument.samples[matches[0].sample]
 
@@ -175,7 +183,13 @@ def test_plan_maps_every_key_and_velocity_to_one_zone_at_the_nearest_root(low, h
 
 @pytest.mark.parametrize(
     "arguments, message",
-    [((60, 50), "range"), ((20, 130), "range"), ((24, 96, 0), "step"), ((24, 96, 3, 0), "layers"), ((24, 96, 3, 3, 0), "length")],
+    [
+        ((60, 50), "range"),
+        ((20, 130), "range"),
+        ((24, 96, 0), "step"),
+        ((24, 96, 3, 0), "layers"),
+        ((24, 96, 3, 3, 0), "length"),
+    ],
 )
 def test_plan_rejects_impossible_settings(arguments, message):
     with pytest.raises(ConfigError, match=message):
@@ -309,7 +323,9 @@ def test_sfz_regions_cover_every_key_and_velocity_and_point_to_looped_wavs(expor
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["sf2", "sfz"])
 @pytest.mark.parametrize("preset, name", list(enumerate(SOURCES)))
-def test_players_play_the_timbre_in_tune_with_its_spectrum_and_seamless_loops(exported, model, resolver, fmt, preset, name):
+def test_players_play_the_timbre_in_tune_with_its_spectrum_and_seamless_loops(
+    exported, model, resolver, fmt, preset, name
+):
     result = exported[fmt]
     instrument = result.instruments[preset]
     embedding = resolver.resolve(SOURCES[name])
@@ -321,8 +337,12 @@ def test_players_play_the_timbre_in_tune_with_its_spectrum_and_seamless_loops(ex
         assert abs(pitch_cents(played[: 4 * SR], key)) <= 50, label
 
         distance = spectrum_distance_db(played[HELD], direct[HELD])
-        baseline = spectrum_distance_db(model.synthesize(other, pitch=key, seconds=TOTAL, velocity=100)[HELD], direct[HELD])
-        assert distance <= SPECTRUM_BOUND_DB and distance < baseline / 2, f"{label}: {distance:.2f} dB (other timbre {baseline:.2f} dB)"
+        baseline = spectrum_distance_db(
+            model.synthesize(other, pitch=key, seconds=TOTAL, velocity=100)[HELD], direct[HELD]
+        )
+        assert distance <= SPECTRUM_BOUND_DB and distance < baseline / 2, (
+            f"{label}: {distance:.2f} dB (other timbre {baseline:.2f} dB)"
+        )
 
         sample = zone_sample(instrument, key, 100)
         times = seam_times(sample, key)
@@ -333,7 +353,9 @@ def test_players_play_the_timbre_in_tune_with_its_spectrum_and_seamless_loops(ex
         level = lambda audio: 20 * np.log10(np.sqrt(np.mean(audio**2)) + 1e-12)  # noqa: E731
         first_pass = played[round((times[0] - (times[1] - times[0])) * SR) : round(times[0] * SR)]
         looped, held_late = level(first_pass), level(played[int(3.0 * SR) : int(4.0 * SR)])
-        assert abs(held_late - looped) < 1.5, f"{label}: the loop does not hold the note ({looped:.1f} -> {held_late:.1f} dB)"
+        assert abs(held_late - looped) < 1.5, (
+            f"{label}: the loop does not hold the note ({looped:.1f} -> {held_late:.1f} dB)"
+        )
         assert level(played[int(4.6 * SR) :]) < held_late - 40, f"{label}: no release after the key-up"
 
 
@@ -346,7 +368,9 @@ def test_velocity_changes_loudness_like_timbre_does(exported, model, resolver, f
         direct = level(model.synthesize(embedding, pitch=60, seconds=TOTAL, velocity=127)) - level(
             model.synthesize(embedding, pitch=60, seconds=TOTAL, velocity=soft)
         )
-        assert played == pytest.approx(direct, abs=1.0), f"{fmt}: velocity {soft} is {played:.1f} dB below 127, timbre says {direct:.1f}"
+        assert played == pytest.approx(direct, abs=1.0), (
+            f"{fmt}: velocity {soft} is {played:.1f} dB below 127, timbre says {direct:.1f}"
+        )
 
 
 def test_a_click_at_the_seam_is_caught_by_the_seam_measure(model, resolver, tmp_path):

@@ -129,15 +129,28 @@ def test_validation_windows_predict_every_token_once() -> None:
 def test_random_crops_transpose_every_pitch_by_the_same_interval() -> None:
     tokenizer = create_tokenizer("remi", velocities=0)
     vocab = tokenizer.vocab
-    names = ["Bar_None", "Position_0", "Program_40", "Pitch_60", "Duration_1.0.8", "Program_41", "Pitch_67", "Duration_1.0.8"]
+    names = [
+        "Bar_None",
+        "Position_0",
+        "Program_40",
+        "Pitch_60",
+        "Duration_1.0.8",
+        "Program_41",
+        "Pitch_67",
+        "Duration_1.0.8",
+    ]
     piece = np.array([vocab[n] for n in names])
-    windows = midi.TokenWindows([piece], 8, True, {i: int(t.split("_")[1]) for t, i in vocab.items() if t.startswith("Pitch_")}, 5)
+    windows = midi.TokenWindows(
+        [piece], 8, True, {i: int(t.split("_")[1]) for t, i in vocab.items() if t.startswith("Pitch_")}, 5
+    )
     shifts = set()
     torch.manual_seed(0)
     for _ in range(40):
         tokens = [tokenizer[i] for i in windows[0]["tokens"].tolist()]
         low, high = int(tokens[3].split("_")[1]), int(tokens[6].split("_")[1])
         assert high - low == 7 and -5 <= low - 60 <= 5
-        assert [t for i, t in enumerate(tokens) if i not in (3, 6)] == [n for i, n in enumerate(names) if i not in (3, 6)]
+        assert [t for i, t in enumerate(tokens) if i not in (3, 6)] == [
+            n for i, n in enumerate(names) if i not in (3, 6)
+        ]
         shifts.add(low - 60)
     assert len(shifts) > 5

@@ -124,9 +124,13 @@ def test_training_drives_the_loss_down_on_a_fixed_batch():
     """A tiny autoencoder memorises one batch of harmonic notes: the loss must fall far."""
     torch.manual_seed(0)
     t = torch.arange(1024) / 16000
-    audio = torch.stack([0.5 * torch.sin(2 * torch.pi * f * t) + 0.2 * torch.sin(4 * torch.pi * f * t) for f in (220.0, 330.0)])
+    audio = torch.stack(
+        [0.5 * torch.sin(2 * torch.pi * f * t) + 0.2 * torch.sin(4 * torch.pi * f * t) for f in (220.0, 330.0)]
+    )
     batch = {"audio": audio, "pitch": torch.tensor([57, 64])}
-    model = Autoencoder(WaveNetEncoder(channels=8, layers=2, stages=2), tiny_decoder(residual_channels=16, skip_channels=16))
+    model = Autoencoder(
+        WaveNetEncoder(channels=8, layers=2, stages=2), tiny_decoder(residual_channels=16, skip_channels=16)
+    )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     first, _ = model.training_loss(batch)
     for _ in range(80):

@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import FIXTURE_SOUNDING_SECONDS
 from timbre.data import DataBundle
 from timbre.data.nsynth import NoMatchingNotesError, NoteDataset, build_note_bundle, find_split_dir, read_examples
 from timbre.errors import ConfigError, DatasetError
+
+from conftest import FIXTURE_SOUNDING_SECONDS
 
 GUITAR = "guitar_electronic_028-060-127"
 
@@ -149,6 +150,7 @@ def test_deterministic_crops_repeat_every_epoch(nsynth_fixture_root):
 
 def test_workers_draw_different_crops(nsynth_fixture_root):
     dataset = NoteDataset(nsynth_fixture_root, "valid", families=["bass"], crop_samples=512)
+
     def crops():
         generator = torch.Generator().manual_seed(0)
         loader = DataLoader(dataset, batch_size=1, num_workers=2, sampler=[0] * 4, generator=generator)
@@ -164,8 +166,13 @@ def test_crop_longer_than_note_is_zero_padded(tmp_path):
     from timbre.io.audio import save_wav
 
     split_dir = tmp_path / "nsynth-train"
-    fields = {"pitch": 60, "velocity": 100, "instrument_str": "x_acoustic_000",
-              "instrument_family_str": "keyboard", "instrument_source_str": "acoustic"}
+    fields = {
+        "pitch": 60,
+        "velocity": 100,
+        "instrument_str": "x_acoustic_000",
+        "instrument_family_str": "keyboard",
+        "instrument_source_str": "acoustic",
+    }
     (split_dir / "audio").mkdir(parents=True)
     (split_dir / "examples.json").write_text(json.dumps({"x_acoustic_000-060-100": fields}))
     save_wav(split_dir / "audio" / "x_acoustic_000-060-100.wav", np.full(100, 0.5, dtype=np.float32))
@@ -182,17 +189,26 @@ def test_indexes_ten_thousand_notes(tmp_path):
         instrument = f"string_acoustic_{number // 440:03d}"
         note_str = f"{instrument}-{21 + number % 88:03d}-{(25, 50, 75, 100, 127)[number // 88 % 5]:03d}"
         examples[note_str] = {
-            "note": number, "note_str": note_str, "instrument": number // 440, "instrument_str": instrument,
-            "pitch": 21 + number % 88, "velocity": 100, "sample_rate": 16000, "qualities": [0] * 10,
-            "qualities_str": [], "instrument_family": 8, "instrument_family_str": "string",
-            "instrument_source": 0, "instrument_source_str": "acoustic",
+            "note": number,
+            "note_str": note_str,
+            "instrument": number // 440,
+            "instrument_str": instrument,
+            "pitch": 21 + number % 88,
+            "velocity": 100,
+            "sample_rate": 16000,
+            "qualities": [0] * 10,
+            "qualities_str": [],
+            "instrument_family": 8,
+            "instrument_family_str": "string",
+            "instrument_source": 0,
+            "instrument_source_str": "acoustic",
         }
         (split_dir / "audio" / f"{note_str}.wav").touch()
     (split_dir / "examples.json").write_text(json.dumps(examples))
 
     dataset = NoteDataset(tmp_path, "train", pitch_range=(21, 108))
     assert len(dataset) == 10_000 and len(dataset.instruments) == 23
-    assert [dataset.note_str(i) for i in (0, 9_999)] == sorted(examples)[:: 9_999]
+    assert [dataset.note_str(i) for i in (0, 9_999)] == sorted(examples)[::9_999]
     octave = NoteDataset(tmp_path, "train", pitch_range=(60, 71))  # both ends included
     assert len(octave) == sum(60 <= fields["pitch"] <= 71 for fields in examples.values()) == 1368
 

@@ -9,8 +9,8 @@ import pesto
 import pytest
 import torch
 
-from timbre.models import dsp
 from timbre.errors import ConfigError
+from timbre.models import dsp
 from timbre.models.parallel import HarmonicNoiseDecoder
 
 SAMPLE_RATE = 16000
@@ -142,7 +142,11 @@ def test_invalid_settings_raise_clear_errors() -> None:
 def expressive_decoder(**overrides: float) -> HarmonicNoiseDecoder:
     """A small decoder with every optional part switched on (bend, inharmonicity, room response)."""
     settings = dict(
-        pitch_deviation_cents=100.0, max_inharmonicity=0.02, reverb_seconds=0.25, reverb_bands=4, loudness_loss_weight=1.0
+        pitch_deviation_cents=100.0,
+        max_inharmonicity=0.02,
+        reverb_seconds=0.25,
+        reverb_bands=4,
+        loudness_loss_weight=1.0,
     )
     settings.update(overrides)
     return HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), **settings)

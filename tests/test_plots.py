@@ -105,8 +105,9 @@ def test_plot_pitch_errors_counts_silent_notes(tmp_path):
 def test_plot_loss_curve(tmp_path):
     steps = np.arange(50)
     losses = 5 * np.exp(-steps / 10) + 0.1
-    path = plots.plot_loss_curve(steps, losses, tmp_path / "loss.png", valid_steps=[0, 25, 49],
-                                 valid_losses=[5.0, 0.5, 0.2])
+    path = plots.plot_loss_curve(
+        steps, losses, tmp_path / "loss.png", valid_steps=[0, 25, 49], valid_losses=[5.0, 0.5, 0.2]
+    )
     assert png_size(path) == (800, 400)
     with pytest.raises(ConfigError, match="equal length"):
         plots.plot_loss_curve(steps, losses[:-1], tmp_path / "bad.png")

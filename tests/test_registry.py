@@ -86,7 +86,10 @@ def test_settings_reach_the_class_unchanged():
         ),
         ({"family": "composer", "settings": {"vocab_size": torch.tensor(3)}}, "settings.vocab_size is a Tensor"),
         (
-            {"family": "autoencoder", "settings": {"encoder": {"kind": "wavenet", "kernel_size": 2}, "decoder": {"kind": "wavenet"}}},
+            {
+                "family": "autoencoder",
+                "settings": {"encoder": {"kind": "wavenet", "kernel_size": 2}, "decoder": {"kind": "wavenet"}},
+            },
             "wavenet encoder settings: encoder kernel_size must be odd",
         ),
     ],
@@ -116,10 +119,15 @@ def test_checkpoints_load_with_weights_only_and_refuse_pickled_objects(tmp_path)
     with pytest.raises(ConfigError, match=r"checkpoint\['artifacts'\]\['where'\] is a PosixPath"):
         save_checkpoint(tmp_path / "bad.pt", {"model_config": spec, "model": {}, "artifacts": {"where": tmp_path}})
     assert not (tmp_path / "bad.pt").exists()
-    torch.save({"format": CHECKPOINT_FORMAT, "model_config": spec, "model": {}, "extra": Path("x")}, tmp_path / "pickled.pt")
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "model_config": spec, "model": {}, "extra": Path("x")}, tmp_path / "pickled.pt"
+    )
     with pytest.raises(CheckpointError, match="pickled.pt: not a readable checkpoint"):
         load_checkpoint(tmp_path / "pickled.pt")
-    torch.save({"format": CHECKPOINT_FORMAT, "model_config": {"family": "gan", "settings": {}}, "model": {}}, tmp_path / "gan.pt")
+    torch.save(
+        {"format": CHECKPOINT_FORMAT, "model_config": {"family": "gan", "settings": {}}, "model": {}},
+        tmp_path / "gan.pt",
+    )
     with pytest.raises(CheckpointError, match="gan.pt: unknown model family 'gan'"):
         load_checkpoint(tmp_path / "gan.pt")
 

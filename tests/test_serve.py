@@ -69,7 +69,14 @@ def test_timbres_lists_the_corners_and_the_bundled_set(client: TestClient, instr
     [
         {"x": 0.5, "y": 0.5, "pitch": 48, "seconds": 2.0},
         {"x": 0.2, "y": 0.7, "pitch": 60, "seconds": 1.5, "weighting": "bilinear"},
-        {"x": 0.9, "y": 0.1, "pitch": 72, "seconds": 2.0, "velocity": 60, "corners": ["gm:40", "cello", "flute", "gm:71"]},
+        {
+            "x": 0.9,
+            "y": 0.1,
+            "pitch": 72,
+            "seconds": 2.0,
+            "velocity": 60,
+            "corners": ["gm:40", "cello", "flute", "gm:71"],
+        },
     ],
 )
 def test_a_note_is_a_16k_mono_wav_at_the_requested_pitch(client: TestClient, body: dict) -> None:
@@ -133,10 +140,25 @@ def test_pad_weights_agree_with_the_grid_weights_of_interpolate(weighting: str) 
         ('{"x": 0, "y": 0, "velocity": 0}', "application/json", 422, "velocity 0 is outside [1, 127]"),
         ('{"x": 0, "y": 0, "seconds": 9}', "application/json", 422, "seconds 9 is outside [0.1, 8]"),
         ('{"x": "left", "y": 0}', "application/json", 422, "x must be a number"),
-        ('{"x": 0, "y": 0, "weighting": "cubic"}', "application/json", 422, "weighting must be one of nsynth, bilinear"),
+        (
+            '{"x": 0, "y": 0, "weighting": "cubic"}',
+            "application/json",
+            422,
+            "weighting must be one of nsynth, bilinear",
+        ),
         ('{"x": 0, "y": 0, "corners": ["flute"]}', "application/json", 422, "corners must be a list of 4"),
-        ('{"x": 0, "y": 0, "corners": ["/etc/passwd", "flute", "flute", "flute"]}', "application/json", 422, "unknown corner '/etc/passwd'"),
-        ('{"x": 0, "y": 0, "corners": ["gm:300", "flute", "flute", "flute"]}', "application/json", 422, "General MIDI program 0-127"),
+        (
+            '{"x": 0, "y": 0, "corners": ["/etc/passwd", "flute", "flute", "flute"]}',
+            "application/json",
+            422,
+            "unknown corner '/etc/passwd'",
+        ),
+        (
+            '{"x": 0, "y": 0, "corners": ["gm:300", "flute", "flute", "flute"]}',
+            "application/json",
+            422,
+            "General MIDI program 0-127",
+        ),
         ('{"x": 0, "y": 0, "pich": 60}', "application/json", 422, "unknown field 'pich'"),
         ("[0.5, 0.5]", "application/json", 422, "must be a JSON object"),
         ('{"x": 0,', "application/json", 400, "not valid JSON"),
@@ -146,7 +168,9 @@ def test_pad_weights_agree_with_the_grid_weights_of_interpolate(weighting: str) 
         ('{"x": 0, "y": 0, "corners": ["' + "a" * MAX_BODY_BYTES + '"]}', "application/json", 413, "limit"),
     ],
 )
-def test_bad_requests_get_a_4xx_json_error(client: TestClient, content: str, content_type: str, status: int, message: str) -> None:
+def test_bad_requests_get_a_4xx_json_error(
+    client: TestClient, content: str, content_type: str, status: int, message: str
+) -> None:
     for path in (NOTE, "/api/v1/embedding"):
         response = client.post(path, content=content, headers={"content-type": content_type})
         assert response.status_code == status, response.text
@@ -218,11 +242,15 @@ def test_custom_corners_from_files(instrument: Instrument, tmp_path: Path) -> No
     source = instrument.timbre_set.lookup(42)[0].path
     mine = tmp_path / "My Cello.wav"
     mine.write_bytes(source.read_bytes())
-    custom = Instrument(instrument.model, corners=[str(mine), "flute", "gm:0", "gm:80"], timbre_set=instrument.timbre_set)
+    custom = Instrument(
+        instrument.model, corners=[str(mine), "flute", "gm:0", "gm:80"], timbre_set=instrument.timbre_set
+    )
     assert custom.default_corners == ("my_cello", "flute", "acoustic_grand_piano", "lead_1_square")
     assert torch.equal(custom.corner("my_cello").embedding.tensor, instrument.corner("cello").embedding.tensor)
     with pytest.raises(timbre.TimbreError, match="no such file"):
-        Instrument(instrument.model, corners=["missing.wav", "flute", "gm:0", "gm:80"], timbre_set=instrument.timbre_set)
+        Instrument(
+            instrument.model, corners=["missing.wav", "flute", "gm:0", "gm:80"], timbre_set=instrument.timbre_set
+        )
     with pytest.raises(timbre.TimbreError, match="needs 4 corners"):
         Instrument(instrument.model, corners=["flute"], timbre_set=instrument.timbre_set)
 
@@ -245,7 +273,11 @@ def test_timbre_serve_runs_the_app_and_reports_bad_flags_in_one_line() -> None:
     finally:
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=30) == 0
-    bad = subprocess.run([*command, "--corners", "nope", "flute", "violin", "cello"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*command, "--corners", "nope", "flute", "violin", "cello"], capture_output=True, text=True, timeout=120
+    )
     assert bad.returncode == 1
     lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("timbre serve: error: --corners: corner 'nope': no such file"), bad.stderr
+    assert len(lines) == 1 and lines[0].startswith("timbre serve: error: --corners: corner 'nope': no such file"), (
+        bad.stderr
+    )

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -35,7 +35,9 @@ FAKE_MIDI = """
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing (Debian package chromium, installed by `make install`)"),
+    pytest.mark.skipif(
+        not CHROMIUM.is_file(), reason=f"{CHROMIUM} is missing (Debian package chromium, installed by `make install`)"
+    ),
 ]
 
 
@@ -135,7 +137,8 @@ def test_the_page_plays_notes_from_the_pad_the_keyboard_and_midi(server: str) ->
             lit = page.evaluate(
                 "(() => { const c = document.getElementById('rainbowgram');"
                 " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;"
-                " let n = 0; for (let i = 0; i < d.length; i += 4) n += (d[i] + d[i+1] + d[i+2]) > 30; return n / (d.length / 4); })()"
+                " let n = 0; for (let i = 0; i < d.length; i += 4) n += (d[i] + d[i+1] + d[i+2]) > 30;"
+                " return n / (d.length / 4); })()"
             )
             assert lit > 0.02, f"rainbowgram nearly black ({lit:.3f} of pixels lit)"
 

@@ -141,7 +141,10 @@ def test_remi_positions_must_increase_within_a_bar() -> None:
     assert allowed[tokenizer.vocab["Program_0"]]
     assert not allowed[tokenizer.vocab["Position_4"]]
     state = grammar.state_after(
-        [tokenizer.vocab[t] for t in ("Bar_None", "TimeSig_3/4", "Position_8", "Program_0", "Pitch_60", "Duration_1.0.8")]
+        [
+            tokenizer.vocab[t]
+            for t in ("Bar_None", "TimeSig_3/4", "Position_8", "Program_0", "Pitch_60", "Duration_1.0.8")
+        ]
     )
     allowed = grammar.allowed(state)
     assert allowed[tokenizer.vocab["Position_9"]] and allowed[tokenizer.vocab["Bar_None"]]

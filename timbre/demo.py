@@ -13,12 +13,12 @@ Steps, each writing WAVs and pictures under the output directory:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from timbre.io.audio import load_audio, save_wav
 from timbre.data.timbre_set import load_timbre_index
 from timbre.hub import load
+from timbre.io.audio import load_audio, save_wav
 from timbre.sound_design import interpolation_sweep, morph_note, timbre_grid, write_notes
 
 # GM programs of the bundled timbre set used by the demo.
@@ -52,7 +52,7 @@ def run_demo(
     embeddings = [timbre_model.encode(path[p], pitch=60, velocity=100) for p in programs]
     decoded = timbre_model.synthesize_batch(embeddings, [60] * len(programs), seconds=[4.0] * len(programs), seed=seed)
     names = [notes[p]["file"].removesuffix(".wav") for p in programs]
-    written += write_notes(out / "reconstructions", decoded, names, timbre_model.sample_rate)
+    written += write_notes(out / "reconstructions", list(decoded), names, timbre_model.sample_rate)
     written.append(plot_grid([originals, list(decoded)], out / "reconstructions" / "original_vs_decoded.png"))
 
     say("2/5 interpolation sweep flute -> trumpet (slerp) and the crossfade baseline")
@@ -62,7 +62,9 @@ def run_demo(
         )
         labels = [f"{method} {m:.2f}" for m in mixes]
         step_names = [f"{method}_{i:02d}_mix_{m:.2f}" for i, m in enumerate(mixes)]
-        written += write_notes(out / "sweep", audio, step_names, timbre_model.sample_rate, f"sweep_{method}.png", labels)
+        written += write_notes(
+            out / "sweep", list(audio), step_names, timbre_model.sample_rate, f"sweep_{method}.png", labels
+        )
 
     say("3/5 3x3 grid between flute, trumpet, cello and organ")
     grid = timbre_grid(timbre_model, embeddings[:4], size=3, pitch=60, seconds=4.0, seed=seed)
@@ -88,10 +90,12 @@ def run_demo(
     return written
 
 
-def compose_and_render(model, out: Path, composer: str | None, bars: int, seed: int, say: Callable[[str], None]) -> list[Path]:
+def compose_and_render(
+    model, out: Path, composer: str | None, bars: int, seed: int, say: Callable[[str], None]
+) -> list[Path]:
     """Compose a chorale, render it with four timbres, then with its top voice morphing."""
-    from timbre.symbolic.compose import compose, load_composer, save_midi
     from timbre.render import render_midi
+    from timbre.symbolic.compose import compose, load_composer, save_midi
 
     score = compose(load_composer(composer), bars=bars, seed=seed)
     midi = save_midi(score, out / "chorale.mid")
@@ -99,8 +103,6 @@ def compose_and_render(model, out: Path, composer: str | None, bars: int, seed: 
     result = render_midi(midi, model, CHORALE_TIMBRES, seed=seed)
     written.append(save_wav(out / "chorale.wav", result.audio, result.sample_rate))
     say(f"    {result.seconds:.1f} s of music rendered {result.realtime_factor:.1f}x faster than real time")
-    morphing = render_midi(
-        midi, model, CHORALE_TIMBRES, morphs={"0": [f"gm:{FLUTE}", f"gm:{TRUMPET}"]}, seed=seed
-    )
+    morphing = render_midi(midi, model, CHORALE_TIMBRES, morphs={"0": [f"gm:{FLUTE}", f"gm:{TRUMPET}"]}, seed=seed)
     written.append(save_wav(out / "chorale_morph.wav", morphing.audio, morphing.sample_rate))
     return written

@@ -192,8 +192,9 @@ def plot_grid(
     rows = len(audios_nested)
     columns = {len(row) for row in audios_nested}
     if rows == 0 or len(columns) != 1 or 0 in columns:
-        raise ConfigError(f"plot_grid needs equally long, non-empty rows; got row lengths "
-                          f"{[len(row) for row in audios_nested]}")
+        raise ConfigError(
+            f"plot_grid needs equally long, non-empty rows; got row lengths {[len(row) for row in audios_nested]}"
+        )
     cols = columns.pop()
     if row_labels is not None and len(row_labels) != rows:
         raise ConfigError(f"plot_grid got {rows} rows but {len(row_labels)} row labels")
@@ -201,8 +202,9 @@ def plot_grid(
         raise ConfigError(f"plot_grid got {cols} columns but {len(column_labels)} column labels")
     labelled = row_labels is not None or column_labels is not None
     # Column titles take a line of their own above the top row.
-    figure = Figure(figsize=(2 * cols, 1.6 * rows + (0.3 if column_labels is not None else 0.0)), dpi=DPI,
-                    layout="constrained")
+    figure = Figure(
+        figsize=(2 * cols, 1.6 * rows + (0.3 if column_labels is not None else 0.0)), dpi=DPI, layout="constrained"
+    )
     axes = figure.subplots(rows, cols, squeeze=False)
     for r, row in enumerate(audios_nested):
         for c, audio in enumerate(row):
@@ -248,8 +250,13 @@ def plot_pitch_errors(
         errors = np.asarray(values, dtype=np.float64)
         finite = errors[np.isfinite(errors)]
         silent = errors.size - finite.size
-        ax.hist(np.clip(finite, -limit, limit), bins=list(bins), histtype="step", linewidth=float(width),
-                label=f"{label} ({silent} silent)" if silent else label)
+        ax.hist(
+            np.clip(finite, -limit, limit),
+            bins=list(bins),
+            histtype="step",
+            linewidth=float(width),
+            label=f"{label} ({silent} silent)" if silent else label,
+        )
     for edge in (-tolerance_cents, tolerance_cents):
         ax.axvline(edge, color="grey", linestyle="--", linewidth=1)
     ax.set_xlabel("median pitch error of the note's sounding frames (cents, clipped)")
@@ -283,8 +290,17 @@ def plot_spectrogram(
     decibels = librosa.amplitude_to_db(magnitude, ref=peak if peak > 0 else 1.0, top_db=80.0)
     figure = Figure(figsize=(8, 4), dpi=DPI, layout="constrained")
     ax = figure.add_subplot()
-    image = librosa.display.specshow(decibels, sr=sample_rate, hop_length=HOP_LENGTH, x_axis="time",
-                                     y_axis="log", cmap="magma", vmin=-80.0, vmax=0.0, ax=ax)
+    image = librosa.display.specshow(
+        decibels,
+        sr=sample_rate,
+        hop_length=HOP_LENGTH,
+        x_axis="time",
+        y_axis="log",
+        cmap="magma",
+        vmin=-80.0,
+        vmax=0.0,
+        ax=ax,
+    )
     figure.colorbar(image, ax=ax, format="%+.0f dB")
     if title:
         ax.set_title(title)
@@ -364,18 +380,24 @@ def _cqt(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     with warnings.catch_warnings():
         # librosa warns when a clip is shorter than a low octave's FFT; it zero-pads, which is right.
         warnings.filterwarnings("ignore", message="n_fft=.* is too large for input signal")
-        return librosa.cqt(audio, sr=sample_rate, hop_length=HOP_LENGTH,
-                           fmin=librosa.note_to_hz(FMIN_NOTE), n_bins=_n_bins(sample_rate),
-                           bins_per_octave=BINS_PER_OCTAVE, filter_scale=FILTER_SCALE)
+        return librosa.cqt(
+            audio,
+            sr=sample_rate,
+            hop_length=HOP_LENGTH,
+            fmin=librosa.note_to_hz(FMIN_NOTE),
+            n_bins=_n_bins(sample_rate),
+            bins_per_octave=BINS_PER_OCTAVE,
+            filter_scale=FILTER_SCALE,
+        )
 
 
-def _draw_rainbowgram(ax: Axes, audio: AudioLike, sample_rate: int, title: str | None,
-                      note_labels: bool = True) -> None:
+def _draw_rainbowgram(
+    ax: Axes, audio: AudioLike, sample_rate: int, title: str | None, note_labels: bool = True
+) -> None:
     image = rainbowgram(audio, sample_rate)
     bins, frames, _ = image.shape
     seconds = frames * HOP_LENGTH / sample_rate
-    ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest",
-              extent=(0.0, seconds, 0.0, float(bins)))
+    ax.imshow(image, origin="lower", aspect="auto", interpolation="nearest", extent=(0.0, seconds, 0.0, float(bins)))
     octaves = range(0, bins + 1, BINS_PER_OCTAVE)
     ax.set_yticks([float(b) for b in octaves])
     octave_of_fmin = int(FMIN_NOTE[-1])
@@ -388,8 +410,9 @@ def _draw_rainbowgram(ax: Axes, audio: AudioLike, sample_rate: int, title: str |
 def _curve(x: object, y: object, x_name: str, y_name: str) -> tuple[np.ndarray, np.ndarray]:
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x.ndim != 1 or x.shape != y.shape or x.size == 0:
-        raise ConfigError(f"{x_name} and {y_name} must be non-empty 1-D sequences of equal length, "
-                          f"got shapes {x.shape} and {y.shape}")
+        raise ConfigError(
+            f"{x_name} and {y_name} must be non-empty 1-D sequences of equal length, got shapes {x.shape} and {y.shape}"
+        )
     return x, y
 
 

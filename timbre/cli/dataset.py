@@ -19,19 +19,17 @@ def parse_int_list(text: str, name: str) -> list[int]:
         ConfigError: naming ``name`` (the option) when the text is not of that form.
     """
     values: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            low, separator, high = part.partition("-")
-            if separator:
-                first, last = int(low), int(high)
-                if first > last:
-                    raise ConfigError(f"{name}: range '{part}' runs backwards")
-                values.extend(range(first, last + 1))
-            else:
-                values.append(int(part))
-    except ValueError:
-        raise ConfigError(f"{name}: expected numbers like '21-108' or '48,60,72', got '{text}'") from None
+    for part in text.split(","):
+        part = part.strip()
+        low, separator, high = part.partition("-")
+        # Only the number parsing is guarded: ConfigError is itself a ValueError.
+        try:
+            first, last = (int(low), int(high)) if separator else (int(part), int(part))
+        except ValueError:
+            raise ConfigError(f"{name}: expected numbers like '21-108' or '48,60,72', got '{text}'") from None
+        if first > last:
+            raise ConfigError(f"{name}: range '{part}' runs backwards")
+        values.extend(range(first, last + 1))
     return values
 
 
@@ -117,7 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--test", type=float, default=0.1, help="fraction of instruments for testing (default: 0.1)")
     build.add_argument("--sample-rate", type=int, default=16000, help="sample rate of the audio (default: 16000)")
     build.add_argument(
-        "--workers", type=int, default=min(4, os.cpu_count() or 1),
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
         help="rendering processes; the output does not depend on it (default: CPU count, at most 4)",
     )
     build.add_argument(

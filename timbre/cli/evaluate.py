@@ -51,7 +51,9 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
             "with the held-out pieces. Writes OUT/composer.json, OUT/composer.md and the generated MIDI."
         ),
     )
-    parser.add_argument("--model", help="composer checkpoint file or run directory (default: the bundled chorale model)")
+    parser.add_argument(
+        "--model", help="composer checkpoint file or run directory (default: the bundled chorale model)"
+    )
     parser.add_argument("--out", required=True, help="directory for the report and the generated pieces (created)")
     parser.add_argument("--samples", type=int, default=16, help="pieces to generate (default: 16)")
     parser.add_argument("--bars", type=int, default=16, help="bars per generated piece (default: 16)")
@@ -139,26 +141,47 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
             "reconstructions), sweeps and a pitch-error histogram."
         ),
     )
-    parser.add_argument("--model", default="default", help="bundled model name or checkpoint (default: the bundled default)")
+    parser.add_argument(
+        "--model", default="default", help="bundled model name or checkpoint (default: the bundled default)"
+    )
     parser.add_argument("--data", required=True, help="folder of notes: NSynth split or root, or audio files")
     parser.add_argument("--out", required=True, help="directory for the report (created)")
     parser.add_argument("--split", help="split of an NSynth dataset root: test, valid or train (default: test)")
-    parser.add_argument("--notes", type=positive_int,
-                        help="at most this many notes, in whole pitch groups (default: all, one per instrument and pitch)")
-    parser.add_argument("--seed", type=int, default=0, help="picks notes and sweeps, the untrained weights, the noise (default: 0)")
-    parser.add_argument("--baselines", type=_baselines, default="fixed_embedding,untrained",
-                        help="baselines scored in the same run: fixed_embedding, untrained, both (default) or none")
-    parser.add_argument("--track-pitch", choices=("model", "all", "none"), default="model",
-                        help="whose pitch PESTO judges (~0.3 s per note): the originals and the model's (default), "
-                             "all systems, or none")
+    parser.add_argument(
+        "--notes",
+        type=positive_int,
+        help="at most this many notes, in whole pitch groups (default: all, one per instrument and pitch)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="picks notes and sweeps, the untrained weights, the noise (default: 0)"
+    )
+    parser.add_argument(
+        "--baselines",
+        type=_baselines,
+        default="fixed_embedding,untrained",
+        help="baselines scored in the same run: fixed_embedding, untrained, both (default) or none",
+    )
+    parser.add_argument(
+        "--track-pitch",
+        choices=("model", "all", "none"),
+        default="model",
+        help="whose pitch PESTO judges (~0.3 s per note): the originals and the model's (default), "
+        "all systems, or none",
+    )
     parser.add_argument("--sweeps", type=_count, default=4, help="interpolation sweeps, 0 for none (default: 4)")
     parser.add_argument("--steps", type=_steps, default=7, help="steps per sweep, endpoints included (default: 7)")
-    parser.add_argument("--seconds", type=positive_float,
-                        help="evaluate only the first SECONDS of each note (for slow decoders)")
+    parser.add_argument(
+        "--seconds", type=positive_float, help="evaluate only the first SECONDS of each note (for slow decoders)"
+    )
     parser.add_argument("--pitches", type=_pitch_range, metavar="LOW-HIGH", help="only notes in this MIDI pitch range")
-    parser.add_argument("--batch-size", type=positive_int,
-                        help="notes per decoder pass (default: 1 for the fast decoder, 16 for WaveNet)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of a WaveNet decoder (default: 1.0)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        help="notes per decoder pass (default: 1 for the fast decoder, 16 for WaveNet)",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="sampling temperature of a WaveNet decoder (default: 1.0)"
+    )
     parser.add_argument("--device", default="cpu", help="torch device of the models, e.g. cuda (default: cpu)")
     parser.set_defaults(handler=_autoencoder)
 
@@ -196,8 +219,9 @@ def _register_build_testset(actions: argparse._SubParsersAction) -> None:
             "The default soundfont, TimGM6mb (Debian timgm6mb-soundfont), is reserved for evaluation."
         ),
     )
-    parser.add_argument("--soundfont", default="/usr/share/sounds/sf2/TimGM6mb.sf2",
-                        help="SF2 file (default: %(default)s)")
+    parser.add_argument(
+        "--soundfont", default="/usr/share/sounds/sf2/TimGM6mb.sf2", help="SF2 file (default: %(default)s)"
+    )
     parser.add_argument("--out", required=True, help="folder of the test set (created), e.g. data/eval-timgm6mb")
     parser.add_argument("--programs", help="other General MIDI programs, e.g. 0,24,40 (default: the standard 24)")
     parser.add_argument("--pitches", help="other MIDI pitches, e.g. 48,60,72 (default: 48,55,60,67,72)")

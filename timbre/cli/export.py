@@ -54,13 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "presets (OUT.json beside an SF2, grid.json in an SFZ folder)."
         ),
     )
-    grid.add_argument("corners", nargs=4, metavar="SOURCE", help="top-left, top-right, bottom-left, bottom-right timbres")
+    grid.add_argument(
+        "corners", nargs=4, metavar="SOURCE", help="top-left, top-right, bottom-left, bottom-right timbres"
+    )
     grid.add_argument("--size", type=positive_int, default=5, help="cells per side (default: 5, i.e. 25 presets)")
     grid.add_argument(
         "--weighting", choices=("bilinear", "distance"), default="bilinear",
         help="corner weights (default: bilinear; distance = NSynth Super)",
     )  # fmt: skip
-    grid.add_argument("--method", choices=("lerp", "slerp"), default="lerp", help="how cells mix the corners (default: lerp)")
+    grid.add_argument(
+        "--method", choices=("lerp", "slerp"), default="lerp", help="how cells mix the corners (default: lerp)"
+    )
     _add_common(grid)
     grid.set_defaults(handler=run_export_grid)
 
@@ -77,8 +81,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         "--seconds", type=positive_float, default=3.0,
         help="length of each sample, release included (default: 3.0)",
     )  # fmt: skip
-    parser.add_argument("--decoder", choices=("fast", "wavenet"), help="fast (parallel, default) or wavenet (autoregressive)")
-    parser.add_argument("--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)")
+    parser.add_argument(
+        "--decoder", choices=("fast", "wavenet"), help="fast (parallel, default) or wavenet (autoregressive)"
+    )
+    parser.add_argument(
+        "--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)"
+    )
     parser.add_argument("--timbre-set", metavar="DIR", help="timbre set for gm:N sources (default: the bundled set)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
     parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder")
@@ -146,7 +154,9 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
-        raise ConfigError(f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for")
+        raise ConfigError(
+            f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for"
+        )
     trained = model_pitch_range(model)
     low, high = args.keys or trained
     if low < trained[0] or high > trained[1]:

@@ -16,9 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="play the model live in a browser: pad, keyboard, Web MIDI", description=run_serve.__doc__
     )
-    parser.add_argument("--port", type=port_number, default=8000, help="TCP port; 0 picks a free one (default: %(default)s)")
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on; other machines can connect only if it is not loopback (default: %(default)s)"
+        "--port", type=port_number, default=8000, help="TCP port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on; other machines can connect only if it is not loopback (default: %(default)s)",
     )
     parser.add_argument(
         "--corners",
@@ -27,8 +31,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="corner timbres: bundled names (see /api/v1/timbres), gm:PROGRAM, audio files or .npy embeddings "
         "(default: four contrasting bundled timbres)",
     )
-    parser.add_argument("--cache-mb", type=positive_int, default=32, help="memory for cached notes, MB (default: %(default)s)")
-    parser.add_argument("--max-batch", type=positive_int, default=8, help="most concurrent notes per decoder pass (default: %(default)s)")
+    parser.add_argument(
+        "--cache-mb", type=positive_int, default=32, help="memory for cached notes, MB (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=positive_int,
+        default=8,
+        help="most concurrent notes per decoder pass (default: %(default)s)",
+    )
     add_model_argument(parser)
     parser.set_defaults(handler=run_serve)
 
@@ -71,9 +82,15 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     host, port = listener.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
-    print(f"timbre serve: open http://{shown}:{port}/ (model {model.name}, corners {', '.join(instrument.default_corners)})")
+    print(
+        f"timbre serve: open http://{shown}:{port}/ "
+        f"(model {model.name}, corners {', '.join(instrument.default_corners)})"
+    )
     if not loopback:
-        print(f"warning: listening on {args.host}: anyone who can reach this machine can use the instrument", file=sys.stderr)
+        print(
+            f"warning: listening on {args.host}: anyone who can reach this machine can use the instrument",
+            file=sys.stderr,
+        )
     sys.stdout.flush()
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
     try:

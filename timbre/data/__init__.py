@@ -5,8 +5,9 @@ Every ``data`` config of the training app instantiates to a :class:`DataBundle`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing torch just for an annotation would make `import timbre.data` slow
     from torch.utils.data import Dataset

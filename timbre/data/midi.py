@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import miditok
 import numpy as np
@@ -116,9 +117,7 @@ def chorale_to_score(name: str) -> symusic.Score:
             if duration <= 0:  # grace notes have no duration of their own
                 continue
             for pitch in element.pitches:
-                track.notes.append(
-                    symusic.Note(ticks(element.offset), duration, pitch.midi, CHORALE_VELOCITY)
-                )
+                track.notes.append(symusic.Note(ticks(element.offset), duration, pitch.midi, CHORALE_VELOCITY))
         score.tracks.append(track)
     if score.note_num() == 0:
         raise MidiError(f"chorale {name} has no notes")
@@ -191,7 +190,9 @@ def corpus_files(
         raise ConfigError("data: give exactly one of corpus=chorales or folder=PATH")
     if corpus is not None and corpus != "chorales":
         raise ConfigError(f"data.corpus={corpus!r} is unknown; the bundled corpus is 'chorales'")
-    return build_chorale_corpus(cache_dir, limit) if corpus else find_midi_files(folder)[:limit]
+    if folder is None:
+        return build_chorale_corpus(cache_dir, limit)
+    return find_midi_files(folder)[:limit]
 
 
 @dataclass
@@ -211,7 +212,7 @@ def split_by_piece(count: int, valid: float, test: float, seed: int) -> tuple[li
     if not (0 <= valid < 1 and 0 <= test < 1 and valid + test < 1):
         raise ConfigError(f"data.valid={valid} and data.test={test} must be fractions summing below 1")
     order = np.random.default_rng(seed).permutation(count).tolist()
-    sizes = []
+    sizes: list[int] = []
     for fraction in (test, valid):
         size = round(fraction * count)
         if fraction > 0 and size == 0 and count - sum(sizes) > 1:
@@ -302,9 +303,7 @@ class TokenWindows(Dataset):
         else:
             step = max_tokens - 1
             self.windows = [
-                (i, start)
-                for i, piece in enumerate(self.pieces)
-                for start in range(0, max(len(piece) - 1, 1), step)
+                (i, start) for i, piece in enumerate(self.pieces) for start in range(0, max(len(piece) - 1, 1), step)
             ]
 
     @staticmethod
@@ -330,11 +329,11 @@ class TokenWindows(Dataset):
             start = int(torch.randint(len(piece) - self.max_tokens + 1, ()).item())
         window = piece[start : start + self.max_tokens]
         if self._pitch_table is not None:
-            window = self._transposed(window)
+            window = self._transposed(window, self._pitch_table)
         return {"tokens": torch.from_numpy(np.ascontiguousarray(window))}
 
-    def _transposed(self, window: np.ndarray) -> np.ndarray:
-        pitch, token_of_pitch, low, high = self._pitch_table
+    def _transposed(self, window: np.ndarray, pitch_table: tuple[np.ndarray, np.ndarray, int, int]) -> np.ndarray:
+        pitch, token_of_pitch, low, high = pitch_table
         in_table = window < len(pitch)
         pitches = np.where(in_table, pitch[np.minimum(window, len(pitch) - 1)], -1)
         is_pitch = pitches >= 0

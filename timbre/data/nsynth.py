@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from timbre.io.audio import SAMPLE_RATE, load_audio
 from timbre.data import DataBundle
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_SOURCES
 from timbre.errors import ConfigError, DatasetError
+from timbre.io.audio import SAMPLE_RATE, load_audio
 
 EXAMPLES_FILE = "examples.json"
 AUDIO_DIR = "audio"
@@ -281,6 +281,7 @@ class NoteDataset(Dataset):
         return choice * self.crop_hop
 
     def _crop(self, index: int, audio: np.ndarray) -> np.ndarray:
+        assert self.crop_samples is not None, "_crop needs crop_samples"
         start = self.crop_start(index, audio)
         crop = audio[start : start + self.crop_samples]
         if crop.shape[0] < self.crop_samples:

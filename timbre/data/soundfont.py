@@ -104,7 +104,9 @@ def _instruments(soundfonts: Sequence[str], programs: Sequence[int]) -> list[_In
     qualify = len(soundfonts) > 1
     return [
         _Instrument(
-            soundfont, index, program,
+            soundfont,
+            index,
+            program,
             f"{soundfont_name(soundfont)}_{instrument_name(program)}" if qualify else instrument_name(program),
         )  # fmt: skip
         for index, soundfont in enumerate(soundfonts)
@@ -130,7 +132,7 @@ def _chosen_notes(
     by_pitch: dict[int, list[int]] = {}
     for pitch, velocity in playable:
         by_pitch.setdefault(pitch, []).append(velocity)
-    chosen = []
+    chosen: list[tuple[int, int]] = []
     for pitch, velocities in sorted(by_pitch.items()):
         count = min(velocities_per_pitch, len(velocities))
         picked = _draw(seed, instrument.name, pitch, "velocity").sample(sorted(velocities), count)
@@ -398,19 +400,18 @@ def build_dataset(
         SoundfontError: a soundfont is missing or unreadable, or none has any of the programs.
         DatasetError: ``out`` cannot be written.
     """
-    if isinstance(soundfonts, (str, os.PathLike)):
-        soundfonts = [soundfonts]
-    soundfonts = [os.fspath(soundfont) for soundfont in soundfonts]
+    given = [soundfonts] if isinstance(soundfonts, (str, os.PathLike)) else soundfonts
+    soundfont_files: list[str] = [os.fspath(soundfont) for soundfont in given]
     programs = sorted(set(int(p) for p in programs))
     pitches = sorted(set(int(p) for p in pitches))
     velocities = sorted(set(int(v) for v in velocities))
     _check_arguments(
-        soundfonts, programs, pitches, velocities, seconds, hold, valid, test, sample_rate, workers,
+        soundfont_files, programs, pitches, velocities, seconds, hold, valid, test, sample_rate, workers,
         pitch_step, velocities_per_pitch,
     )  # fmt: skip
     out = Path(out)
     _check_out(out)
-    instruments = _instruments(soundfonts, programs)
+    instruments = _instruments(soundfont_files, programs)
     probed = _probe(instruments, pitches, velocities, pitch_step, seed, bank)
     summary = BuildSummary(out=out)
     chosen: dict[_Instrument, list[tuple[int, int]]] = {}
@@ -430,7 +431,7 @@ def build_dataset(
     # Only instruments that can sound take part in the split, so no split gets a mute instrument.
     if not chosen:
         raise SoundfontError(
-            f"{', '.join(soundfonts)}: none of the programs {programs} (bank {bank}) "
+            f"{', '.join(soundfont_files)}: none of the programs {programs} (bank {bank}) "
             "has samples for the requested notes"
         )
 
@@ -483,7 +484,7 @@ def build_dataset(
     for split in SPLITS:
         summary.notes[split] = len(examples[split])
         summary.instruments[split] = sorted({e["instrument_str"] for e in examples[split].values()})
-    for soundfont in soundfonts:
+    for soundfont in soundfont_files:
         file_name = Path(soundfont).name
         summary.notes_per_soundfont[file_name] = sum(
             example["soundfont"] == file_name for split in SPLITS for example in examples[split].values()

@@ -17,9 +17,9 @@ import re
 from pathlib import Path
 
 from timbre.constants import TIMBRE_SET_DIR
-from timbre.io.audio import save_wav
 from timbre.data.families import gm_program
 from timbre.data.soundfont import render_note
+from timbre.io.audio import save_wav
 from timbre.io.files import atomic_write
 
 # Contrasting instruments covering every NSynth family the demo and renders need.

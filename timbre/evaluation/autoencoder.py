@@ -481,15 +481,19 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"Command: `{report['command']}` (timbre {report['timbre_version']})",
         "",
-        (f"- Model: `{model['path']}`, {model['decoder']} decoder, {model['parameters']:,} parameters, "
-        f"training step {model['step'] if model['step'] is not None else 'unknown'}."),
+        (
+            f"- Model: `{model['path']}`, {model['decoder']} decoder, {model['parameters']:,} parameters, "
+            f"training step {model['step'] if model['step'] is not None else 'unknown'}."
+        ),
         _data_line(data),
         f"- Timbre identification: {settings['identification']}. Chance: one over the instruments at the pitch.",
         f"- Spectral distance: {settings['spectral_distance']}. 0 for identical audio.",
         f"- Loudness-envelope error: {settings['loudness_error']}.",
-        (f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
-        f"({settings['sounding_frames']}) is within {settings['tolerance_cents']} cents of its MIDI pitch "
-        f"(a silent note is not correct)."),
+        (
+            f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
+            f"({settings['sounding_frames']}) is within {settings['tolerance_cents']} cents of its MIDI pitch "
+            f"(a silent note is not correct)."
+        ),
         "",
         "## Reconstruction",
         "",
@@ -501,12 +505,16 @@ def markdown_report(report: dict[str, Any]) -> str:
             continue
         value = number(target["value"]) if name == "spectral_distance" else percent(target["value"])
         bound = f"≤ {target['target']:g}" if name == "spectral_distance" else f"≥ {percent(target['target'], 0)}"
-        lines.append(f"- Target {name.replace('_', ' ')} {bound}: **{'met' if target['met'] else 'not met'}** ({value}).")
+        lines.append(
+            f"- Target {name.replace('_', ' ')} {bound}: **{'met' if target['met'] else 'not met'}** ({value})."
+        )
     if model["decoder"] == "fast":
         lines += [
             "",
-            ("The fast decoder's oscillators run at the MIDI pitch by construction, so even an untrained one "
-            "holds the pitch; what it learns shows in identification and the distances."),
+            (
+                "The fast decoder's oscillators run at the MIDI pitch by construction, so even an untrained one "
+                "holds the pitch; what it learns shows in identification and the distances."
+            ),
         ]
     lines += ["", "### By instrument (model)", ""]
     lines.append(markdown_table(
@@ -534,9 +542,11 @@ def _interpolation_lines(report: dict[str, Any]) -> list[str]:
     if not records:
         return ["No pitch is played by two instruments: no sweeps."]
     lines = [
-        (f"{sweeps['sweeps']} sweeps between two instruments at one pitch, {interpolation['method']} in "
-        f"{interpolation['steps']} steps (t = {', '.join(f'{t:.2f}' for t in interpolation['t'])}), "
-        "every step decoded at that pitch."),
+        (
+            f"{sweeps['sweeps']} sweeps between two instruments at one pitch, {interpolation['method']} in "
+            f"{interpolation['steps']} steps (t = {', '.join(f'{t:.2f}' for t in interpolation['t'])}), "
+            "every step decoded at that pitch."
+        ),
         "",
     ]
     if sweeps["pitch_kept_steps"] is not None:
@@ -545,12 +555,14 @@ def _interpolation_lines(report: dict[str, Any]) -> list[str]:
             f"{sweeps['sweeps_keeping_pitch_at_every_step']} of {sweeps['sweeps']} sweeps keep it at every step."
         )
     lines += [
-        (f"- Spectral centroid: {sweeps['sweeps_without_reversal']} of {sweeps['sweeps']} sweeps move from one "
-        f"endpoint towards the other without reversing (reversals smaller than "
-        f"{percent(float(report['settings']['smoothness_tolerance']))} of the endpoints' difference ignored); "
-        f"{sweeps['sweeps_within_endpoints']} stay between the endpoints; median largest step "
-        f"{number(sweeps['median_max_jump_ratio'], 2)} of the endpoints' difference (even steps: "
-        f"{sweeps['even_jump_ratio']:.2f})."),
+        (
+            f"- Spectral centroid: {sweeps['sweeps_without_reversal']} of {sweeps['sweeps']} sweeps move from one "
+            f"endpoint towards the other without reversing (reversals smaller than "
+            f"{percent(float(report['settings']['smoothness_tolerance']))} of the endpoints' difference ignored); "
+            f"{sweeps['sweeps_within_endpoints']} stay between the endpoints; median largest step "
+            f"{number(sweeps['median_max_jump_ratio'], 2)} of the endpoints' difference (even steps: "
+            f"{sweeps['even_jump_ratio']:.2f})."
+        ),
         "",
     ]
     rows = [

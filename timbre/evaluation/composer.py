@@ -369,7 +369,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         ]),
         "",
         (f"Reduction against the n-gram: **{percent(likelihood['reduction_vs_ngram'])}** "
-        f"(target >= {percent(likelihood['target_reduction'], 0)}: {'met' if likelihood['target_met'] else 'NOT met'})."),
+        f"(target >= {percent(likelihood['target_reduction'], 0)}: "
+        f"{'met' if likelihood['target_met'] else 'NOT met'})."),
         "",
         "## Generated pieces against held-out pieces",
         "",
@@ -378,7 +379,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"({generation['seconds']:.1f} s)."),
         "",
         markdown_table(["statistic", "generated", "held out"], [
-            ["notes per quarter note", number(generated["notes_per_quarter"], 2), number(held_out["notes_per_quarter"], 2)],
+            ["notes per quarter note", number(generated["notes_per_quarter"], 2),
+             number(held_out["notes_per_quarter"], 2)],
             ["voices per piece", number(generated["voices_per_piece"], 2), number(held_out["voices_per_piece"], 2)],
             ["polyphony (notes sounding)", number(generated["polyphony"], 2), number(held_out["polyphony"], 2)],
             ["scale consistency", number(generated["scale_consistency"]), number(held_out["scale_consistency"])],

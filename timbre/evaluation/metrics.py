@@ -182,9 +182,7 @@ def frame_loudness(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], hop_
     return (10.0 * torch.log10(frames.square().mean(dim=-1))).numpy()
 
 
-def loudness_envelope_error(
-    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor
-) -> np.ndarray:
+def loudness_envelope_error(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> np.ndarray:
     """Mean absolute difference of the frame RMS levels of each estimated note and its reference.
 
     Args:
@@ -258,7 +256,9 @@ def identification_ranks(
     """
     estimate_features = np.asarray(estimate_features, dtype=np.float64)
     reference_features = np.asarray(reference_features, dtype=np.float64)
-    if estimate_features.shape != reference_features.shape or not len(pitches) == len(instruments) == len(estimate_features):
+    if estimate_features.shape != reference_features.shape or not len(pitches) == len(instruments) == len(
+        estimate_features
+    ):
         raise ValueError(
             f"got features {estimate_features.shape} and {reference_features.shape} for "
             f"{len(pitches)} pitches and {len(instruments)} instruments"

@@ -226,7 +226,9 @@ def run_sweeps(
     sweep_embeddings, step_pitches = [], []
     for a, b in pairs:
         mixed = slerp(embeddings[a].tensor, embeddings[b].tensor, mix[:, None])  # [steps, frames, dim]
-        sweep_embeddings += [embeddings[a].with_tensor(tensor, source=f"slerp t={t:.3f}") for tensor, t in zip(mixed, mix)]
+        sweep_embeddings += [
+            embeddings[a].with_tensor(tensor, source=f"slerp t={t:.3f}") for tensor, t in zip(mixed, mix)
+        ]
         step_pitches += [pitches[a]] * steps
     if not pairs:
         return np.zeros((0, steps, samples), dtype=np.float32), []

@@ -169,7 +169,9 @@ def _top_peaks(values: np.ndarray, count: int) -> list[int]:
     return list(dict.fromkeys(int(i) for i in best))[:count]
 
 
-def _score(spectra: dict[int, tuple[np.ndarray, float]], start: int, end: int, crossfade: int, correlation: float) -> Loop:
+def _score(
+    spectra: dict[int, tuple[np.ndarray, float]], start: int, end: int, crossfade: int, correlation: float
+) -> Loop:
     """The loop ``[start, end)`` with its match measures; ``spectra`` maps positions to (spectrum, RMS)."""
     (start_spectrum, start_rms), (end_spectrum, end_rms) = spectra[start], spectra[end]
     denominator = np.linalg.norm(start_spectrum) * np.linalg.norm(end_spectrum)

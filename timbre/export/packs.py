@@ -16,9 +16,10 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from timbre import interpolate
 from timbre.constants import DEFAULT_PITCH_RANGE
@@ -179,13 +180,18 @@ def export_grid(
     started = time.perf_counter()
     _check_output(out, format)
     if len(corners) != 4:
-        raise ConfigError(f"a grid needs 4 corner timbres (top-left, top-right, bottom-left, bottom-right), got {len(corners)}")
+        raise ConfigError(
+            f"a grid needs 4 corner timbres (top-left, top-right, bottom-left, bottom-right), got {len(corners)}"
+        )
     cells = grid_cells(size, weighting)
     resolver = TimbreResolver(model, TimbreSet(timbre_set), method)
     corner_embeddings = [resolver.resolve(corner) for corner in corners]
     labels = [str(corner.source if isinstance(corner, Embedding) else corner) for corner in corners]
     named = [
-        (cell["name"], resolver.mix(corner_embeddings, list(cell["weights"].values()), f"grid r{cell['row']} c{cell['col']}"))
+        (
+            cell["name"],
+            resolver.mix(corner_embeddings, list(cell["weights"].values()), f"grid r{cell['row']} c{cell['col']}"),
+        )
         for cell in cells
     ]
     result = _export(model, named, out, format, plan, batch_size, temperature, seed, progress, started)
@@ -255,6 +261,8 @@ def _check_output(out: str | os.PathLike, format: str) -> None:
     if format == "sf2" and path.is_dir():
         raise ConfigError(f"{path}: is a folder; an SF2 export writes one file, e.g. {path / 'instrument.sf2'}")
     if format == "sfz" and path.suffix.lower() == ".sfz":
-        raise ConfigError(f"{path}: an SFZ export writes a folder (one .sfz per preset and a samples/ folder), not a file")
+        raise ConfigError(
+            f"{path}: an SFZ export writes a folder (one .sfz per preset and a samples/ folder), not a file"
+        )
     if format == "sfz" and path.exists() and not path.is_dir():
         raise ConfigError(f"{path}: exists and is not a folder")

@@ -17,8 +17,8 @@ Layers that come out identical (a model whose velocity only scales the level) sh
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -182,7 +182,7 @@ class _PresetSynthesis:
     def synthesize(self, keys: Sequence[KeyZone], layer: VelocityLayer) -> list[np.ndarray]:
         """The roots of ``keys`` at ``layer.velocity``, divided by that velocity's gain: ``[samples]`` each."""
         gain = float(velocity_to_gain(layer.velocity))
-        audio = []
+        audio: list[np.ndarray] = []
         for first in range(0, len(keys), self.batch_size):
             run = keys[first : first + self.batch_size]
             rows = self.model.synthesize_batch(

@@ -25,9 +25,9 @@ from __future__ import annotations
 import math
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -122,11 +122,20 @@ def soundfont_bytes(
         ConfigError: a sample index, name, range or loop that the format cannot hold.
     """
     smpl, headers = _sample_data(samples)
-    phdr, pbag, pmod, pgen = [], [], [], []
-    inst, ibag, imod, igen = [], [], [], []
+    # The packed records of each hydra sub-chunk.
+    phdr: list[bytes] = []
+    pbag: list[bytes] = []
+    pmod: list[bytes] = []
+    pgen: list[bytes] = []
+    inst: list[bytes] = []
+    ibag: list[bytes] = []
+    imod: list[bytes] = []
+    igen: list[bytes] = []
     for index, preset in enumerate(presets):
         if not (0 <= preset.bank <= 128 and 0 <= preset.program <= 127):
-            raise ConfigError(f"preset {preset.name!r}: bank {preset.bank}, program {preset.program} is outside SF2's range")
+            raise ConfigError(
+                f"preset {preset.name!r}: bank {preset.bank}, program {preset.program} is outside SF2's range"
+            )
         phdr.append(struct.pack("<20sHHHIII", _name(preset.name), preset.program, preset.bank, len(pbag), 0, 0, 0))
         pbag.append(struct.pack("<HH", len(pgen), len(pmod)))
         pgen.append(struct.pack("<HH", GEN_INSTRUMENT, index))
@@ -222,9 +231,13 @@ def _sample_data(samples: Sequence[SoundFontSample]) -> tuple[bytes, list[bytes]
     for sample in samples:
         data = np.asarray(sample.data)
         if data.dtype != np.int16 or data.ndim != 1 or data.size == 0:
-            raise ConfigError(f"sample {sample.name!r}: expected non-empty int16 [samples], got {data.dtype} {data.shape}")
+            raise ConfigError(
+                f"sample {sample.name!r}: expected non-empty int16 [samples], got {data.dtype} {data.shape}"
+            )
         if not 0 <= sample.loop_start < sample.loop_end <= data.size:
-            raise ConfigError(f"sample {sample.name!r}: loop {sample.loop_start}-{sample.loop_end} outside its {data.size} samples")
+            raise ConfigError(
+                f"sample {sample.name!r}: loop {sample.loop_start}-{sample.loop_end} outside its {data.size} samples"
+            )
         encoded = _name(sample.name)
         if encoded in names:
             raise ConfigError(f"sample name {sample.name!r} is used twice (names are unique in an SF2 file)")

@@ -210,7 +210,7 @@ def _in_one_buffer(tensors: Iterable[torch.Tensor], sizes: list[int], dtype: tor
     return copies
 
 
-def _float_pointer(tensor: torch.Tensor) -> ctypes._Pointer:  # type: ignore[type-arg]
+def _float_pointer(tensor: torch.Tensor) -> ctypes._Pointer[ctypes.c_float]:
     return ctypes.cast(tensor.data_ptr(), _pointer_type)
 
 

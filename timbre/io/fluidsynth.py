@@ -132,7 +132,7 @@ def probe_notes(
     pitches, velocities = list(pitches), list(velocities)
     synth, soundfont_id = new_synth(soundfont, RENDER_RATE)
     try:
-        playable = {}
+        playable: dict[int, list[tuple[int, int]]] = {}
         for program in programs:
             if synth.program_select(0, soundfont_id, bank, program) != 0:
                 continue

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from timbre.models.decoder import WaveNetDecoder
+from timbre.models.encoder import WaveNetEncoder
+from timbre.models.parallel import HarmonicNoiseDecoder
 
 
 class Autoencoder(nn.Module):
@@ -25,7 +27,9 @@ class Autoencoder(nn.Module):
         sample_rate: audio rate the model was trained at.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, sample_rate: int = 16000) -> None:
+    def __init__(
+        self, encoder: WaveNetEncoder, decoder: WaveNetDecoder | HarmonicNoiseDecoder, sample_rate: int = 16000
+    ) -> None:
         super().__init__()
         if encoder.hop_length != decoder.hop_length or encoder.latent_dim != decoder.latent_dim:
             raise ValueError(
@@ -47,7 +51,9 @@ class Autoencoder(nn.Module):
         audio, pitch = batch["audio"], batch["pitch"]
         return self.decoder.reconstruction_loss(audio, self.encode(audio), pitch)
 
-    def decode(self, z: torch.Tensor, pitch: torch.Tensor, n_samples: int | None = None, **options: Any) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, pitch: torch.Tensor, n_samples: int | None = None, **options: Any
+    ) -> torch.Tensor:
         """Synthesize ``[batch, n_samples]`` (default ``frames * hop_length``) from ``z`` at MIDI ``pitch [batch]``.
 
         The autoregressive decoder is run by the cached decoding engine

@@ -35,7 +35,16 @@ class KVCache:
     is the number of tokens seen so far, i.e. the absolute position of the next token.
     """
 
-    def __init__(self, layers: int, batch: int, heads: int, capacity: int, head_dim: int, device: torch.device, dtype: torch.dtype) -> None:
+    def __init__(
+        self,
+        layers: int,
+        batch: int,
+        heads: int,
+        capacity: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
         shape = (batch, heads, capacity, head_dim)
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
@@ -96,6 +105,11 @@ class RotaryEmbedding(nn.Module):
     tens of thousands keep their precision.
     """
 
+    # Buffers, declared for the type checker (register_buffer sets them).
+    inverse_frequency: torch.Tensor
+    cos_table: torch.Tensor
+    sin_table: torch.Tensor
+
     def __init__(self, head_dim: int, base: float = 10000.0, table_size: int = 4096) -> None:
         super().__init__()
         inverse_frequency = 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim)
@@ -154,11 +168,15 @@ class SelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen])
         else:
             start, end = cache.length, cache.length + time
-            assert end <= cache.capacity, f"a {time}-token block at position {start} overflows the {cache.capacity}-slot cache"
+            assert end <= cache.capacity, (
+                f"a {time}-token block at position {start} overflows the {cache.capacity}-slot cache"
+            )
             cache.keys[layer][:, :, start:end] = k
             cache.values[layer][:, :, start:end] = v
             visible = torch.arange(end, device=x.device)[None, :] <= torch.arange(start, end, device=x.device)[:, None]
-            y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], attn_mask=visible)
+            y = F.scaled_dot_product_attention(
+                q, cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], attn_mask=visible
+            )
         return self.out(y.transpose(1, 2).reshape(batch, time, dim))
 
 
@@ -218,12 +236,13 @@ class Composer(nn.Module):
         self.heads, self.head_dim = heads, dim // heads
         self.embedding = nn.Embedding(vocab_size, dim)
         self.rotary = RotaryEmbedding(dim // heads, rope_base)
-        self.blocks = nn.ModuleList(Block(dim, heads, ff_mult, dropout) for _ in range(layers))
+        blocks = [Block(dim, heads, ff_mult, dropout) for _ in range(layers)]
+        self.blocks = nn.ModuleList(blocks)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, vocab_size, bias=False)
         self.head.weight = self.embedding.weight  # tied: fewer weights, a smaller shipped model
         self.apply(self._initialise)
-        for block in self.blocks:  # GPT-2: scale residual projections down with depth
+        for block in blocks:  # GPT-2: scale residual projections down with depth
             for linear in (block.attention.out, block.feed_forward_out):
                 nn.init.normal_(linear.weight, std=0.02 / math.sqrt(2 * layers))
 
@@ -237,7 +256,9 @@ class Composer(nn.Module):
     def new_cache(self, batch: int) -> KVCache:
         """An empty cache for ``batch`` sequences of up to ``max_context`` attended tokens."""
         weight = self.embedding.weight
-        return KVCache(len(self.blocks), batch, self.heads, self.max_context, self.head_dim, weight.device, weight.dtype)
+        return KVCache(
+            len(self.blocks), batch, self.heads, self.max_context, self.head_dim, weight.device, weight.dtype
+        )
 
     def forward(self, tokens: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
         """Next-token logits.

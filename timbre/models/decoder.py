@@ -15,7 +15,7 @@ through :meth:`WaveNetDecoder.step_weights`: the layout of one step, owned here.
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F

@@ -84,9 +84,7 @@ def upsample_frames(controls: Tensor, n_samples: int, hop_length: int) -> Tensor
         ``[batch, n_samples, channels]``.
     """
     n_frames = controls.shape[1]
-    upsampled = F.interpolate(
-        controls.transpose(1, 2), size=n_frames * hop_length, mode="linear", align_corners=False
-    )
+    upsampled = F.interpolate(controls.transpose(1, 2), size=n_frames * hop_length, mode="linear", align_corners=False)
     if upsampled.shape[-1] < n_samples:
         upsampled = F.pad(upsampled, (0, n_samples - upsampled.shape[-1]), mode="replicate")
     return upsampled[..., :n_samples].transpose(1, 2)

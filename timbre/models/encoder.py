@@ -62,8 +62,15 @@ class LogMelFrontEnd(nn.Module):
         super().__init__()
         self.hop_length = hop_length
         self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length, f_min=20.0, n_mels=n_mels,
-            power=1.0, center=True, norm="slaney", mel_scale="slaney",
+            sample_rate=sample_rate,
+            n_fft=n_fft,
+            hop_length=hop_length,
+            f_min=20.0,
+            n_mels=n_mels,
+            power=1.0,
+            center=True,
+            norm="slaney",
+            mel_scale="slaney",
         )
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
@@ -128,9 +135,7 @@ class WaveNetEncoder(nn.Module):
             self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
         else:
             self.start = nn.Conv1d(1, channels, 2 * downsample, stride=downsample, padding=downsample // 2)
-        self.layers = nn.ModuleList(
-            NonCausalResidualLayer(channels, kernel_size, d) for d in dilations(layers, stages)
-        )
+        self.layers = nn.ModuleList(NonCausalResidualLayer(channels, kernel_size, d) for d in dilations(layers, stages))
         # The mel front end's level channel also skips the residual stack into the bottleneck: a
         # linear path from loudness in dB to the embedding, learned from the first step, where
         # through the stack alone the level came out compressed (a 40 dB range decoded as 17 dB).

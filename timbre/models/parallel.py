@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from timbre.errors import ConfigError
 from timbre.models import dsp
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
-from timbre.errors import ConfigError
 
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
 # harmonic part instead of drowning it in noise, as DDSP's FilteredNoise initial bias does.
@@ -94,6 +94,9 @@ class HarmonicNoiseDecoder(nn.Module):
         reverb_seconds: length of the predicted room/body response; 0 disables it.
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
     """
+
+    # Set by register_buffer when the model has reverb; declared for the type checker.
+    reverb_noise: Tensor
 
     def __init__(
         self,
@@ -189,9 +192,7 @@ class HarmonicNoiseDecoder(nn.Module):
         )
         assert pitch.shape == (z.shape[0],), f"pitch must be [batch={z.shape[0]}], got {tuple(pitch.shape)}"
         n_frames = z.shape[-1]
-        pitch_features = torch.cat(
-            [self.pitch_embedding(pitch), ((pitch.to(z.dtype) - 64.0) / 64.0)[:, None]], dim=-1
-        )
+        pitch_features = torch.cat([self.pitch_embedding(pitch), ((pitch.to(z.dtype) - 64.0) / 64.0)[:, None]], dim=-1)
         x = torch.cat([z, pitch_features[:, :, None].expand(-1, -1, n_frames)], dim=1)
         x = self.frame_blocks(self.input(x))
         note = None
@@ -239,7 +240,9 @@ class HarmonicNoiseDecoder(nn.Module):
         )
         return controls
 
-    def _render(self, controls: dict[str, Tensor], pitch: Tensor, n_samples: int, generator: torch.Generator | None) -> Tensor:
+    def _render(
+        self, controls: dict[str, Tensor], pitch: Tensor, n_samples: int, generator: torch.Generator | None
+    ) -> Tensor:
         """Audio ``[batch, n_samples]`` from :meth:`controls`."""
         harmonic_amplitudes = controls["amplitude"] * controls["harmonic_distribution"]
         dtype = harmonic_amplitudes.dtype
@@ -329,15 +332,23 @@ class HarmonicNoiseDecoder(nn.Module):
         if self.pitch_deviation_cents:
             predicted = controls["deviation_cents"]
             target, weight = harmonic_salience_contour(
-                audio, dsp.midi_to_hz(pitch), self.control_hop, predicted.shape[1], self.sample_rate,
+                audio,
+                dsp.midi_to_hz(pitch),
+                self.control_hop,
+                predicted.shape[1],
+                self.sample_rate,
                 search_cents=self.pitch_deviation_cents,
             )
-            target = (target - weighted_median(target, weight)).clamp(-self.pitch_deviation_cents, self.pitch_deviation_cents)
+            target = (target - weighted_median(target, weight)).clamp(
+                -self.pitch_deviation_cents, self.pitch_deviation_cents
+            )
             bend_error = (weight * (predicted - target).abs()).sum() / (100.0 * weight.sum().clamp(min=1.0))
             loss = loss + self.pitch_loss_weight * bend_error
             parts["pitch_bend"] = bend_error.item()
         if self.loudness_loss_weight:
-            level_error = (dsp.frame_level_db(prediction, self.hop_length) - dsp.frame_level_db(audio, self.hop_length)).abs().mean() / 20.0
+            level_error = (
+                dsp.frame_level_db(prediction, self.hop_length) - dsp.frame_level_db(audio, self.hop_length)
+            ).abs().mean() / 20.0
             loss = loss + self.loudness_loss_weight * level_error
             parts["loudness"] = level_error.item()
         return loss, parts

@@ -80,7 +80,9 @@ def harmonic_salience_contour(
         centre = torch.gather(salience, 2, inner[..., None])[..., 0]
         right = torch.gather(salience, 2, (inner + 1)[..., None])[..., 0]
         curvature = left - 2 * centre + right
-        offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-12), torch.zeros_like(centre))
+        offset = torch.where(
+            curvature < 0, 0.5 * (left - right) / curvature.clamp(max=-1e-12), torch.zeros_like(centre)
+        )
         cents = candidates[inner] + offset.clamp(-1.0, 1.0) * step_cents
 
         # Confidence: the comb at the best pitch collects far more than the same comb shifted by

@@ -77,7 +77,9 @@ def check_plain(value: Any, where: str) -> None:
                 raise ConfigError(f"model {where}: key {key!r} is not a string")
             check_plain(item, f"{where}.{key}")
         return
-    raise ConfigError(f"model {where} is a {type(value).__name__}; only None, bool, int, float, str, lists and dicts are allowed")
+    raise ConfigError(
+        f"model {where} is a {type(value).__name__}; only None, bool, int, float, str, lists and dicts are allowed"
+    )
 
 
 def spec_from_hydra_config(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,8 @@ vibrato remain hard for any spectral-flux detector). Measured with ``ONSET_*`` a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import librosa
 import mir_eval

@@ -95,6 +95,7 @@ def _render_pass(
                 events.append((round((note.onset + note.duration) * RENDER_RATE), 0, channel, note.pitch, 0))
         events.sort()  # at equal times key-ups (0) come before key-downs (1), so repeated notes retrigger
         stereo = np.zeros((2, total), dtype=np.float32)
+        position = 0  # the samples rendered so far
 
         def render_until(stop: int) -> None:
             nonlocal position
@@ -103,7 +104,6 @@ def _render_pass(
                 write_float(synth, stereo, position, stop)
                 position = stop
 
-        position = 0
         # Overlapping notes of one key on one channel: only the last key up releases it.
         held: dict[tuple[int, int], int] = {}
         for sample, is_on, channel, pitch, velocity in events:

@@ -19,10 +19,11 @@ import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Sequence
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -97,7 +98,12 @@ class NoteService:
         sizes = self.batcher.batch_sizes
         return {
             "model": self.instrument.model.name,
-            "cache": {"entries": len(self.cache), "bytes": self.cache.size, "hits": self.cache.hits, "misses": self.cache.misses},
+            "cache": {
+                "entries": len(self.cache),
+                "bytes": self.cache.size,
+                "hits": self.cache.hits,
+                "misses": self.cache.misses,
+            },
             "decoder": {
                 "passes": len(sizes),
                 "notes": sum(sizes),

@@ -14,9 +14,9 @@ import queue
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Hashable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Hashable
 
 import numpy as np
 import soundfile

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -151,7 +152,9 @@ class Instrument:
         # Every bundled timbre is encoded up front (16 notes, about a second): a request never waits
         # for an encoder, and the corner table is read-only while requests are served.
         self._corners: dict[str, Corner] = {
-            name: Corner(name, self._resolver.resolve(f"gm:{entry.program}"), entry.program, entry.family, entry.path.name)
+            name: Corner(
+                name, self._resolver.resolve(f"gm:{entry.program}"), entry.program, entry.family, entry.path.name
+            )
             for name, entry in self._bundled.items()
         }
         self.default_corners = tuple(self._load_corner(source).name for source in sources)
@@ -173,7 +176,9 @@ class Instrument:
                 raise ConfigError(f"corner {text!r}: gm: takes a General MIDI program 0-127")
             return
         if parse_source(text).kind not in ("audio", "embedding"):
-            raise ConfigError(f"corner {text!r}: expected a bundled timbre name, gm:PROGRAM, an audio file or an .npy embedding")
+            raise ConfigError(
+                f"corner {text!r}: expected a bundled timbre name, gm:PROGRAM, an audio file or an .npy embedding"
+            )
         if not Path(text).is_file():
             raise ConfigError(
                 f"corner {text!r}: no such file, and not a bundled timbre (bundled: {', '.join(self._bundled)})"

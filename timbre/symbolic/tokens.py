@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import miditok
 import numpy as np
@@ -116,11 +117,7 @@ def token_values(tokenizer: miditok.MusicTokenizer, token_type: str) -> dict[int
     (-1 for drums).
     """
     prefix = f"{token_type}_"
-    return {
-        i: int(tokenizer[i][len(prefix):])
-        for i in range(len(tokenizer))
-        if tokenizer[i].startswith(prefix)
-    }
+    return {i: int(tokenizer[i][len(prefix) :]) for i in range(len(tokenizer)) if tokenizer[i].startswith(prefix)}
 
 
 # Token types that carry no music; a generated sequence never contains them.
@@ -178,9 +175,7 @@ class TokenGrammar:
         self.types = token_types(tokenizer)
         self.vocab_size = len(self.types)
         self.is_remi = "Bar" in self.types
-        self.type_masks = {
-            kind: torch.tensor([t == kind for t in self.types]) for kind in set(self.types)
-        }
+        self.type_masks = {kind: torch.tensor([t == kind for t in self.types]) for kind in set(self.types)}
         empty = torch.zeros(self.vocab_size, dtype=torch.bool)
         self.follow = {}
         for kind, successors in tokenizer.tokens_types_graph.items():
@@ -212,9 +207,7 @@ class TokenGrammar:
             for i in range(self.vocab_size)
             if self.types[i] == "TimeSig"
         }
-        self.beats_of_shift = {
-            i: _beats(tokenizer[i]) for i in range(self.vocab_size) if self.types[i] == "TimeShift"
-        }
+        self.beats_of_shift = {i: _beats(tokenizer[i]) for i in range(self.vocab_size) if self.types[i] == "TimeShift"}
         self.bos_id = special_token_id(tokenizer, "BOS")
         # Masks depend on a few state fields only; sampling asks for the same ones again and again.
         self._allowed_cache: dict[tuple, torch.Tensor] = {}

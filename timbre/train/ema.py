@@ -31,8 +31,8 @@ class ExponentialMovingAverage:
         """Move the shadow weights one step towards ``model``'s."""
         self.updates += 1
         decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        shadow_params = list(self.model.parameters())
-        live_params = list(model.parameters())
+        shadow_params: list[torch.Tensor] = list(self.model.parameters())
+        live_params: list[torch.Tensor] = list(model.parameters())
         torch._foreach_lerp_(shadow_params, live_params, 1.0 - decay)
         for shadow, live in zip(self.model.buffers(), model.buffers()):
             shadow.copy_(live)

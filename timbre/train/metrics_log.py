@@ -30,7 +30,7 @@ class MetricsLog:
         self._write()
 
     def log(self, step: int, split: str, metrics: dict[str, float]) -> None:
-        row = {"step": step, "split": split, **metrics}
+        row: dict[str, float | int | str] = {"step": step, "split": split, **metrics}
         self.rows.append(row)
         if any(name not in self.names for name in row):
             self._write()
