@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := libfluidsynth3 fluid-soundfont-gm musescore-general-soundfont-small opl3-soundfont chromium timgm6mb-soundfont
 OUT ?= out
+# What ruff lints and formats; mypy checks the package (its files are set in pyproject.toml).
+CHECKED := timbre tests benchmarks examples
 
-.PHONY: all install system-packages demo test test-fast benchmarks clean
+.PHONY: all install system-packages demo check test test-fast benchmarks clean
 
 all: test
 
@@ -34,7 +36,13 @@ install: system-packages $(STAMP)
 demo: install
 	$(VENV)/bin/timbre demo --out $(OUT)
 
-test: install
+# Lint, format and type checks: fast, so they run before every test run.
+check: install
+	$(VENV)/bin/ruff check $(CHECKED)
+	$(VENV)/bin/ruff format --check $(CHECKED)
+	$(VENV)/bin/mypy
+
+test: install check
 	$(PY) -m pytest -q
 
 test-fast: install
@@ -45,4 +53,4 @@ benchmarks: install
 	$(PY) benchmarks/parallel_speed.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache
+	rm -rf $(VENV) $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -27,7 +27,12 @@ def test_encode_then_decode(notes, fast_checkpoint, tmp_path, capsys):
     assert main(["encode", notes[0], "--out", str(tmp_path / "z.npy"), *model]) == 0
     assert np.load(tmp_path / "z.npy").shape == (32, 16)
     out = tmp_path / "note.wav"
-    assert main(["decode", str(tmp_path / "z.npy"), "--pitch", "67", "--seconds", "2", "--out", str(out), "--plot", *model]) == 0
+    assert (
+        main(
+            ["decode", str(tmp_path / "z.npy"), "--pitch", "67", "--seconds", "2", "--out", str(out), "--plot", *model]
+        )
+        == 0
+    )
     assert wav(out).shape == (32000,)
     assert (tmp_path / "note.png").stat().st_size > 1000
     assert f"wrote {out}" in capsys.readouterr().out
@@ -35,7 +40,22 @@ def test_encode_then_decode(notes, fast_checkpoint, tmp_path, capsys):
 
 def test_interpolate_writes_every_step(notes, fast_checkpoint, tmp_path):
     out = tmp_path / "sweep"
-    code = main(["interpolate", notes[0], notes[1], "--steps", "4", "--seconds", "1", "--out", str(out), "--plot", "--model", str(fast_checkpoint)])
+    code = main(
+        [
+            "interpolate",
+            notes[0],
+            notes[1],
+            "--steps",
+            "4",
+            "--seconds",
+            "1",
+            "--out",
+            str(out),
+            "--plot",
+            "--model",
+            str(fast_checkpoint),
+        ]
+    )
     assert code == 0
     names = sorted(p.name for p in out.glob("*.wav"))
     assert names == ["step_00_mix_0.00.wav", "step_01_mix_0.33.wav", "step_02_mix_0.67.wav", "step_03_mix_1.00.wav"]
@@ -44,17 +64,40 @@ def test_interpolate_writes_every_step(notes, fast_checkpoint, tmp_path):
 
 def test_crossfade_mixes_the_decoded_endpoints(notes, fast_checkpoint, tmp_path):
     out = tmp_path / "fade"
-    main(["interpolate", notes[0], notes[1], "--steps", "3", "--seconds", "1", "--method", "crossfade", "--out", str(out), "--model", str(fast_checkpoint)])
+    main(
+        [
+            "interpolate",
+            notes[0],
+            notes[1],
+            "--steps",
+            "3",
+            "--seconds",
+            "1",
+            "--method",
+            "crossfade",
+            "--out",
+            str(out),
+            "--model",
+            str(fast_checkpoint),
+        ]
+    )
     first, middle, last = (wav(out / f"step_0{i}_mix_{m}.wav") for i, m in enumerate(["0.00", "0.50", "1.00"]))
     assert np.allclose(middle, 0.5 * (first + last), atol=2 / 32768)
 
 
 def test_grid_and_morph(notes, fast_checkpoint, tmp_path):
     model = ["--model", str(fast_checkpoint)]
-    assert main(["grid", *notes, "--size", "3", "--seconds", "1", "--out", str(tmp_path / "grid"), "--plot", *model]) == 0
+    assert (
+        main(["grid", *notes, "--size", "3", "--seconds", "1", "--out", str(tmp_path / "grid"), "--plot", *model]) == 0
+    )
     assert len(list((tmp_path / "grid").glob("grid_r*_c*.wav"))) == 9
     assert (tmp_path / "grid" / "grid.png").is_file()
-    assert main(["morph", notes[0], notes[1], "--seconds", "2", "--curve", "ease", "--out", str(tmp_path / "m.wav"), *model]) == 0
+    assert (
+        main(
+            ["morph", notes[0], notes[1], "--seconds", "2", "--curve", "ease", "--out", str(tmp_path / "m.wav"), *model]
+        )
+        == 0
+    )
     assert wav(tmp_path / "m.wav").shape == (32000,)
 
 
@@ -78,7 +121,12 @@ def test_autoregressive_decode_shows_progress(notes, wavenet_checkpoint, tmp_pat
 )
 def test_bad_input_gives_one_clear_line(arguments, message, notes, fast_checkpoint, tmp_path, capsys):
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF....WAVEfmt garbage")
-    values = {"missing": str(tmp_path / "missing.wav"), "corrupt": str(tmp_path / "corrupt.wav"), "note": notes[0], "tmp": str(tmp_path)}
+    values = {
+        "missing": str(tmp_path / "missing.wav"),
+        "corrupt": str(tmp_path / "corrupt.wav"),
+        "note": notes[0],
+        "tmp": str(tmp_path),
+    }
     argv = [a.format(**values) for a in arguments]
     if "--model" not in argv:
         argv += ["--model", str(fast_checkpoint)]

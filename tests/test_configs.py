@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from timbre.data import DataBundle
 from timbre.train.app import CONFIG_DIR, build_data, build_model_config, instantiate_model
 
-from conftest import SHARED_MIDI
+from conftest import MIDI_FIXTURES
 
 GROUPS = {
     group: sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
@@ -73,7 +73,7 @@ def data_overrides(name: str, note_dataset: Path, tmp_path: Path) -> list[str]:
     return {
         "nsynth": [f"data.root={note_dataset}", "data.crop_samples=2048"],
         "chorales": ["data.limit=8", f"data.cache_dir={tmp_path}", "data.max_tokens=64"],
-        "midi_folder": [f"data.folder={SHARED_MIDI}", "data.max_tokens=64"],
+        "midi_folder": [f"data.folder={MIDI_FIXTURES}", "data.max_tokens=64"],
     }[name]
 
 

@@ -77,8 +77,9 @@ def test_blend_one_hot_returns_that_embedding():
 def test_blend_normalises_weights_and_slerp_blend_matches_pairwise_slerp():
     a, b, c = embedding(0), embedding(1), embedding(2)
     torch.testing.assert_close(interpolate.blend([a, b, c], [2, 6, 0]), interpolate.lerp(a, b, 0.75))
-    torch.testing.assert_close(interpolate.blend([a, b, c], [2, 6, 0], method="slerp"),
-                               interpolate.slerp(a, b, 0.75), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        interpolate.blend([a, b, c], [2, 6, 0], method="slerp"), interpolate.slerp(a, b, 0.75), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_slerp_blend_ignores_source_order_and_keeps_mean_magnitude():

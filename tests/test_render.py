@@ -41,7 +41,8 @@ from conftest import MIDI_FIXTURES, SONGS
 PEAK = 10 ** (-1 / 20)  # the default -1 dBFS
 # A monophonic line: (onset s, duration s, pitch, velocity), with rests between the notes.
 LINE = [
-    (0.2, 0.4, 60, 100), (0.9, 0.4, 64, 90), (1.6, 0.4, 67, 110), (2.3, 0.4, 72, 100), (3.0, 0.4, 69, 80), (3.7, 0.4, 65, 100),
+    (0.2, 0.4, 60, 100), (0.9, 0.4, 64, 90), (1.6, 0.4, 67, 110),
+    (2.3, 0.4, 72, 100), (3.0, 0.4, 69, 80), (3.7, 0.4, 65, 100),
 ]  # fmt: skip
 
 
@@ -107,7 +108,9 @@ def test_parse_source_forms() -> None:
     assert parse_assignment("program:33=gm:32") == ("program:33", "gm:32")
 
 
-@pytest.mark.parametrize("text", ["gm:200", "gm:x", "blend:a.wav", "blend:a.wav,b.wav:1,-1", "blend:a.wav,blend:b.wav", ""])
+@pytest.mark.parametrize(
+    "text", ["gm:200", "gm:x", "blend:a.wav", "blend:a.wav,b.wav:1,-1", "blend:a.wav,blend:b.wav", ""]
+)
 def test_parse_source_refuses_malformed(text: str) -> None:
     with pytest.raises(ConfigError):
         parse_source(text)
@@ -155,7 +158,9 @@ def test_blend_source_is_the_interpolation_of_its_parts(fast_model, timbre_set: 
     assert violin.pitch == 60 and violin.velocity == 100
 
 
-def test_unknown_timbre_source_and_track_are_clear_errors(fast_model, timbre_set: Path, line_midi: Path, tmp_path: Path) -> None:
+def test_unknown_timbre_source_and_track_are_clear_errors(
+    fast_model, timbre_set: Path, line_midi: Path, tmp_path: Path
+) -> None:
     with pytest.raises(ConfigError, match="unknown timbre source 'missing.wav'"):
         plan_render(line_midi, fast_model, {"0": "missing.wav"}, timbre_set_dir=timbre_set)
     with pytest.raises(ConfigError, match="timbres key 'Piano': no such track.*'Melody'"):
@@ -244,7 +249,9 @@ def test_track_keys_most_specific_wins_and_gains_apply(fast_model, timbre_set: P
     assert gain_of == pytest.approx({60: 10 ** (-6 / 20), 64: 1.0, 67: 10 ** (3 / 20)})
 
 
-def test_note_fitting_follows_duration_and_release_cap(fast_model, flute_wav: Path, line_midi: Path, tmp_path: Path) -> None:
+def test_note_fitting_follows_duration_and_release_cap(
+    fast_model, flute_wav: Path, line_midi: Path, tmp_path: Path
+) -> None:
     plan = plan_render(line_midi, fast_model, {"0": str(flute_wav)})
     source = fast_model.encode(flute_wav)
     release = source.frames - source.release_frame
@@ -321,7 +328,9 @@ def test_polyphonic_songs_render_without_clipping(fast_model, timbre_set: Path, 
 def test_morph_moves_from_source_to_target_by_onset(fast_model, timbre_set: Path, tmp_path: Path) -> None:
     notes = [(t, 0.3, 60 + i, 100) for i, t in enumerate([0.0, 1.0, 2.0, 3.0, 4.0])]
     midi = write_midi(tmp_path / "morph.mid", [("Voice", 0, False, notes)])
-    plan = plan_render(midi, fast_model, morphs={"0": ["gm:0", "gm:73"]}, timbre_set_dir=timbre_set, interpolation="lerp")
+    plan = plan_render(
+        midi, fast_model, morphs={"0": ["gm:0", "gm:73"]}, timbre_set_dir=timbre_set, interpolation="lerp"
+    )
     resolver = TimbreResolver(fast_model, TimbreSet(timbre_set))
     piano, flute = resolver.resolve("gm:0").tensor, resolver.resolve("gm:73").tensor
     by_pitch = {job.pitch: job.embedding for job in plan.jobs}
@@ -381,7 +390,9 @@ def test_cli_renders_a_song_with_reference(
     assert captured.out.count("onset F-measure") == 2
 
 
-def test_a_silent_mix_is_not_normalised_up_to_the_peak(fast_model, timbre_set: Path, line_midi: Path, monkeypatch, caplog) -> None:
+def test_a_silent_mix_is_not_normalised_up_to_the_peak(
+    fast_model, timbre_set: Path, line_midi: Path, monkeypatch, caplog
+) -> None:
     """Timbres that decode to silence must not be scaled up to -1 dBFS (that only amplifies noise)."""
     from timbre.render.renderer import SILENT_MIX_PEAK
 

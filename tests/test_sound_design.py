@@ -62,7 +62,9 @@ def test_crossfade_is_a_mix_of_the_endpoints(model):
 
 def test_grid_corners_decode_the_corner_timbres(model):
     grid = timbre_grid(model, [FLUTE, TRUMPET, CELLO, ORGAN], size=3, pitch=60, seconds=1.0)
-    corners = model.synthesize_batch([model.encode(s) for s in (FLUTE, TRUMPET, CELLO, ORGAN)], [60] * 4, seconds=[1.0] * 4)
+    corners = model.synthesize_batch(
+        [model.encode(s) for s in (FLUTE, TRUMPET, CELLO, ORGAN)], [60] * 4, seconds=[1.0] * 4
+    )
     # The filtered-noise part draws other noise in another batch, so compare spectra, not samples.
     grid_corners = np.stack([grid[0, 0], grid[0, 2], grid[2, 0], grid[2, 2]])
     expected = spectral_centroid(corners, model.sample_rate)
@@ -74,7 +76,9 @@ def test_morph_starts_like_a_and_ends_like_b(model):
     morphed = morph_note(model, FLUTE, TRUMPET, pitch=60, seconds=3.0, curve="linear")
     ends = model.synthesize_batch([model.encode(FLUTE), model.encode(TRUMPET)], [60, 60], seconds=[3.0, 3.0])
     third = morphed.shape[0] // 3
-    start_centroids = spectral_centroid(np.stack([morphed[:third], ends[0][:third], ends[1][:third]]), model.sample_rate)
+    start_centroids = spectral_centroid(
+        np.stack([morphed[:third], ends[0][:third], ends[1][:third]]), model.sample_rate
+    )
     assert abs(start_centroids[0] - start_centroids[1]) < abs(start_centroids[0] - start_centroids[2])
     held = slice(int(1.8 * model.sample_rate), int(2.3 * model.sample_rate))  # late in the hold, before release
     end_centroids = spectral_centroid(np.stack([morphed[held], ends[0][held], ends[1][held]]), model.sample_rate)

@@ -68,9 +68,7 @@ def test_loss_falls_and_checkpoint_loads(note_dataset, tmp_path):
 def test_resume_continues_exactly(note_dataset, tmp_path):
     uninterrupted = train(compose_config(tiny_overrides(note_dataset, 10)), run_dir=tmp_path / "full")
     first_half = train(compose_config(tiny_overrides(note_dataset, 5)), run_dir=tmp_path / "half")
-    resumed = train(
-        compose_config(tiny_overrides(note_dataset, 10, **{"trainer.resume": str(tmp_path / "half")}))
-    )
+    resumed = train(compose_config(tiny_overrides(note_dataset, 10, **{"trainer.resume": str(tmp_path / "half")})))
     assert first_half.step == 5 and resumed.step == 10
     assert resumed.run_dir == tmp_path / "half"
     expected = dict(uninterrupted.train_losses)
@@ -119,7 +117,9 @@ def test_bad_trainer_values_are_named(note_dataset, tmp_path, override, message)
 
 def run_train_cli(arguments: list[str], cwd: Path, timeout: float = 240) -> subprocess.CompletedProcess:
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(TRAIN_SCRIPT + arguments, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment)
+    return subprocess.run(
+        TRAIN_SCRIPT + arguments, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=environment
+    )
 
 
 @pytest.mark.slow
@@ -244,7 +244,9 @@ def test_resume_from_the_run_directory_alone_after_kill_9_during_checkpoints(not
     """The README's resume: `timbre-train trainer.resume=RUN_DIR` and nothing else, after a hard kill."""
     arguments = tiny_overrides(note_dataset, 100000, **{"trainer.checkpoint_every": 1, "trainer.keep_checkpoints": 1})
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(TRAIN_SCRIPT + arguments, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment)
+    process = subprocess.Popen(
+        TRAIN_SCRIPT + arguments, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=environment
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob("runs/*/*/checkpoints/step_*.pt")):
         time.sleep(0.05)

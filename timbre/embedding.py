@@ -50,8 +50,10 @@ class Embedding:
     tensor: torch.Tensor
     sample_rate: int = SAMPLE_RATE
     hop_length: int = 512
-    release_frame: int | None = None
-    attack_frames: int | None = None
+    # None (the default) is replaced in __post_init__ by a value chosen from the length, so every
+    # reader sees an int; a dataclass field cannot say "optional argument, int attribute".
+    release_frame: int = None  # type: ignore[assignment]
+    attack_frames: int = None  # type: ignore[assignment]
     source: str = "array"
     pitch: int | None = None
     velocity: int | None = None
@@ -60,12 +62,16 @@ class Embedding:
 
     def __post_init__(self) -> None:
         if not isinstance(self.tensor, (torch.Tensor, np.ndarray)):
-            raise InvalidTypeError(f"{self.source}: an embedding is a tensor [frames, dim], got {type(self.tensor).__name__}")
+            raise InvalidTypeError(
+                f"{self.source}: an embedding is a tensor [frames, dim], got {type(self.tensor).__name__}"
+            )
         if not _holds_real_numbers(self.tensor):
             raise InvalidTypeError(f"{self.source}: an embedding holds real numbers, got dtype {self.tensor.dtype}")
         self.tensor = torch.as_tensor(self.tensor, dtype=torch.float32).detach().cpu()
         if self.tensor.dim() != 2 or self.tensor.shape[0] == 0:
-            raise AudioError(f"{self.source}: an embedding must be [frames, dim] with frames > 0, got {tuple(self.tensor.shape)}")
+            raise AudioError(
+                f"{self.source}: an embedding must be [frames, dim] with frames > 0, got {tuple(self.tensor.shape)}"
+            )
         if not torch.isfinite(self.tensor).all():
             raise AudioError(f"{self.source}: the embedding holds NaN or infinite values")
         if self.release_frame is None:
@@ -91,11 +97,11 @@ class Embedding:
     def release_seconds(self) -> float:
         return (self.frames - self.release_frame) * self.hop_length / self.sample_rate
 
-    def with_tensor(self, tensor: torch.Tensor, source: str | None = None) -> "Embedding":
+    def with_tensor(self, tensor: torch.Tensor, source: str | None = None) -> Embedding:
         """A copy with a new tensor of the same layout (e.g. an interpolation result)."""
         return replace(self, tensor=tensor, source=source or self.source, extra=dict(self.extra))
 
-    def fit_to_duration(self, hold_seconds: float) -> "Embedding":
+    def fit_to_duration(self, hold_seconds: float) -> Embedding:
         """Attack kept, sustain stretched (or cut) to ``hold_seconds`` in all, release appended.
 
         Returns an embedding of ``ceil(hold_seconds * rate / hop) + release frames`` frames whose
@@ -138,7 +144,7 @@ class Embedding:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Embedding":
+    def load(cls, path: str | Path) -> Embedding:
         """Read an embedding saved by :meth:`save` (a bare ``[frames, dim]`` ``.npy`` also works)."""
         if not isinstance(path, (str, Path)) and not hasattr(path, "__fspath__"):
             raise InvalidTypeError(f"an embedding path must be a string or path, got {path!r}")
@@ -168,7 +174,9 @@ class Embedding:
                 raise AudioError(f"{sidecar}: corrupt embedding metadata ({error})") from None
         metadata["source"] = metadata.get("source") or str(path)
         known = {f for f in cls.__dataclass_fields__ if f != "tensor"}
-        return cls(tensor=torch.from_numpy(array.astype(np.float32)), **{k: v for k, v in metadata.items() if k in known})
+        return cls(
+            tensor=torch.from_numpy(array.astype(np.float32)), **{k: v for k, v in metadata.items() if k in known}
+        )
 
 
 def _holds_real_numbers(array: torch.Tensor | np.ndarray) -> bool:

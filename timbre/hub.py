@@ -34,7 +34,9 @@ def resolve(name_or_path: str | Path = "default") -> Path:
         )
     path = PRETRAINED_DIR / name / "model.pt"
     if not path.is_file():
-        raise CheckpointError(f"{name_or_path}: the bundled model {name!r} is not in this installation ({path} is missing)")
+        raise CheckpointError(
+            f"{name_or_path}: the bundled model {name!r} is not in this installation ({path} is missing)"
+        )
     return path
 
 

@@ -17,7 +17,7 @@ Invalid inputs (shapes that do not fit, non-finite values, bad weights or curves
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from timbre.errors import ConfigError, InvalidTypeError
 
-ArrayLike = Union[torch.Tensor, np.ndarray]
-Mix = Union[float, ArrayLike]
+ArrayLike = torch.Tensor | np.ndarray
+Mix = float | ArrayLike
 
 ALIGN_MODES = ("stretch", "truncate", "pad")
 METHODS = ("lerp", "slerp")
@@ -129,8 +129,7 @@ def slerp(a: ArrayLike, b: ArrayLike, t: Mix, *, alignment: str = "stretch") -> 
 
     cosine = (unit_a * unit_b).sum(dim=-1, keepdim=True)
     # Kahan's formula: accurate for tiny and near-straight angles, where acos(cosine) is not.
-    omega = 2 * torch.atan2((unit_a - unit_b).norm(dim=-1, keepdim=True),
-                            (unit_a + unit_b).norm(dim=-1, keepdim=True))
+    omega = 2 * torch.atan2((unit_a - unit_b).norm(dim=-1, keepdim=True), (unit_a + unit_b).norm(dim=-1, keepdim=True))
     # Unit vector orthogonal to unit_a in the plane of the two directions. For (nearly) parallel
     # frames it is noise, but weighted by sin(t * omega) ~ 0. For (nearly) opposite frames it is
     # noise weighted by ~1, so a fixed perpendicular gives the turning plane instead (any plane is
@@ -239,8 +238,9 @@ def grid(
     if isinstance(corners, (torch.Tensor, np.ndarray)):
         corners = list(corners)
     if len(corners) != 4:
-        raise ConfigError(f"grid needs 4 corner embeddings (top-left, top-right, bottom-left, "
-                          f"bottom-right), got {len(corners)}")
+        raise ConfigError(
+            f"grid needs 4 corner embeddings (top-left, top-right, bottom-left, bottom-right), got {len(corners)}"
+        )
     _check_method(method)
     weights = grid_weights(n, weighting)
     stack = _prepare_stack(corners, alignment)
@@ -267,8 +267,9 @@ def morph_curve(curve: str | ArrayLike, frames: int) -> torch.Tensor:
         raise ConfigError(f"morph needs a positive number of frames, got {frames!r}")
     if isinstance(curve, str):
         if curve not in MORPH_CURVES:
-            raise ConfigError(f"morph curve must be one of {', '.join(MORPH_CURVES)} or a 1-D tensor "
-                              f"of mix values, got {curve!r}")
+            raise ConfigError(
+                f"morph curve must be one of {', '.join(MORPH_CURVES)} or a 1-D tensor of mix values, got {curve!r}"
+            )
         u = torch.linspace(0, 1, frames, dtype=torch.float64)
         if curve == "linear":
             return u
@@ -279,8 +280,9 @@ def morph_curve(curve: str | ArrayLike, frames: int) -> torch.Tensor:
         return (logistic - ends[0]) / (ends[1] - ends[0])
     values = _as_float_tensor(curve, "morph curve").to(torch.float64)
     if values.shape != (frames,):
-        raise ConfigError(f"morph curve must have one mix value per frame, shape ({frames},), "
-                          f"got {tuple(values.shape)}")
+        raise ConfigError(
+            f"morph curve must have one mix value per frame, shape ({frames},), got {tuple(values.shape)}"
+        )
     if not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1:
         raise ConfigError("morph curve values must be finite and within [0, 1]")
     return values
@@ -314,8 +316,9 @@ def morph(
 
 
 def _as_float_tensor(x: object, name: str) -> torch.Tensor:
-    if isinstance(getattr(x, "tensor", None), torch.Tensor):  # a timbre.Embedding
-        x = x.tensor
+    tensor = getattr(x, "tensor", None)
+    if isinstance(tensor, torch.Tensor):  # a timbre.Embedding
+        x = tensor
     if isinstance(x, np.ndarray):
         if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
             raise InvalidTypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
@@ -330,8 +333,7 @@ def _as_float_tensor(x: object, name: str) -> torch.Tensor:
 def _as_embedding(x: object, name: str) -> torch.Tensor:
     x = _as_float_tensor(x, name)
     if x.ndim < 2 or x.shape[-2] == 0 or x.shape[-1] == 0:
-        raise ConfigError(f"{name} must have shape [..., frames, dim] with frames and dim > 0, "
-                          f"got {tuple(x.shape)}")
+        raise ConfigError(f"{name} must have shape [..., frames, dim] with frames and dim > 0, got {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ConfigError(f"{name} contains NaN or infinite values")
     return x
@@ -364,8 +366,10 @@ def _check_method(method: str) -> None:
 def _prepare_pair(a: ArrayLike, b: ArrayLike, alignment: str) -> tuple[torch.Tensor, torch.Tensor]:
     a, b = align(a, b, mode=alignment)
     if a.shape[-1] != b.shape[-1]:
-        raise ConfigError(f"embeddings have different sizes: {a.shape[-1]} vs {b.shape[-1]} "
-                          f"(shapes {tuple(a.shape)} and {tuple(b.shape)})")
+        raise ConfigError(
+            f"embeddings have different sizes: {a.shape[-1]} vs {b.shape[-1]} "
+            f"(shapes {tuple(a.shape)} and {tuple(b.shape)})"
+        )
     _check_broadcast(a.shape, b.shape)
     dtype = torch.promote_types(a.dtype, b.dtype)
     return a.to(dtype), b.to(dtype)
@@ -376,8 +380,9 @@ def _prepare_stack(embeddings: Sequence[ArrayLike], alignment: str) -> torch.Ten
     tensors = align(*embeddings, mode=alignment)
     dims = {x.shape[-1] for x in tensors}
     if len(dims) > 1:
-        raise ConfigError(f"embeddings have different sizes: {sorted(dims)} "
-                          f"(shapes {[tuple(x.shape) for x in tensors]})")
+        raise ConfigError(
+            f"embeddings have different sizes: {sorted(dims)} (shapes {[tuple(x.shape) for x in tensors]})"
+        )
     _check_broadcast(*(x.shape for x in tensors))
     dtype = tensors[0].dtype
     for x in tensors[1:]:
@@ -409,8 +414,10 @@ def _as_mix(t: Mix, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     try:
         torch.broadcast_shapes(t.shape, a.shape, b.shape)
     except RuntimeError:
-        raise ConfigError(f"mix t of shape {tuple(t.shape[:-1])} does not broadcast to the "
-                          f"embeddings' [..., frames] = {tuple(a.shape[:-1])}") from None
+        raise ConfigError(
+            f"mix t of shape {tuple(t.shape[:-1])} does not broadcast to the "
+            f"embeddings' [..., frames] = {tuple(a.shape[:-1])}"
+        ) from None
     return t
 
 
@@ -423,13 +430,13 @@ def _validate_weights(weights: Sequence[float] | ArrayLike, count: int) -> torch
         except (TypeError, ValueError):
             raise ConfigError(f"weights must be numbers, got {weights!r}") from None
     if values.shape != (count,):
-        raise ConfigError(f"need one weight per embedding: {count} embeddings, weights of shape "
-                          f"{tuple(values.shape)}")
+        raise ConfigError(f"need one weight per embedding: {count} embeddings, weights of shape {tuple(values.shape)}")
     if not torch.isfinite(values).all():
         raise ConfigError(f"weights must be finite, got {values.tolist()}")
     if (values < 0).any():
-        raise ConfigError(f"weights must be non-negative (negative weights extrapolate beyond the "
-                          f"sources), got {values.tolist()}")
+        raise ConfigError(
+            f"weights must be non-negative (negative weights extrapolate beyond the sources), got {values.tolist()}"
+        )
     total = values.sum()
     if total <= 0:
         raise ConfigError(f"weights must not all be zero, got {values.tolist()}")
@@ -470,8 +477,11 @@ def _spherical_mean(units: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     start = (weights * units).sum(dim=0)
     start_norm = start.norm(dim=-1, keepdim=True)
     # If the weighted directions cancel out, start from the heaviest source instead.
-    heaviest = torch.gather(units.expand(*torch.broadcast_shapes(units.shape, weights.shape)), 0,
-                            weights.argmax(dim=0, keepdim=True).expand(1, *start.shape)).squeeze(0)
+    heaviest = torch.gather(
+        units.expand(*torch.broadcast_shapes(units.shape, weights.shape)),
+        0,
+        weights.argmax(dim=0, keepdim=True).expand(1, *start.shape),
+    ).squeeze(0)
     eps = torch.finfo(units.dtype).eps
     mean = torch.where(start_norm > eps, _unit(start, start_norm), heaviest)
     tolerance = 16 * eps
@@ -493,8 +503,7 @@ def _spherical_mean(units: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 def _unit(x: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
     """``x / norm``, with zero where the norm is zero."""
-    return torch.where(norm > 0, x / torch.where(norm > 0, norm, torch.ones_like(norm)),
-                       torch.zeros_like(x))
+    return torch.where(norm > 0, x / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(x))
 
 
 def _perpendicular(unit: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 # Thread count for loops of small sequential steps: splitting such a step costs more than it saves.
 SEQUENTIAL_STEP_THREADS = 1

@@ -10,8 +10,8 @@ number of notes.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -157,9 +157,11 @@ def synthesize_in_chunks(
     decoded with seed ``seed + k``: when everything fits in one chunk the notes equal those of
     one :meth:`~timbre.synthesizer.TimbreModel.synthesize_batch` call with ``seed``.
     """
-    note_samples = max(
-        round((seconds if seconds is not None else e.seconds) * model.sample_rate) for e in embeddings
-    ) if embeddings else 0
+    note_samples = (
+        max(round((seconds if seconds is not None else e.seconds) * model.sample_rate) for e in embeddings)
+        if embeddings
+        else 0
+    )
     per_chunk = max(1, chunk_samples // max(note_samples, 1))
     chunks = math.ceil(len(embeddings) / per_chunk)
     from tqdm.auto import tqdm

@@ -10,7 +10,8 @@ import math
 import numbers
 import os
 import warnings
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.dsp import velocity_to_gain
 
-AudioSource = Union[str, os.PathLike, np.ndarray, torch.Tensor]
+AudioSource = str | os.PathLike | np.ndarray | torch.Tensor
 # Loudness of a note encoded without a known velocity is taken as that of this velocity.
 REFERENCE_VELOCITY = 100
 # Shortest input the encoders are run on, in frames (see TimbreModel.encode).
@@ -169,7 +170,12 @@ class TimbreModel:
                 "use synthesize_batch for several"
             )
         audio = self.synthesize_batch(
-            [embedding], [pitch], seconds=[seconds], velocities=[velocity], temperature=temperature, seed=seed,
+            [embedding],
+            [pitch],
+            seconds=[seconds],
+            velocities=[velocity],
+            temperature=temperature,
+            seed=seed,
             progress=progress,
         )
         return audio[0]
@@ -185,7 +191,8 @@ class TimbreModel:
             embedding = Embedding(torch.as_tensor(embedding), self.sample_rate, self.hop_length)
         if embedding.dim != self.autoencoder.latent_dim:
             raise ConfigError(
-                f"{embedding.source}: embedding has {embedding.dim} dims, model {self.name} expects {self.autoencoder.latent_dim}"
+                f"{embedding.source}: embedding has {embedding.dim} dims, "
+                f"model {self.name} expects {self.autoencoder.latent_dim}"
             )
         if seconds is None:
             return embedding
@@ -217,8 +224,7 @@ class TimbreModel:
         """
         if isinstance(embeddings, (Embedding, torch.Tensor, np.ndarray)) or not isinstance(embeddings, Sequence):
             raise InvalidTypeError(
-                f"synthesize_batch takes a list of embeddings, got {type(embeddings).__name__}; "
-                "use synthesize for one"
+                f"synthesize_batch takes a list of embeddings, got {type(embeddings).__name__}; use synthesize for one"
             )
         count = len(embeddings)
         seconds = list(seconds) if seconds is not None else [None] * count
@@ -291,7 +297,7 @@ def check_temperature(temperature: Any) -> None:
     """Raise unless ``temperature`` is a finite number >= 0 (0 is greedy decoding)."""
     if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real):
         raise InvalidTypeError(f"temperature must be a number >= 0, got {temperature!r}")
-    if not 0 <= temperature < math.inf:
+    if not 0 <= float(temperature) < math.inf:
         raise ConfigError(f"temperature must be a number >= 0 (0 is greedy), got {temperature}")
 
 

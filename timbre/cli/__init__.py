@@ -13,7 +13,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from timbre.cli.common import OneLineParser, show_warnings_as_lines
 from timbre.errors import TimbreError

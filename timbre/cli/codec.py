@@ -27,9 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_model_argument(encode)
     encode.set_defaults(handler=run_encode)
 
-    decode = subparsers.add_parser(
-        "decode", help="synthesize a note from an embedding", description=run_decode.__doc__
-    )
+    decode = subparsers.add_parser("decode", help="synthesize a note from an embedding", description=run_decode.__doc__)
     decode.add_argument("input", help="embedding .npy written by `timbre encode`")
     decode.add_argument("--out", required=True, help="output WAV")
     add_synthesis_arguments(decode, seconds_default=None)
@@ -73,7 +71,9 @@ def run_decode(args: argparse.Namespace) -> int:
         from timbre.plots import plot_rainbowgram
 
         png = out.with_suffix(".png")
-        plot_rainbowgram(audio, png, title=f"{Path(args.input).stem} at pitch {args.pitch}", sample_rate=model.sample_rate)
+        plot_rainbowgram(
+            audio, png, title=f"{Path(args.input).stem} at pitch {args.pitch}", sample_rate=model.sample_rate
+        )
         written.append(png)
     report_written(written)
     return 0

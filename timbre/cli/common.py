@@ -11,8 +11,8 @@ import os
 import sys
 import tempfile
 import warnings
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from timbre.errors import ConfigError
 
@@ -49,7 +49,9 @@ def add_synthesis_arguments(parser: argparse.ArgumentParser, seconds_default: fl
         default=seconds_default,
         help=f"note length in seconds including the release, at most {MAX_NOTE_SECONDS:g} (default: %(default)s)",
     )
-    parser.add_argument("--velocity", type=midi_velocity, default=None, help="MIDI velocity 1-127 (default: as encoded)")
+    parser.add_argument(
+        "--velocity", type=midi_velocity, default=None, help="MIDI velocity 1-127 (default: as encoded)"
+    )
     parser.add_argument(
         "--temperature", type=non_negative_float, default=1.0, help="AR sampling temperature, 0 = greedy (default: 1.0)"
     )
@@ -189,9 +191,9 @@ def check_output_dir(
 
 
 def _refuse_inputs(outputs: Iterable[Path], inputs: Iterable[str | os.PathLike], option: str) -> None:
-    inputs = [Path(p) for p in inputs if p is not None]
+    input_paths = [Path(p) for p in inputs if p is not None]
     for output in outputs:
-        for source in inputs:
+        for source in input_paths:
             if _same_file(output, source):
                 raise ConfigError(
                     f"{option} {output}: this is the input file {source}; writing it would destroy the input, "

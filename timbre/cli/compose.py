@@ -80,7 +80,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="MIDI file to write, e.g. song.mid")
     parser.add_argument(
         "--model", default="default",
-        help="composer checkpoint file or run directory, or default for the bundled chorale model (default: %(default)s)",
+        help="composer checkpoint file or run directory, "
+        "or default for the bundled chorale model (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--prime", help="MIDI file whose notes open the piece; its tracks take the model's voices")
     length = parser.add_mutually_exclusive_group()
@@ -92,8 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tokens", type=bounded_positive_int(MAX_TOKENS),
         help=f"new tokens to sample instead of --bars, at most {MAX_TOKENS} (the last note is completed)",
     )  # fmt: skip
-    parser.add_argument("--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)"
+    )
     parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
-    parser.add_argument("--top-p", type=probability, help="sample among the most likely tokens holding probability P only")
+    parser.add_argument(
+        "--top-p", type=probability, help="sample among the most likely tokens holding probability P only"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.set_defaults(handler=_compose)

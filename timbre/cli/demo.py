@@ -16,7 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", default="out", help="output directory (default: %(default)s)")
     parser.add_argument("--model", default="default", help="autoencoder (default: the bundled default)")
     parser.add_argument("--composer", default=None, help="composer checkpoint (default: the bundled chorale model)")
-    parser.add_argument("--bars", type=bounded_positive_int(256), default=8, help="bars of the composed chorale, at most 256 (default: 8)")
+    parser.add_argument(
+        "--bars",
+        type=bounded_positive_int(256),
+        default=8,
+        help="bars of the composed chorale, at most 256 (default: 8)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.set_defaults(handler=run)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
 from pathlib import Path
 
 from timbre.cli.common import (
@@ -49,13 +50,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     grid = subparsers.add_parser(
         "grid", help="an NSynth Super style grid between four sounds", description=run_grid.__doc__
     )
-    grid.add_argument("corners", nargs="+", metavar="SOUND", help="four sounds: top-left, top-right, bottom-left, bottom-right")
+    grid.add_argument(
+        "corners", nargs="+", metavar="SOUND", help="four sounds: top-left, top-right, bottom-left, bottom-right"
+    )
     grid.add_argument(
         "--size", type=bounded_positive_int(MAX_GRID_SIZE), default=5,
         help=f"grid side, 2-{MAX_GRID_SIZE} (default: 5, i.e. 25 notes)",
     )  # fmt: skip
-    grid.add_argument("--weighting", choices=("bilinear", "distance"), default="bilinear", help="corner weights (default: bilinear; distance = NSynth Super)")
-    grid.add_argument("--method", choices=("lerp", "slerp"), default="lerp", help="how embeddings are mixed (default: lerp)")
+    grid.add_argument(
+        "--weighting",
+        choices=("bilinear", "distance"),
+        default="bilinear",
+        help="corner weights (default: bilinear; distance = NSynth Super)",
+    )
+    grid.add_argument(
+        "--method", choices=("lerp", "slerp"), default="lerp", help="how embeddings are mixed (default: lerp)"
+    )
     grid.add_argument("--out", required=True, help="output directory")
     add_synthesis_arguments(grid)
     add_model_argument(grid)
@@ -66,8 +76,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     morph.add_argument("a", help="starting sound")
     morph.add_argument("b", help="ending sound")
-    morph.add_argument("--curve", choices=("linear", "ease", "sigmoid"), default="linear", help="mix over time (default: linear)")
-    morph.add_argument("--method", choices=("slerp", "lerp"), default="slerp", help="how embeddings are mixed (default: slerp)")
+    morph.add_argument(
+        "--curve", choices=("linear", "ease", "sigmoid"), default="linear", help="mix over time (default: linear)"
+    )
+    morph.add_argument(
+        "--method", choices=("slerp", "lerp"), default="slerp", help="how embeddings are mixed (default: slerp)"
+    )
     morph.add_argument("--out", required=True, help="output WAV")
     add_synthesis_arguments(morph)
     add_model_argument(morph)
@@ -114,6 +128,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         progress=True,
     )  # fmt: skip
     a, b = _source(args.a), _source(args.b)
+    notes: Iterator[np.ndarray]  # [samples] per step, synthesized as they are written
     if args.method == "crossfade":
         ends = list(synthesize_in_chunks(model, [model.encode(a), model.encode(b)], **options))
         notes = (crossfade(np.stack(ends), mix) for mix in mixes)
@@ -200,7 +215,9 @@ def run_morph(args: argparse.Namespace) -> int:
         from timbre.plots import plot_rainbowgram
 
         png = out.with_suffix(".png")
-        plot_rainbowgram(audio, png, title=f"morph {Path(args.a).stem} -> {Path(args.b).stem}", sample_rate=model.sample_rate)
+        plot_rainbowgram(
+            audio, png, title=f"morph {Path(args.a).stem} -> {Path(args.b).stem}", sample_rate=model.sample_rate
+        )
         written.append(png)
     report_written(written)
     return 0

@@ -9,8 +9,8 @@ import math
 import os
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from timbre.cli.common import (
     add_device_argument,
@@ -59,13 +59,16 @@ def _render(args: argparse.Namespace) -> int:
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
-        raise ConfigError(f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for")
+        raise ConfigError(
+            f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for"
+        )
 
     with _messages(args.verbose), _in_option_terms():
         result = render_midi(
-            args.midi, model, timbres, morphs, gains, timbre_set_dir=args.timbre_set or DEFAULT_TIMBRE_SET, start=args.start,
-            end=args.end, release=args.release, interpolation=args.interpolation, batch_size=args.batch_size,
-            temperature=args.temperature, seed=args.seed, peak_db=args.peak_db, progress=not args.no_progress,
+            args.midi, model, timbres, morphs, gains, timbre_set_dir=args.timbre_set or DEFAULT_TIMBRE_SET,
+            start=args.start, end=args.end, release=args.release, interpolation=args.interpolation,
+            batch_size=args.batch_size, temperature=args.temperature, seed=args.seed, peak_db=args.peak_db,
+            progress=not args.no_progress,
         )  # fmt: skip
     plan = result.plan
     rendered = sum(1 for track in plan.tracks if not track.skipped)
@@ -202,21 +205,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("midi", help="MIDI file to render")
     parser.add_argument("--out", help="WAV file to write (16 kHz mono)")
-    parser.add_argument("--timbre", action="append", default=[], metavar="TRACK=SOURCE", help="timbre of a track (repeatable)")
+    parser.add_argument(
+        "--timbre", action="append", default=[], metavar="TRACK=SOURCE", help="timbre of a track (repeatable)"
+    )
     parser.add_argument(
         "--morph", action="append", default=[], metavar="TRACK=A,B",
         help="move a track from timbre A to B (to C ...) across the piece (repeatable; overrides --timbre)",
     )  # fmt: skip
-    parser.add_argument("--gain", action="append", default=[], metavar="TRACK=DB", help="gain of a track in dB (repeatable)")
-    parser.add_argument("--decoder", choices=sorted(DEFAULT_MODELS), help="fast (parallel, default) or wavenet (autoregressive)")
-    parser.add_argument("--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)")
+    parser.add_argument(
+        "--gain", action="append", default=[], metavar="TRACK=DB", help="gain of a track in dB (repeatable)"
+    )
+    parser.add_argument(
+        "--decoder", choices=sorted(DEFAULT_MODELS), help="fast (parallel, default) or wavenet (autoregressive)"
+    )
+    parser.add_argument(
+        "--model", help="autoencoder checkpoint or bundled name (default: the bundled model of --decoder)"
+    )
     parser.add_argument(
         "--timbre-set", metavar="DIR", help="timbre set for gm:N and unassigned tracks (default: the bundled set)"
     )
     parser.add_argument("--start", type=float, default=0.0, help="render from this time in seconds (default: 0)")
-    parser.add_argument("--end", type=float, help="render notes starting before this time in seconds (default: the end)")
     parser.add_argument(
-        "--release", type=float, help="cap each note's release at this many seconds (default: the timbre's full release)"
+        "--end", type=float, help="render notes starting before this time in seconds (default: the end)"
+    )
+    parser.add_argument(
+        "--release",
+        type=float,
+        help="cap each note's release at this many seconds (default: the timbre's full release)",
     )
     parser.add_argument(
         "--interpolation", choices=("slerp", "lerp"), default="slerp", help="how blends and morphs mix (default: slerp)"
@@ -228,12 +243,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")
-    parser.add_argument("--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures")
+    parser.add_argument(
+        "--reference", choices=("fluidsynth",), help="also write OUT.fluidsynth.wav and print onset F-measures"
+    )
     parser.add_argument(
         "--soundfont", default=str(DEFAULT_SOUNDFONT), help="SF2 soundfont of the reference (default: %(default)s)"
     )
     add_device_argument(parser)
     parser.add_argument("--list", action="store_true", help="list the tracks of the MIDI file and exit")
-    parser.add_argument("-v", "--verbose", action="store_true", help="report each track's timbre and the cache statistics")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="report each track's timbre and the cache statistics"
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(handler=_render)

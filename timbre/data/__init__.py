@@ -7,10 +7,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # importing torch just for an annotation would make `import timbre.data` slow
-    from torch.utils.data import Dataset
+
+class SizedDataset(Protocol):
+    """A map-style dataset that knows its length: what the trainer draws examples from.
+
+    (torch's ``Dataset`` does not declare ``__len__``; every dataset of this package has one.)
+    """
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int, /) -> Any: ...
 
 
 @dataclass
@@ -26,8 +34,8 @@ class DataBundle:
         artifacts: JSON-serialisable objects saved inside every checkpoint (e.g. tokenizer params).
     """
 
-    train: Dataset
-    valid: Dataset | None = None
+    train: SizedDataset
+    valid: SizedDataset | None = None
     collate_fn: Callable[[list[dict[str, Any]]], dict[str, Any]] | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, Any] = field(default_factory=dict)

@@ -135,12 +135,12 @@ def _as_numpy_mono(audio: np.ndarray | torch.Tensor, path: Path) -> np.ndarray:
     """``[samples]`` or ``[1, samples]`` array or tensor -> ``[samples]`` float32 numpy array."""
     if isinstance(audio, torch.Tensor):
         audio = audio.detach().to("cpu", torch.float32).numpy()
-    audio = np.asarray(audio, dtype=np.float32)
-    if audio.ndim == 2 and audio.shape[0] == 1:
-        audio = audio[0]
-    if audio.ndim != 1:
-        raise AudioError(f"{path}: expected mono audio of shape [samples], got shape {audio.shape}")
-    return audio
+    mono = np.asarray(audio, dtype=np.float32)
+    if mono.ndim == 2 and mono.shape[0] == 1:
+        mono = mono[0]
+    if mono.ndim != 1:
+        raise AudioError(f"{path}: expected mono audio of shape [samples], got shape {mono.shape}")
+    return mono
 
 
 def save_wav(

@@ -7,6 +7,7 @@ way: a :class:`~timbre.errors.MidiError` naming the file and the problem.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import symusic
@@ -17,7 +18,7 @@ from timbre.errors import MidiError
 MIDI_SUFFIXES = frozenset({".mid", ".midi"})
 
 
-def load_score(path: str | Path) -> symusic.Score:
+def load_score(path: str | os.PathLike[str]) -> symusic.Score:
     """Read a MIDI file, refusing files that are missing, unreadable or without notes.
 
     Args:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Hashable, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 from timbre.embedding import Embedding
 from timbre.errors import ConfigError
@@ -132,21 +133,25 @@ def _match_keys(tracks: list[TrackNotes], mapping: Mapping[str, Value], argument
             everything.append(value)
         elif key.lower().startswith("program:") and key[8:].isdigit():
             if not any(track.program == int(key[8:]) and not track.is_drum for track in tracks):
-                raise ConfigError(f"{argument} key {key!r}: no pitched track plays program {key[8:]}{_track_list(tracks)}")
+                raise ConfigError(
+                    f"{argument} key {key!r}: no pitched track plays program {key[8:]}{_track_list(tracks)}"
+                )
             by_program[int(key[8:])] = value
         elif names[key.lower()]:
             by_name[key.lower()] = value
         else:
             raise ConfigError(f"{argument} key {key!r}: no such track{_track_list(tracks)}")
-    matched = {}
+    matched: dict[int, Value] = {}
     for track in tracks:
-        for candidates, lookup in ((by_index, track.index), (by_name, track.name.lower()), (by_program, track.program)):
-            if lookup in candidates:
-                matched[track.index] = candidates[lookup]
-                break
-        else:
-            if everything:
-                matched[track.index] = everything[-1]
+        # An index beats a name, a name beats a program, and any of them beats "all".
+        if track.index in by_index:
+            matched[track.index] = by_index[track.index]
+        elif track.name.lower() in by_name:
+            matched[track.index] = by_name[track.name.lower()]
+        elif track.program in by_program:
+            matched[track.index] = by_program[track.program]
+        elif everything:
+            matched[track.index] = everything[-1]
     return matched
 
 

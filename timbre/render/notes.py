@@ -12,15 +12,15 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Union
+from typing import TypeAlias
 
 import numpy as np
 import symusic
 
-from timbre.io.midi import load_score
 from timbre.errors import ConfigError, MidiError
+from timbre.io.midi import load_score
 
-MidiSource = Union[str, os.PathLike, symusic.core.ScoreTick, symusic.core.ScoreSecond]
+MidiSource: TypeAlias = str | os.PathLike | symusic.core.ScoreTick | symusic.core.ScoreSecond
 
 # A note must sound for some time: a zero-length note (a key tapped in the same tick) plays this long.
 MIN_NOTE_SECONDS = 0.03
@@ -94,9 +94,7 @@ def read_tracks(midi: MidiSource, start: float = 0.0, end: float | None = None) 
         durations = np.minimum(durations, limit - start - onsets)
         pitches = columns["pitch"][inside][order]
         velocities = np.clip(columns["velocity"][inside][order], 1, 127)
-        notes = [
-            Note(float(o), float(d), int(p), int(v)) for o, d, p, v in zip(onsets, durations, pitches, velocities)
-        ]
+        notes = [Note(float(o), float(d), int(p), int(v)) for o, d, p, v in zip(onsets, durations, pitches, velocities)]
         tracks.append(TrackNotes(index, str(track.name).strip(), int(track.program), bool(track.is_drum), notes))
     return tracks
 

@@ -27,8 +27,8 @@ import logging
 import math
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Mapping, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -233,7 +233,9 @@ def plan_render(
         if not track.notes:
             plan.skipped = "no notes in the window"
             continue
-        plan.timbre = ("morph " if len(sources) > 1 else "") + " -> ".join(describe_source(s, resolver) for s in sources)
+        plan.timbre = ("morph " if len(sources) > 1 else "") + " -> ".join(
+            describe_source(s, resolver) for s in sources
+        )
         timbre_of = TrackTimbre([resolver.resolve(source) for source in sources], resolver, first_onset, last_onset)
         amplitude = 10.0 ** (gain_db / 20.0)
         for note in track.notes:
@@ -244,7 +246,9 @@ def plan_render(
             key = (timbre_key, pitch, note.velocity, hold_frames)
             if key not in jobs:
                 fitted, cut = _fit(embedding, hold_frames, release_frames)
-                fade_out = max(FADE_OUT_SECONDS, release_frames * hop / rate) if cut else FADE_OUT_SECONDS
+                fade_out = FADE_OUT_SECONDS
+                if cut and release_frames is not None:  # only a release length asked for cuts a note
+                    fade_out = max(FADE_OUT_SECONDS, release_frames * hop / rate)
                 jobs[key] = NoteJob(fitted, pitch, note.velocity, fade_out)
             jobs[key].placements.append((round(note.onset * rate), amplitude))
         if plan.octave_shifted:

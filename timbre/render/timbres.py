@@ -19,9 +19,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
 
 from timbre import interpolate
 from timbre.constants import TIMBRE_SET_DIR
@@ -49,7 +49,7 @@ class TimbreSource:
 
     kind: str
     value: str = ""
-    parts: tuple["TimbreSource", ...] = ()
+    parts: tuple[TimbreSource, ...] = ()
     weights: tuple[float, ...] = ()
 
     def __str__(self) -> str:
@@ -180,8 +180,12 @@ class TimbreSet:
             rows = rows["notes"] if isinstance(rows, dict) else rows
             entries = [
                 BundledTimbre(
-                    int(row["program"]), str(row["name"]), str(row["family"]), self.directory / row["file"],
-                    int(row.get("pitch", REFERENCE_PITCH)), int(row.get("velocity", REFERENCE_VELOCITY)),
+                    int(row["program"]),
+                    str(row["name"]),
+                    str(row["family"]),
+                    self.directory / row["file"],
+                    int(row.get("pitch", REFERENCE_PITCH)),
+                    int(row.get("velocity", REFERENCE_VELOCITY)),
                 )
                 for row in rows
             ]
@@ -264,7 +268,8 @@ class TimbreResolver:
         model = self.model
         if embedding.dim != model.autoencoder.latent_dim:
             raise ConfigError(
-                f"{label}: embedding has {embedding.dim} dims, model {model.name} expects {model.autoencoder.latent_dim}"
+                f"{label}: embedding has {embedding.dim} dims, "
+                f"model {model.name} expects {model.autoencoder.latent_dim}"
             )
         if (embedding.sample_rate, embedding.hop_length) != (model.sample_rate, model.hop_length):
             raise ConfigError(

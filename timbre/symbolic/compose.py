@@ -10,9 +10,10 @@ The same seed gives the same MIDI.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import miditok
 import numpy as np
@@ -110,9 +111,7 @@ def fit_prime_to_voices(score: symusic.Score, programs: Sequence[int]) -> symusi
     keep_drums = -1 in programs
     voices = [p for p in programs if p != -1]
     tracks = [t for t in fitted.tracks if len(t.notes) and (keep_drums or not t.is_drum)]
-    pitched = sorted(
-        (t for t in tracks if not t.is_drum), key=lambda t: -float(np.mean([n.pitch for n in t.notes]))
-    )
+    pitched = sorted((t for t in tracks if not t.is_drum), key=lambda t: -float(np.mean([n.pitch for n in t.notes])))
     for rank, track in enumerate(pitched):
         track.program = voices[min(rank, len(voices) - 1)]
     fitted.tracks = [t for t in tracks if t.is_drum] + pitched
@@ -176,17 +175,26 @@ class CompositionControl:
 
     def _done(self) -> int:
         """Bars (or, with ``tokens``, tokens) the slowest row has written towards its goal."""
-        if self.bars is None:
+        bars = self.bars
+        if bars is None:
             return min(self.new_tokens, self.tokens or 0)
-        return max(0, min(min(state.bars, target) - target + self.bars for state, target in zip(self.states, self.target_bars)))
+        # With bars every row has a target; a row's count stops at its goal.
+        written = [
+            min(state.bars, target) - target + bars
+            for state, target in zip(self.states, self.target_bars)
+            if target is not None
+        ]
+        return max(0, min(written))
 
     def _complete(self, row: int) -> bool:
         state = self.states[row]
         if state.inside_note or state.notes == 0:
             return False
-        if self.target_bars[row] is not None:
-            return state.bars >= self.target_bars[row]
-        return self.new_tokens >= self.tokens
+        target = self.target_bars[row]
+        if target is not None:
+            return state.bars >= target
+        # Without bars the goal is in tokens (compose_many checks that one of them is given).
+        return self.tokens is not None and self.new_tokens >= self.tokens
 
     def finished(self) -> bool:
         return all(length is not None for length in self.lengths)
@@ -232,7 +240,11 @@ def compose_many(
     primer = prime_tokens(composer, prime_score, name) if prime_score is not None else []
     prompt = [special_token_id(tokenizer, "BOS"), *primer]
     grammar = TokenGrammar(tokenizer, composer.programs or None)
-    finish_after = tokens if tokens is not None else bars * MAX_TOKENS_PER_BAR
+    if tokens is not None:
+        finish_after = tokens
+    else:
+        assert bars is not None, "_check_sampling: without tokens, bars is given"
+        finish_after = bars * MAX_TOKENS_PER_BAR
     from tqdm.auto import tqdm
 
     unit, goal = ("token", tokens) if tokens is not None else ("bar", bars)
@@ -292,8 +304,16 @@ def compose(
         A score with one track per program, at the tokenizer's time division.
     """
     return compose_many(
-        composer, 1, prime=prime, bars=bars, tokens=tokens, temperature=temperature, top_k=top_k, top_p=top_p,
-        seed=seed, progress=progress,
+        composer,
+        1,
+        prime=prime,
+        bars=bars,
+        tokens=tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        progress=progress,
     )[0]
 
 
@@ -309,7 +329,9 @@ def save_midi(score: symusic.Score, path: str | Path) -> Path:
     return path
 
 
-def _check_sampling(count: int, bars: int | None, tokens: int | None, temperature: float, top_k: int | None, top_p: float | None) -> None:
+def _check_sampling(
+    count: int, bars: int | None, tokens: int | None, temperature: float, top_k: int | None, top_p: float | None
+) -> None:
     if count < 1:
         raise ConfigError(f"count must be at least 1, got {count}")
     if tokens is None and (bars is None or not 1 <= bars <= MAX_BARS):

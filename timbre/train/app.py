@@ -23,8 +23,9 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Sequence  # noqa: E402
+from typing import Any, cast  # noqa: E402
 
 import hydra  # noqa: E402
 import torch  # noqa: E402
@@ -91,7 +92,8 @@ def build_data(data_config: DictConfig) -> DataBundle:
 
 def build_model_config(model_config: DictConfig, overrides: dict[str, Any]) -> dict[str, Any]:
     """The resolved model config with the data's ``model_overrides`` merged in."""
-    merged = OmegaConf.merge(model_config, OmegaConf.create(overrides)) if overrides else model_config
+    # Merging into a DictConfig gives a DictConfig (the stub's return type also allows a ListConfig).
+    merged = cast(DictConfig, OmegaConf.merge(model_config, OmegaConf.create(overrides))) if overrides else model_config
     return _container(merged)
 
 
@@ -251,7 +253,9 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
     if settings.resume:
         resume_state = load_checkpoint(settings.resume)
         checkpoint_path = Path(resume_state["path"])
-        run_dir = checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+        run_dir = (
+            checkpoint_path.parent.parent if checkpoint_path.parent.name == "checkpoints" else checkpoint_path.parent
+        )
         stored_path = run_dir / "config.yaml"
         stored = resume_state.get("run", {}).get("config")
         if stored_path.is_file():
@@ -279,14 +283,15 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
             _claim_config(run_dir, config, resuming=resume_state is not None)
             parameters = sum(p.numel() for p in model.parameters())
             print(f"timbre-train: {type(model).__name__} with {parameters:,} parameters, run dir {run_dir}", flush=True)
+        threads = torch.get_num_threads()
         run_info = {
             "command": describe_command(),
             "config": _container(config),
             "world_size": context.world_size,
-            "threads": torch.get_num_threads(),
+            "threads": threads,
         }
         if resume_state is not None:
-            _warn_if_threads_differ(resume_state, run_info["threads"])
+            _warn_if_threads_differ(resume_state, threads)
         trainer = Trainer(model, data, settings, run_dir, spec, context, resume_state, run_info)
         result = trainer.fit()
         if context.is_main and context.distributed:
@@ -337,7 +342,18 @@ def _override(arguments: Sequence[str], key: str) -> str | None:
 
 def _runs_a_job(arguments: Sequence[str]) -> bool:
     """False for Hydra's informational flags (--help, --cfg, ...) and multiruns."""
-    informational = {"--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc"}
+    informational = {
+        "--help",
+        "-h",
+        "--hydra-help",
+        "--version",
+        "--cfg",
+        "-c",
+        "--info",
+        "-i",
+        "--shell-completion",
+        "-sc",
+    }
     return not any(a.split("=", 1)[0] in informational or a in ("-m", "--multirun") for a in arguments)
 
 

@@ -78,9 +78,7 @@ def _check_weights_only(value: Any, where: str) -> None:
             _check_weights_only(key, f"{where} key")
             _check_weights_only(item, f"{where}[{key!r}]")
     else:
-        raise ConfigError(
-            f"{where} is a {type(value).__name__}: checkpoints hold only tensors and plain Python values"
-        )
+        raise ConfigError(f"{where} is a {type(value).__name__}: checkpoints hold only tensors and plain Python values")
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:
@@ -90,7 +88,9 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
         for candidate in (path / "checkpoints" / LAST_CHECKPOINT, path / LAST_CHECKPOINT, path / "model.pt"):
             if candidate.is_file():
                 return candidate
-        raise CheckpointError(f"{path}: no checkpoint found in this directory (looked for checkpoints/{LAST_CHECKPOINT})")
+        raise CheckpointError(
+            f"{path}: no checkpoint found in this directory (looked for checkpoints/{LAST_CHECKPOINT})"
+        )
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file does not exist")
     return path

@@ -14,16 +14,17 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol, cast
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from timbre.data import DataBundle
+from timbre.data import DataBundle, SizedDataset
 from timbre.errors import ConfigError, TimbreError
 from timbre.io.files import remove_stale_temporaries
 from timbre.train.checkpoint import LAST_CHECKPOINT, save_checkpoint
@@ -56,7 +57,7 @@ class TrainerSettings:
     progress: bool = True
 
     @classmethod
-    def from_config(cls, values: dict[str, Any]) -> "TrainerSettings":
+    def from_config(cls, values: dict[str, Any]) -> TrainerSettings:
         """Settings from the ``trainer`` config, type-checked and validated.
 
         Raises:
@@ -65,9 +66,7 @@ class TrainerSettings:
         fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(fields))
         if unknown:
-            raise ConfigError(
-                f"trainer.{unknown[0]} is not a trainer setting (the settings are: {', '.join(fields)})"
-            )
+            raise ConfigError(f"trainer.{unknown[0]} is not a trainer setting (the settings are: {', '.join(fields)})")
         for name, value in values.items():
             if not _has_type(value, fields[name]):
                 raise ConfigError(f"trainer.{name} must be {_TYPE_WORDS[fields[name]]}, got {value!r}")
@@ -161,7 +160,7 @@ class StepBatches(Dataset):
 
     def __init__(
         self,
-        examples: Dataset,
+        examples: SizedDataset,
         collate_fn: Callable[[list[Any]], Any],
         batch_size: int,
         seed: int,
@@ -181,6 +180,17 @@ class StepBatches(Dataset):
         return self.collate_fn([self.examples[int(i)] for i in indices])
 
 
+class Trainable(Protocol):
+    """What the trainer needs of a model besides being an ``nn.Module``."""
+
+    def training_loss(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+def training_loss(model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+    """``model.training_loss(batch)``: the loss and its named parts (checked to exist in Trainer)."""
+    return cast(Trainable, model).training_loss(batch)
+
+
 class LossModule(nn.Module):
     """Wraps a model so that ``forward(batch)`` is its ``training_loss`` (what DDP needs to sync)."""
 
@@ -189,7 +199,7 @@ class LossModule(nn.Module):
         self.model = model
 
     def forward(self, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
-        return self.model.training_loss(batch)
+        return training_loss(self.model, batch)
 
 
 def move_to(batch: Any, device: torch.device) -> Any:
@@ -224,7 +234,7 @@ class GracefulStop:
         self.requested: str | None = None
         self.previous: dict[int, Any] = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 self.previous[signum] = signal.signal(signum, self._handle)
@@ -423,7 +433,7 @@ class Trainer:
         for start in range(0, count, self.settings.batch_size):
             batch = collate([valid[int(i)] for i in indices[start : start + self.settings.batch_size]])
             with self._autocast():
-                loss, metrics = model.training_loss(move_to(batch, self.device))
+                loss, metrics = training_loss(model, move_to(batch, self.device))
             for name, value in {"loss": loss.item(), **metrics}.items():
                 totals[name] = totals.get(name, 0.0) + float(value)
             batches += 1
@@ -458,7 +468,7 @@ class Trainer:
                     means["steps_per_second"] = len(window["loss"]) / max(now - window_started, 1e-9)
                     self.metrics.log(self.step, "train", means)
                     window, window_started = {}, now
-                if self.step % settings.valid_every == 0 and is_main:
+                if self.step % settings.valid_every == 0 and self.metrics is not None:  # on the main process
                     valid_metrics = self.validate()
                     if valid_metrics is not None:
                         valid_losses.append((self.step, valid_metrics["loss"]))
@@ -495,7 +505,9 @@ class Trainer:
             return local_request
         import torch.distributed as dist
 
-        flag = torch.tensor([1.0 if local_request else 0.0], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        flag = torch.tensor(
+            [1.0 if local_request else 0.0], device=self.device if dist.get_backend() == "nccl" else "cpu"
+        )
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item())
 
