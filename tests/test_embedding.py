@@ -66,7 +66,7 @@ def test_bad_files_name_the_problem(tmp_path):
     with pytest.raises(AudioError, match="does not exist"):
         Embedding.load(tmp_path / "missing.npy")
     (tmp_path / "junk.npy").write_bytes(b"not numpy")
-    with pytest.raises(AudioError, match="junk.npy: not a readable"):
+    with pytest.raises(AudioError, match="junk.npy: is not a NumPy .npy file, not an embedding"):
         Embedding.load(tmp_path / "junk.npy")
     np.save(tmp_path / "cube.npy", np.zeros((2, 2, 2)))
     with pytest.raises(AudioError, match=r"cube.npy: expected an embedding \[frames, dim\]"):
