@@ -48,6 +48,21 @@ def test_default_model_loads_and_decodes_a_short_note() -> None:
     assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
 
 
+def test_fast_v2_plays_the_asked_pitch_with_its_expressive_parts_on() -> None:
+    """The version-2 parallel model: bend, inharmonicity and room enabled; notes come back at their pitch."""
+    from timbre.evaluation.metrics import pitch_scores
+
+    model = timbre.load("fast-v2")
+    decoder = model.autoencoder.decoder
+    assert decoder.pitch_deviation_cents > 0 and decoder.max_inharmonicity > 0 and decoder.reverb_taps > 0
+    embedding = model.encode(FLUTE)
+    notes = [model.synthesize(embedding, pitch=pitch, seconds=1.0, seed=0) for pitch in (55, 67, 79)]
+    for audio in notes:
+        assert audio.shape == (16000,) and np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
+    scores = pitch_scores(np.stack(notes), [55, 67, 79], 16000)  # PESTO, median of the sounding frames
+    assert all(score.correct for score in scores), [score.cents for score in scores]
+
+
 def test_unknown_bundled_name_is_a_clear_error() -> None:
     with pytest.raises(CheckpointError, match="wavenet-large: no such file, and not a bundled model .*wavenet-small"):
         timbre.load("wavenet-large")

@@ -27,7 +27,12 @@ from timbre.train.checkpoint import (
 )
 
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
-BUNDLED = {"fast": "autoencoder", "wavenet-small": "autoencoder", "composer-chorales": "composer"}
+BUNDLED = {
+    "fast": "autoencoder",
+    "fast-v2": "autoencoder",
+    "wavenet-small": "autoencoder",
+    "composer-chorales": "composer",
+}
 
 
 def hydra_model_config(name: str) -> dict:

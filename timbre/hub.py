@@ -15,7 +15,13 @@ from timbre.models.autoencoder import Autoencoder
 from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
-ALIASES = {"default": "fast", "fast": "fast", "wavenet-small": "wavenet-small", "wavenet": "wavenet-small"}
+ALIASES = {
+    "default": "fast",
+    "fast": "fast",
+    "fast-v2": "fast-v2",  # the version-2 parallel model, still training (see its model card)
+    "wavenet-small": "wavenet-small",
+    "wavenet": "wavenet-small",
+}
 
 
 def resolve(name_or_path: str | Path = "default") -> Path:
@@ -41,7 +47,7 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
-    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"wavenet-small"``), or any
+    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"wavenet-small"``), or any
     checkpoint file or run directory written by ``timbre-train``.
 
     Raises:
