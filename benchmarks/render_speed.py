@@ -1,7 +1,8 @@
 """MIDI render time against the music's duration, for each decoder (and FluidSynth for scale).
 
 Renders a window of a multitrack song (default: 60 s of What_a_Fool_Believes.mid from
-``../shared/midi``, eight pitched tracks and drums, the densest of the shared songs) through the
+``../shared/midi``, eight pitched tracks and drums, when that folder is beside the repository; else
+the band fixture of the tests, ``tests/fixtures/midi/band.mid``) through the
 bundled timbre set and prints one row per decoder: notes played and synthesized (the note cache),
 time spent encoding the timbres and planning, synthesizing and mixing, and the real-time factor:
 seconds of music (the window up to its last key up; the audio is longer by the release) per second
@@ -31,7 +32,8 @@ import torch
 import timbre
 from timbre.render import DEFAULT_TIMBRE_SET, plan_render, render_fluidsynth, render_plan
 
-SHARED_MIDI = Path(__file__).resolve().parents[2] / "shared" / "midi"
+SHARED_SONG = Path(__file__).resolve().parents[2] / "shared" / "midi" / "What_a_Fool_Believes.mid"
+FIXTURE_SONG = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "midi" / "band.mid"
 
 
 def load_model(name: str) -> timbre.TimbreModel:
@@ -52,7 +54,9 @@ def load_model(name: str) -> timbre.TimbreModel:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--midi", type=Path, default=SHARED_MIDI / "What_a_Fool_Believes.mid", help="MIDI file")
+    parser.add_argument(
+        "--midi", type=Path, default=SHARED_SONG if SHARED_SONG.is_file() else FIXTURE_SONG, help="MIDI file"
+    )
     parser.add_argument("--start", type=float, default=30.0, help="window start in seconds (default: 30)")
     parser.add_argument("--seconds", type=float, default=60.0, help="window length for the fast decoder (default: 60)")
     parser.add_argument(
