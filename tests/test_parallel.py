@@ -228,3 +228,31 @@ def test_room_response_extends_a_note_into_its_silence() -> None:
     tail = slice(2048 + 256, 4096)
     assert dry[0, tail].abs().max() < 1e-4
     assert wet[0, tail].pow(2).mean().sqrt() > 0.05 * wet[0, :2048].pow(2).mean().sqrt()
+
+
+def test_training_spectral_loss_equals_auraloss_and_ignores_the_target_gradient() -> None:
+    import auraloss
+
+    from timbre.models.spectral_loss import MultiResolutionSTFTLoss
+
+    fft_sizes = (512, 128, 64)
+    generator = torch.Generator().manual_seed(0)
+    prediction = (torch.rand(3, 4000, generator=generator) - 0.5).requires_grad_()
+    target = torch.rand(3, 4000, generator=generator) - 0.5
+    reference = auraloss.freq.MultiResolutionSTFTLoss(
+        fft_sizes=list(fft_sizes),
+        hop_sizes=[size // 4 for size in fft_sizes],
+        win_lengths=list(fft_sizes),
+        w_sc=0.0,
+        w_log_mag=1.0,
+        w_lin_mag=1.0,
+        output="full",
+    )
+    expected, _, expected_log, expected_linear, _ = reference(prediction[:, None], target[:, None])
+    loss, log_terms, linear_terms = MultiResolutionSTFTLoss(fft_sizes)(prediction, target)
+    torch.testing.assert_close(loss, expected)
+    torch.testing.assert_close(torch.stack(log_terms), torch.stack(expected_log))
+    torch.testing.assert_close(torch.stack(linear_terms), torch.stack(expected_linear))
+    (gradient,) = torch.autograd.grad(loss, prediction)
+    (expected_gradient,) = torch.autograd.grad(expected, prediction)
+    torch.testing.assert_close(gradient, expected_gradient)

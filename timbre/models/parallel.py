@@ -17,7 +17,7 @@ express a real instrument while staying pitch-centred and real-time:
   reverb made conditional), convolved with the dry note. Bounding the level keeps the response a
   room, not an amplifier that would carry the note's loudness instead of its envelope.
 
-Trained with a multi-resolution STFT loss (auraloss, imported only for training).
+Trained with a multi-resolution STFT loss (:mod:`timbre.models.spectral_loss`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from timbre.errors import ConfigError
 from timbre.models import dsp
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
+from timbre.models.spectral_loss import MultiResolutionSTFTLoss
 
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
 # harmonic part instead of drowning it in noise, as DDSP's FilteredNoise initial bias does.
@@ -169,7 +170,7 @@ class HarmonicNoiseDecoder(nn.Module):
             self.register_buffer(
                 "reverb_noise", dsp.band_noise(self.reverb_bands, self.reverb_taps, sample_rate), persistent=False
             )
-        self._stft_loss: nn.Module | None = None
+        self._stft_loss: MultiResolutionSTFTLoss | None = None
 
     def controls(self, z: Tensor, pitch: Tensor) -> dict[str, Tensor]:
         """Synthesis controls at hop ``control_hop`` and per note.
@@ -283,20 +284,9 @@ class HarmonicNoiseDecoder(nn.Module):
         """
         return self._render(self.controls(z, pitch), pitch, n_samples, generator)
 
-    def _spectral_loss(self) -> nn.Module:
-        # auraloss is a training dependency: imported on the first loss, never for inference.
+    def _spectral_loss(self) -> MultiResolutionSTFTLoss:
         if self._stft_loss is None:
-            import auraloss
-
-            self._stft_loss = auraloss.freq.MultiResolutionSTFTLoss(
-                fft_sizes=list(self.fft_sizes),
-                hop_sizes=[size // 4 for size in self.fft_sizes],
-                win_lengths=list(self.fft_sizes),
-                w_sc=0.0,
-                w_log_mag=1.0,
-                w_lin_mag=1.0,
-                output="full",
-            )
+            self._stft_loss = MultiResolutionSTFTLoss(self.fft_sizes)
         return self._stft_loss
 
     def reconstruction_loss(self, audio: Tensor, z: Tensor, pitch: Tensor) -> tuple[Tensor, dict[str, float]]:
@@ -322,7 +312,7 @@ class HarmonicNoiseDecoder(nn.Module):
         controls = self.controls(z, pitch)
         prediction = self._render(controls, pitch, audio.shape[-1], None)
         stft_loss = self._spectral_loss().to(audio.device)
-        loss, _, log_magnitude, linear_magnitude, _ = stft_loss(prediction[:, None], audio[:, None])
+        loss, log_magnitude, linear_magnitude = stft_loss(prediction, audio)
         n_resolutions = len(self.fft_sizes)
         parts = {
             "stft": loss.item(),
