@@ -1,4 +1,5 @@
-"""``timbre dataset build``: render an NSynth-layout note dataset from one or several soundfonts."""
+"""``timbre dataset build``: render an NSynth-layout note dataset from one or several soundfonts;
+``timbre dataset from-folder``: the same layout from any folder of recordings."""
 
 from __future__ import annotations
 
@@ -10,6 +11,11 @@ from contextlib import contextmanager
 from types import FrameType
 
 from timbre.errors import ConfigError
+
+# NSynth's families (timbre.data.families.NSYNTH_FAMILIES), spelled out so --help does not import torch.
+NSYNTH_FAMILY_CHOICES = (
+    "bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string", "synth_lead", "vocal",
+)  # fmt: skip
 
 
 def parse_int_list(text: str, name: str) -> list[int]:
@@ -85,6 +91,47 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _from_folder(args: argparse.Namespace) -> int:
+    from timbre.data.from_folder import build_from_folder
+
+    with _terminate_as_interrupt():
+        summary = build_from_folder(
+            args.folder,
+            args.out,
+            instrument=args.instrument,
+            seconds=args.seconds,
+            valid=args.valid,
+            family=args.family,
+            source=args.source,
+            retune=not args.keep_tuning,
+            progress=not args.quiet,
+        )
+    print(summary.describe())
+    return 0
+
+
+def _fraction(text: str) -> float:
+    """argparse type: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a note length of 0.25-60 seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got '{text}'") from None
+    if not 0.25 <= value <= 60:
+        raise argparse.ArgumentTypeError(f"must be between 0.25 and 60 seconds, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``timbre dataset`` and its ``build`` sub-command."""
     parser = subparsers.add_parser("dataset", help="build note datasets", description="Build note datasets.")
@@ -133,3 +180,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(handler=_build)
+
+    from_folder = actions.add_parser(
+        "from-folder",
+        help="find the notes in a folder of recordings and write them as an NSynth-layout dataset",
+        description=(
+            "Walk FOLDER recursively (WAV, FLAC, OGG, MP3, AIFF: any rate, mono or stereo), find the notes in "
+            "each file (several per file by onset detection), estimate their pitch with PESTO, reject what is "
+            "unpitched, silent, clipped or too short (the report says why, file by file), cut or pad each note to "
+            "--seconds keeping its attack, normalise its loudness, and write OUT/nsynth-{train,valid}/ (valid: "
+            "the held-out notes, spread over the pitches) with OUT/report.md and OUT/pitch_histogram.png. FOLDER "
+            "is never written to. Re-running resumes: files already analysed are skipped. Then fine-tune: "
+            "timbre-train experiment=finetune data.root=OUT"
+        ),
+    )
+    from_folder.add_argument("folder", metavar="FOLDER", help="folder of recordings (read only)")
+    from_folder.add_argument("--out", required=True, help="dataset root directory (created)")
+    from_folder.add_argument(
+        "--instrument", help="instrument name: lower-case letters, digits and _ (default: the folder's name)"
+    )
+    from_folder.add_argument("--seconds", type=_seconds, default=4.0, help="length of every note (default: 4)")
+    from_folder.add_argument(
+        "--valid", type=_fraction, default=0.2, help="fraction of the notes held out for validation (default: 0.2)"
+    )
+    from_folder.add_argument("--family", choices=NSYNTH_FAMILY_CHOICES, help="NSynth family label (default: unknown)")
+    from_folder.add_argument("--source", choices=("acoustic", "electronic", "synthetic"), help="NSynth source label")
+    from_folder.add_argument(
+        "--keep-tuning", action="store_true",
+        help="do not retune notes onto their nearest MIDI pitch (the measured deviation is recorded either way)",
+    )  # fmt: skip
+    from_folder.add_argument("--quiet", action="store_true", help="no progress bar")
+    from_folder.set_defaults(handler=_from_folder)
