@@ -147,6 +147,7 @@ def expressive_decoder(**overrides: float) -> HarmonicNoiseDecoder:
         reverb_seconds=0.25,
         reverb_bands=4,
         loudness_loss_weight=1.0,
+        partial_loss_weight=1.0,
     )
     settings.update(overrides)
     return HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), **settings)
@@ -180,9 +181,11 @@ def test_expressive_decoder_trains_every_part_and_supervises_the_bend() -> None:
     audio = sum(torch.sin(k * phase) / k for k in range(1, 6))[None] * 0.3
     loss, parts = decoder.reconstruction_loss(audio, torch.randn(1, 16, 8), torch.tensor([60]))
     loss.backward()
-    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness"}
+    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness", "partials"}
     assert parts["pitch_bend"] > 0.1  # the untrained bend misses a 40-cent vibrato
-    assert loss.item() == pytest.approx(parts["stft"] + parts["pitch_bend"] + parts["loudness"], rel=1e-4)
+    assert parts["partials"] > 0.1  # and its partials' levels are off by more than 2 dB
+    total = parts["stft"] + parts["pitch_bend"] + parts["loudness"] + parts["partials"]
+    assert loss.item() == pytest.approx(total, rel=1e-4)
     for name, parameter in decoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
 
@@ -256,3 +259,38 @@ def test_training_spectral_loss_equals_auraloss_and_ignores_the_target_gradient(
     (gradient,) = torch.autograd.grad(loss, prediction)
     (expected_gradient,) = torch.autograd.grad(expected, prediction)
     torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_partial_levels_read_each_partials_amplitude_where_it_is() -> None:
+    from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
+
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    f0 = 220.0
+    sharp = f0 * 2 ** (30 / 1200)  # 30 cents sharp of where the partials are looked for
+    audio = 0.5 * torch.sin(2 * math.pi * sharp * t) + 0.05 * torch.sin(2 * math.pi * 3 * sharp * t)
+    expected = torch.tensor([f0 * k for k in (1, 2, 3, 40)])  # the 40th is above Nyquist
+    levels = partial_levels(audio[None], expected.expand(1, 100, 4).contiguous(), 128, SAMPLE_RATE)
+    middle = 20 * levels[0, 20:80]  # dB, away from the edges of the note
+    assert (middle[:, 0] - 20 * math.log10(0.5)).abs().max() < 1.5
+    assert (middle[:, 2] - 20 * math.log10(0.05)).abs().max() < 1.5
+    assert (middle[:, 1] < -60).all()  # absent partial: down in the leakage
+    assert (levels[0, :, 3] == FLOOR_LEVEL).all()
+
+
+def test_partial_loss_tells_a_clarinet_profile_from_a_smooth_one() -> None:
+    """Two tones with the same loudness: odd partials only vs all partials at 1/k; the loss is
+    near zero against itself and large against the other, and its gradient reaches the audio."""
+    from timbre.models.partial_levels import partial_levels
+
+    t = torch.arange(8192) / SAMPLE_RATE
+    f0 = 196.0
+    odd = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 16, 2)) * 0.3
+    smooth = (sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 16)) * 0.3).requires_grad_()
+    partial_hz = (f0 * torch.arange(1, 16.0)).expand(1, 64, 15).contiguous()
+    target = partial_levels(odd[None], partial_hz, 128, SAMPLE_RATE)
+    assert (partial_levels(odd[None], partial_hz, 128, SAMPLE_RATE) - target).abs().mean() < 1e-6
+    error = (partial_levels(smooth[None], partial_hz, 128, SAMPLE_RATE) - target).abs()[:, 8:56]
+    assert error[..., 1::2].mean() > 1.0  # the even partials: more than 20 dB apart
+    assert error[..., 0::2].mean() < 0.1  # the odd ones agree within 2 dB
+    error.mean().backward()
+    assert smooth.grad is not None and smooth.grad.abs().sum() > 0

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from timbre.errors import ConfigError
 from timbre.models import dsp
+from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
 from timbre.models.spectral_loss import MultiResolutionSTFTLoss
 
@@ -91,6 +92,10 @@ class HarmonicNoiseDecoder(nn.Module):
             while the partials' fine structure is still wrong (a misplaced peak costs less when
             it is small), which held a first run 20-30 dB too quiet; the level loss has a
             gradient towards the right loudness whatever the spectral detail.
+        partial_loss_weight: weight of an L1 loss between the partials' levels (log10 amplitude,
+            i.e. dB / 20) measured the same way on the output and on the target
+            (:mod:`timbre.models.partial_levels`); 0 disables it. The STFT losses alone left every
+            instrument with nearly the same partial profile.
         max_inharmonicity: upper bound of the stiffness coefficient ``B``; 0 disables it.
         reverb_seconds: length of the predicted room/body response; 0 disables it.
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
@@ -116,6 +121,7 @@ class HarmonicNoiseDecoder(nn.Module):
         pitch_deviation_cents: float = 0.0,
         pitch_loss_weight: float = 1.0,
         loudness_loss_weight: float = 0.0,
+        partial_loss_weight: float = 0.0,
         max_inharmonicity: float = 0.0,
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
@@ -143,6 +149,7 @@ class HarmonicNoiseDecoder(nn.Module):
         self.pitch_deviation_cents = float(pitch_deviation_cents)
         self.pitch_loss_weight = float(pitch_loss_weight)
         self.loudness_loss_weight = float(loudness_loss_weight)
+        self.partial_loss_weight = float(partial_loss_weight)
         self.max_inharmonicity = float(max_inharmonicity)
         self.reverb_taps = round(reverb_seconds * sample_rate)
         self.reverb_bands = reverb_bands if self.reverb_taps else 0
@@ -301,7 +308,8 @@ class HarmonicNoiseDecoder(nn.Module):
             The scalar loss and ``{"stft", "log_magnitude", "linear_magnitude"}`` as floats
             (each averaged over the resolutions), plus ``"pitch_bend"`` (mean absolute error of
             the bend in semitones on trusted frames) when the bend is enabled and ``"loudness"``
-            (mean absolute frame-level error in dB / 20) when the level loss is.
+            (mean absolute frame-level error in dB / 20) when the level loss is, and ``"partials"``
+            (mean absolute error of the partials' levels in dB / 20) when the partial loss is.
         """
         assert audio.ndim == 2, f"audio must be [batch, samples], got {tuple(audio.shape)}"
         if audio.shape[-1] <= max(self.fft_sizes) // 2:
@@ -319,6 +327,7 @@ class HarmonicNoiseDecoder(nn.Module):
             "log_magnitude": float(sum(term.item() for term in log_magnitude)) / n_resolutions,
             "linear_magnitude": float(sum(term.item() for term in linear_magnitude)) / n_resolutions,
         }
+        measured_cents = torch.zeros_like(controls["deviation_cents"])
         if self.pitch_deviation_cents:
             predicted = controls["deviation_cents"]
             target, weight = harmonic_salience_contour(
@@ -329,6 +338,7 @@ class HarmonicNoiseDecoder(nn.Module):
                 self.sample_rate,
                 search_cents=self.pitch_deviation_cents,
             )
+            measured_cents = torch.where(weight > 0, target, measured_cents)
             target = (target - weighted_median(target, weight)).clamp(
                 -self.pitch_deviation_cents, self.pitch_deviation_cents
             )
@@ -341,6 +351,20 @@ class HarmonicNoiseDecoder(nn.Module):
             ).abs().mean() / 20.0
             loss = loss + self.loudness_loss_weight * level_error
             parts["loudness"] = level_error.item()
+        if self.partial_loss_weight:
+            # Where the target's partials are: its measured pitch (the MIDI pitch where the contour
+            # is not trusted) and the predicted stiffness; the same places are read on the output.
+            with torch.no_grad():
+                f0_frames = dsp.midi_to_hz(pitch).to(audio.dtype)[:, None] * dsp.cents_to_ratio(measured_cents)
+                ratios = dsp.harmonic_ratios(self.n_harmonics, controls["inharmonicity"].detach()).to(audio.dtype)
+                partial_hz = f0_frames[..., None] * ratios[:, None, :]
+            predicted_levels = partial_levels(prediction, partial_hz, self.control_hop, self.sample_rate)
+            target_levels = partial_levels(audio, partial_hz, self.control_hop, self.sample_rate)
+            # Entries where both sit on the floor (silence, absent partials) are not counted.
+            counted = torch.maximum(predicted_levels, target_levels).detach() > FLOOR_LEVEL
+            partial_error = ((predicted_levels - target_levels).abs() * counted).sum() / counted.sum().clamp(min=1)
+            loss = loss + self.partial_loss_weight * partial_error
+            parts["partials"] = partial_error.item()
         return loss, parts
 
     @torch.inference_mode()
