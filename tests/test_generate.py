@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from timbre.generation import native
-from timbre.generation.engine import cached_logits, generate
+from timbre.generation.engine import cached_logits, generate, weight_precision_error
+from timbre.generation.folded import quantize_int8
 from timbre.io.audio import mu_law_decode, mu_law_encode
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
@@ -198,13 +199,19 @@ def test_without_the_native_kernel_the_torch_stepper_takes_over(monkeypatch):
         generate(decoder, z, pitch, 80, backend="native")
 
 
+# Largest logit change from reduced-precision weights, over the float32 logits' standard deviation
+# (measured: bfloat16 0.5-0.9%, int8 0.9-1.9%), and mean KL(float32 || reduced) per step in nats
+# (measured: bfloat16 < 2e-6, int8 < 5e-6). A kernel reading a scale or a weight wrongly moves the
+# logits by about their whole spread.
+REDUCED_PRECISION_BOUNDS = {torch.bfloat16: (0.012, 1e-5), torch.int8: (0.03, 3e-5)}
+REDUCED_DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in REDUCED_PRECISION_BOUNDS]
+
+
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES)
 @pytest.mark.parametrize("options", BACKENDS)
 @pytest.mark.parametrize("config", ["kernel3", "wide", "deep"])
-def test_bfloat16_weights_stay_within_a_percent_of_the_logit_spread(config, options):
-    """Rounding the step's matrices to bfloat16 (8 significant bits) moves the logits by < 1% of their spread.
-
-    Measured here: 0.8-0.9% of the logits' standard deviation at most (0.002-0.004 absolute).
-    """
+def test_reduced_precision_weights_stay_close_to_float32(config, options, dtype):
+    """bfloat16 and int8 weights move the teacher-forced logits by a percent or two of their spread."""
     decoder = make_decoder(config)
     samples = 2 * decoder.receptive_field + 37
     z, pitch = note_inputs(decoder, 2, samples)
@@ -212,23 +219,105 @@ def test_bfloat16_weights_stay_within_a_percent_of_the_logit_spread(config, opti
     inputs[:, 0] = 0.0
     with torch.inference_mode():
         expected = decoder(inputs, z, pitch)
-    rounded = cached_logits(decoder, inputs, z, pitch, weight_dtype=torch.bfloat16, **options)
+    rounded = cached_logits(decoder, inputs, z, pitch, weight_dtype=dtype, **options)
     error = (rounded - expected).abs().max().item()
-    assert 1e-5 < error < 0.012 * expected.std().item()  # rounded (not float32), yet close
+    relative_bound, _ = REDUCED_PRECISION_BOUNDS[dtype]
+    assert 1e-5 < error < relative_bound * expected.std().item()  # rounded (not float32), yet close
 
 
-def test_native_bfloat16_step_equals_the_torch_stepper_with_the_same_rounding():
-    if not native_available:
-        pytest.skip("timbre was installed without its native kernel")
-    decoder = make_decoder("wide")
-    z, pitch = note_inputs(decoder, 2, 200)
-    inputs = torch.rand(2, 200, generator=torch.Generator().manual_seed(2)) * 2 - 1
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES)
+def test_reduced_precision_error_over_a_decode_from_the_same_state(dtype):
+    """weight_precision_error feeds both precisions the float32 decode: they agree within the bounds."""
+    decoder = make_decoder("deep")
+    z, pitch = note_inputs(decoder, 2, 300)
+    relative_bound, kl_bound = REDUCED_PRECISION_BOUNDS[dtype]
+    error = weight_precision_error(decoder, z, pitch, 300, dtype)
+    assert 0 < error["mean_kl"] <= error["max_kl"] and error["mean_kl"] < kl_bound
+    assert 0 < error["max_abs"] and error["relative"] < relative_bound
+
+
+def _scales_of_the_neighbouring_column(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    weights, scales = quantize_int8(matrix)
+    return weights, scales.roll(1, dims=-1)
+
+
+def _halves_of_each_pair_swapped(matrix, segments, panel, weight_dtype):
+    return native_packed_matrix(matrix, segments, panel, weight_dtype).view(-1, 2).flip(1).reshape(-1)
+
+
+def _taps_in_reverse_order(matrix, segments, panel, weight_dtype):
+    taps = matrix.reshape(segments, -1, matrix.shape[1]).flip(0).reshape(matrix.shape)
+    return native_packed_matrix(taps, segments, panel, weight_dtype)
+
+
+native_packed_matrix = native.packed_matrix
+BROKEN_KERNELS = {
+    "int8-wrong-scales": (torch.int8, "quantize_int8", _scales_of_the_neighbouring_column),
+    "int8-taps-reversed": (torch.int8, "packed_matrix", _taps_in_reverse_order),
+    "bfloat16-pair-halves-swapped": (torch.bfloat16, "packed_matrix", _halves_of_each_pair_swapped),
+}
+
+
+def native_against_torch(dtype: torch.dtype, batch: int, threads: int) -> tuple[float, float]:
+    """Teacher-forced logits of the native kernel and of the torch stepper, both on ``dtype`` weights:
+    their largest difference over the largest logit, and the native logits' distance from float32."""
+    torch.manual_seed(3)
+    decoder = WaveNetDecoder(
+        residual_channels=9, skip_channels=67, layers=4, stages=2, kernel_size=3, pitch_embedding_dim=4, hop_length=HOP
+    ).eval()
+    z, pitch = (torch.randn(batch, decoder.latent_dim, 13), torch.arange(40, 40 + batch))
+    inputs = torch.rand(batch, 200, generator=torch.Generator().manual_seed(2)) * 2 - 1
     logits = [
-        cached_logits(decoder, inputs, z, pitch, backend=backend, weight_dtype=torch.bfloat16)
+        cached_logits(decoder, inputs, z, pitch, backend=backend, threads=threads, weight_dtype=dtype)
         for backend in ("torch", "native")
     ]
-    assert (logits[0] - logits[1]).abs().max().item() < 1e-5
-    with pytest.raises(ValueError, match="float32 or torch.bfloat16, not torch.float16"):
+    with torch.inference_mode():
+        exact = decoder(inputs, z, pitch)
+    difference = (logits[0] - logits[1]).abs().max().item() / logits[0].abs().max().item()
+    return difference, (logits[1] - exact).abs().max().item()
+
+
+@pytest.mark.skipif(not native_available, reason="timbre was installed without its native kernel")
+@pytest.mark.parametrize("dtype", REDUCED_DTYPES)
+@pytest.mark.parametrize("batch", [1, 5], ids=["one-note", "block-of-4-and-one"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_reduced_precision_step_equals_the_torch_stepper_with_the_same_rounding(dtype, batch, threads):
+    """The native kernel's bfloat16 pairs and int8 panels (with their scales) compute exactly the
+    torch stepper's step on the same rounded matrices: odd widths, one note and blocks of notes."""
+    difference, from_float32 = native_against_torch(dtype, batch, threads)
+    assert difference < 2e-6
+    assert from_float32 > 1e-5  # the rounding did happen
+
+
+@pytest.mark.skipif(not native_available, reason="timbre was installed without its native kernel")
+@pytest.mark.parametrize("breakage", list(BROKEN_KERNELS))
+def test_the_checks_catch_a_broken_kernel(monkeypatch, breakage):
+    """Weights packed wrongly for the native kernel fail the comparison with the torch stepper by
+    orders of magnitude, and where the error reaches the logits, the bounds against float32 too."""
+    dtype, name, broken = BROKEN_KERNELS[breakage]
+    monkeypatch.setattr(native, name, broken)
+    difference, _ = native_against_torch(dtype, 1, 1)
+    assert difference > 1e-3
+    if breakage != "int8-taps-reversed":  # random small decoders barely listen to their past inputs
+        decoder = make_decoder("deep")
+        z, pitch = note_inputs(decoder, 2, 300)
+        relative_bound, kl_bound = REDUCED_PRECISION_BOUNDS[dtype]
+        error = weight_precision_error(decoder, z, pitch, 300, dtype, backend="native")
+        assert error["relative"] > 20 * relative_bound and error["mean_kl"] > 100 * kl_bound
+
+
+def test_int8_quantization_keeps_one_scale_per_output_column():
+    matrix = torch.tensor([[1.0, -0.5, 0.0], [-2.54, 0.25, 0.0]])
+    weights, scales = quantize_int8(matrix)
+    assert weights.dtype == torch.int8 and torch.equal(scales, torch.tensor([0.02, 0.5 / 127, 0.0]))
+    assert weights.tolist() == [[50, -127, 0], [-127, 64, 0]]
+    assert (weights.float() * scales - matrix).abs().max().item() <= 0.5 * scales.max().item()
+
+
+def test_an_unknown_weight_dtype_is_refused():
+    decoder = make_decoder()
+    z, pitch = note_inputs(decoder, 2, 10)
+    with pytest.raises(ValueError, match="torch.float32, torch.bfloat16 or torch.int8, not torch.float16"):
         generate(decoder, z, pitch, 10, weight_dtype=torch.float16)
 
 

@@ -21,12 +21,16 @@ float32 rounding; :func:`cached_logits` exposes the step's logits to check it). 
 one uniform number per note and sample from the given ``torch.Generator`` and inverts the CDF of
 ``softmax(logits / temperature)``, so the same seed gives the same audio; temperature 0 is greedy.
 
-Weights can be stored as bfloat16 (``weight_dtype=torch.bfloat16``): every matrix of the step
-except the start convolution is rounded to bfloat16, the arithmetic stays float32. At batch 1
-the native step streams all its weights per sample (236 MB at NSynth size), so halving them is
-what speeds it up; the logits then differ from float32's by the rounding of the weights (see
-``benchmarks/decode_speed.py`` for the error at NSynth size). The torch stepper rounds the same
-matrices, so both steppers compute the same step.
+Weights can be stored in reduced precision: every matrix of the step except the start
+convolution is rounded to bfloat16 (``weight_dtype=torch.bfloat16``) or quantized to int8 with a
+float32 scale per output column (``weight_dtype=torch.int8``, see
+:func:`timbre.generation.folded.quantize_int8`); inputs, biases and accumulation stay float32. At
+batch 1 the native step streams all its weights per sample (236 MB at NSynth size), so halving or
+quartering them is what speeds it up; the logits then differ from float32's by the rounding of
+the weights (``benchmarks/decode_speed.py`` states the error at NSynth size and on a trained
+decoder; ``tests/test_generate.py`` bounds it). The torch stepper rounds the same matrices, so
+both steppers compute the same step. ``WEIGHT_NAMES`` maps the names users pass
+(``"float32"``, ``"bfloat16"``, ``"int8"``) to these dtypes.
 
 Both steppers take the layout folded by :mod:`timbre.generation.folded` (gate halvings, summed
 biases); the torch one lives in :mod:`timbre.generation.torch_stepper`.
@@ -42,13 +46,18 @@ from typing import Literal, Protocol
 import torch
 from tqdm.auto import tqdm
 
+from timbre import runtime
 from timbre.generation import native
-from timbre.generation.folded import FoldedWeights
+from timbre.generation.folded import REDUCED_DTYPES, FoldedWeights
 from timbre.generation.torch_stepper import TorchStepper
-from timbre.io.audio import mu_law_decode
+from timbre.io.audio import mu_law_decode, mu_law_encode
 from timbre.models.decoder_step import DecoderStepWeights
+from timbre.models.wavenet import class_to_input
 
 Backend = Literal["auto", "native", "torch"]
+# How the step's matrices can be stored (see the module docstring), and the names users give them.
+WEIGHT_DTYPES = (torch.float32, *REDUCED_DTYPES)
+WEIGHT_NAMES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.int8}
 
 
 class SteppableDecoder(Protocol):
@@ -73,8 +82,8 @@ class _Stepper:
     def __init__(
         self, weights: FoldedWeights, batch: int, backend: Backend, threads: int | None, weight_dtype: torch.dtype
     ) -> None:
-        if weight_dtype not in (torch.float32, torch.bfloat16):
-            raise ValueError(f"weights are stored as torch.float32 or torch.bfloat16, not {weight_dtype}")
+        if weight_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights are stored as torch.float32, torch.bfloat16 or torch.int8, not {weight_dtype}")
         device = weights.start_bias.device
         if backend == "native" and device.type != "cpu":
             raise ValueError(f"the native backend runs on CPU only, the decoder is on {device}")
@@ -212,8 +221,8 @@ def generate(
         threads: CPU threads of the native kernel (default: up to ``torch.get_num_threads()``, see
             :func:`timbre.generation.native.default_threads`).
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
-        weight_dtype: ``torch.float32``, or ``torch.bfloat16`` to round the step's matrices to
-            bfloat16 (faster batch-1 decoding of large decoders; see the module docstring).
+        weight_dtype: ``torch.float32``, ``torch.bfloat16`` or ``torch.int8``: how the step's
+            matrices are stored (faster batch-1 decoding of large decoders; see the module docstring).
     Returns:
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
     """
@@ -225,7 +234,13 @@ def generate(
         stepper.capture_cuda_graph(inverse_temperature)
     random_device = generator.device if generator is not None else torch.device("cpu")
     classes = torch.empty(batch, n_samples, dtype=torch.long, device=z.device)
-    with tqdm(total=n_samples, disable=not progress, unit="sample", unit_scale=True, desc="decoding") as bar:
+    # Torch-side work per step (the torch stepper, frame biases, noise) gets the threads the native
+    # kernel takes: one per note group. A batch-1 step is too small to split: on 2 cores a second
+    # thread made it slower, idle or beside other work (benchmarks/contention.py, job ar_note).
+    with (
+        runtime.threads(native.default_threads(batch)),
+        tqdm(total=n_samples, disable=not progress, unit="sample", unit_scale=True, desc="decoding") as bar,
+    ):
         for frame, start, steps in _frames(n_samples, weights.hop_length):
             stepper.set_frame(condition[:, :, frame])
             uniforms = None
@@ -251,7 +266,8 @@ def cached_logits(
 
     Same contract as ``WaveNetDecoder.forward`` (``inputs [batch, samples]`` at network scale,
     ``inputs[:, 0]`` normally 0.0); returns logits ``[batch, 256, samples]``, which must match
-    the decoder's up to float32 rounding (with ``weight_dtype=torch.float32``).
+    the decoder's up to float32 rounding (with ``weight_dtype=torch.float32``; the other
+    ``weight_dtype`` values give the logits of the rounded weights, see :func:`generate`).
     """
     if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
         raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
@@ -263,3 +279,46 @@ def cached_logits(
         stepper.set_frame(condition[:, :, frame])
         chunks.append(stepper.teacher_forced(start, inputs[:, start : start + steps].t().contiguous()))
     return torch.cat(chunks).permute(1, 2, 0)
+
+
+@torch.inference_mode()
+def weight_precision_error(
+    decoder: SteppableDecoder,
+    z: torch.Tensor,
+    pitch: torch.Tensor | int,
+    n_samples: int,
+    weight_dtype: torch.dtype,
+    *,
+    temperature: float = 1.0,
+    seed: int = 0,
+    backend: Backend = "auto",
+) -> dict[str, float]:
+    """How far reduced-precision weights move the step's output distribution from float32's.
+
+    Decodes ``n_samples`` with float32 weights (sampled at ``temperature`` with ``seed``), then
+    feeds that decode to the step with float32 and with ``weight_dtype`` weights, so both see the
+    same state at every step.
+
+    Returns:
+        ``max_abs``: the largest logit difference; ``relative``: it over the float32 logits'
+        standard deviation; ``mean_kl`` and ``max_kl``: KL(float32 || reduced) of the softmax
+        distributions (nats), averaged over and maximal among all notes and steps.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    audio = generate(decoder, z, pitch, n_samples, temperature=temperature, generator=generator, backend=backend)
+    # The network input at each step: 0.0, then the previous sample's class (mu-law round trips exactly).
+    previous = class_to_input(mu_law_encode(audio[:, :-1]))
+    inputs = torch.cat([torch.zeros_like(previous[:, :1]), previous], dim=1)
+    exact, reduced = (
+        cached_logits(decoder, inputs, z, pitch, backend=backend, weight_dtype=dtype)
+        for dtype in (torch.float32, weight_dtype)
+    )
+    log_exact, log_reduced = exact.log_softmax(dim=1), reduced.log_softmax(dim=1)
+    kl = (log_exact.exp() * (log_exact - log_reduced)).sum(dim=1)  # [batch, samples]
+    error = (reduced - exact).abs().max().item()
+    return {
+        "max_abs": error,
+        "relative": error / exact.std().item(),
+        "mean_kl": kl.mean().item(),
+        "max_kl": kl.max().item(),
+    }

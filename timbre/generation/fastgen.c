@@ -9,9 +9,10 @@
  * so every matrix-vector product streams its weights sequentially and keeps
  * TIMBRE_PANEL x BATCH_BLOCK accumulators in registers. Output widths are padded to whole panels
  * (the padding weights are zero): "padded R" below is the residual width rounded up to a panel.
- * Packed matrices hold float32 or, with weight_format TIMBRE_BFLOAT16, bfloat16 (the upper half of
- * a float32): half the bytes to stream per sample, which bounds batch-1 decoding at NSynth size.
- * Everything else (inputs, biases, accumulation) is float32 either way.
+ * Packed matrices hold float32, bfloat16 (the upper half of a float32, in pairs of inputs: see
+ * panels_multiply_bfloat16) or int8 with a float32 scale per output column (panels_multiply_int8):
+ * a half or a quarter of the bytes to stream per sample, which bounds batch-1 decoding at NSynth
+ * size. Everything else (inputs, biases, accumulation) is float32 in every format.
  *
  * The hot loops are compiled once per CPU level and picked when the library loads (GCC's
  * target_clones), so one wheel runs on any x86-64 and uses AVX-512 or AVX2+FMA where present.
@@ -27,7 +28,7 @@
 #define TIMBRE_PANEL 64
 #define BATCH_BLOCK 4
 /* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
-#define TIMBRE_FASTGEN_ABI 3
+#define TIMBRE_FASTGEN_ABI 4
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #if __GNUC__ >= 11
@@ -39,7 +40,7 @@
 #define CPU_DISPATCH /* other compilers and CPUs: one baseline build */
 #endif
 
-enum { TIMBRE_FLOAT32 = 0, TIMBRE_BFLOAT16 = 1 }; /* weight_format of timbre_decoder */
+enum { TIMBRE_FLOAT32 = 0, TIMBRE_BFLOAT16 = 1, TIMBRE_INT8 = 2 }; /* weight_format of timbre_decoder */
 
 /* Status codes of timbre_fastgen_run (native.py turns them into exceptions). */
 enum {
@@ -64,7 +65,7 @@ typedef struct {
 /* The decoder, packed; its sizes decide every padded width. */
 typedef struct {
     int64_t residual, skip, kernel, layers, classes;
-    int64_t weight_format;         /* of every packed matrix: TIMBRE_FLOAT32 or TIMBRE_BFLOAT16 */
+    int64_t weight_format;         /* of every packed matrix: TIMBRE_FLOAT32, TIMBRE_BFLOAT16 or TIMBRE_INT8 */
     const float *start_weight;     /* [kernel][residual], tap j multiplies the input at t - (kernel-1-j) */
     const float *start_bias;       /* [residual] */
     const void *skip_start;        /* packed: residual -> padded skip */
@@ -89,23 +90,16 @@ typedef struct {
 
 static int padded(int64_t size) { return (int)((size + TIMBRE_PANEL - 1) / TIMBRE_PANEL * TIMBRE_PANEL); }
 
-/* Y[b][p*PANEL + j] += sum over segments s, inputs i of X_s[b][i] * P[p][s*seg_len + i][j]
- * for panels p in [p0, p1). A segment is one tap of a dilated convolution (kernel segments of
- * seg_len inputs, each read from its own ring-buffer slot); plain matrices have one segment. */
-static inline float weight_at(const void *packed, size_t index, int bfloat16)
+/* Y[b][p*PANEL + j] += sum over segments s, inputs i of X_s[b][i] * W[s*seg_len + i][p*PANEL + j]
+ * for panels p in [p0, p1), W being the packed matrix. A segment is one tap of a dilated
+ * convolution (kernel segments of seg_len inputs, each read from its own ring-buffer slot); plain
+ * matrices have one segment. One function per weight format, each picked per CPU level. */
+CPU_DISPATCH
+static void panels_multiply_float32(const void *restrict packed, int segments, int seg_len, int p0, int p1,
+                                    const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
 {
-    if (!bfloat16) return ((const float *)packed)[index];
-    const uint32_t bits = (uint32_t)((const uint16_t *)packed)[index] << 16;
-    float value;
-    memcpy(&value, &bits, sizeof value);
-    return value;
-}
-
-/* Specialised per weight format by the two wrappers below (bfloat16 is a constant there). */
-static inline __attribute__((always_inline)) void
-panels_multiply_body(const void *restrict packed, const int bfloat16, int segments, int seg_len, int p0, int p1,
-                     const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
-{
+    /* float32 panels: [panels][inputs][TIMBRE_PANEL] */
+    const float *restrict weights = packed;
     const int n_in = segments * seg_len;
     for (int p = p0; p < p1; ++p) {
         const size_t panel = (size_t)p * n_in * TIMBRE_PANEL; /* index of the panel's first weight */
@@ -118,11 +112,7 @@ panels_multiply_body(const void *restrict packed, const int bfloat16, int segmen
                 const float *restrict x = inputs[s] + (size_t)b * ldx;
                 size_t w = panel + (size_t)s * seg_len * TIMBRE_PANEL;
                 for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
-                    /* bfloat16 rows are widened once for the whole block of notes */
-                    float widened[TIMBRE_PANEL];
-                    if (bfloat16)
-                        for (int j = 0; j < TIMBRE_PANEL; ++j) widened[j] = weight_at(packed, w + j, 1);
-                    const float *restrict row = bfloat16 ? widened : (const float *)packed + w;
+                    const float *restrict row = weights + w;
                     for (int r = 0; r < BATCH_BLOCK; ++r) {
                         const float xi = x[r * ldx + i];
                         for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * row[j];
@@ -144,30 +134,189 @@ panels_multiply_body(const void *restrict packed, const int bfloat16, int segmen
                 for (; i + 2 <= seg_len; i += 2, w += 2 * TIMBRE_PANEL) {
                     const float x0 = x[i], x1 = x[i + 1];
                     for (int j = 0; j < TIMBRE_PANEL; ++j) {
-                        even[j] += x0 * weight_at(packed, w + j, bfloat16);
-                        odd[j] += x1 * weight_at(packed, w + TIMBRE_PANEL + j, bfloat16);
+                        even[j] += x0 * weights[w + j];
+                        odd[j] += x1 * weights[w + TIMBRE_PANEL + j];
                     }
                 }
                 for (; i < seg_len; ++i, w += TIMBRE_PANEL)
-                    for (int j = 0; j < TIMBRE_PANEL; ++j) even[j] += x[i] * weight_at(packed, w + j, bfloat16);
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) even[j] += x[i] * weights[w + j];
             }
             for (int j = 0; j < TIMBRE_PANEL; ++j) out[(size_t)b * ldy + p * TIMBRE_PANEL + j] = even[j] + odd[j];
         }
     }
 }
 
-CPU_DISPATCH
-static void panels_multiply_float32(const void *restrict packed, int segments, int seg_len, int p0, int p1,
-                                    const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+/* A bfloat16 pair: one 32-bit word holding a column's weights of inputs 2k (low half) and 2k+1
+ * (high half). A bfloat16 is the upper half of a float32, so each widens with one shift or mask. */
+static inline float pair_low(uint32_t word)
 {
-    panels_multiply_body(packed, 0, segments, seg_len, p0, p1, inputs, ldx, batch, out, ldy);
+    const uint32_t bits = word << 16;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
+}
+
+static inline float pair_high(uint32_t word)
+{
+    const uint32_t bits = word & 0xFFFF0000u;
+    float value;
+    memcpy(&value, &bits, sizeof value);
+    return value;
 }
 
 CPU_DISPATCH
 static void panels_multiply_bfloat16(const void *restrict packed, int segments, int seg_len, int p0, int p1,
                                      const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
 {
-    panels_multiply_body(packed, 1, segments, seg_len, p0, p1, inputs, ldx, batch, out, ldy);
+    /* bfloat16 pairs: [panels][segments][pairs][TIMBRE_PANEL] words, pairs = ceil(seg_len / 2); an odd
+     * segment's last pair has a zero high half. One accumulator per column, two FMAs per pair. */
+    const uint32_t *restrict words = packed;
+    const int pairs = (seg_len + 1) / 2, whole = seg_len / 2;
+    for (int p = p0; p < p1; ++p) {
+        const size_t panel = (size_t)p * segments * pairs * TIMBRE_PANEL;
+        int b = 0;
+        for (; b + BATCH_BLOCK <= batch; b += BATCH_BLOCK) {
+            float acc[BATCH_BLOCK][TIMBRE_PANEL];
+            for (int r = 0; r < BATCH_BLOCK; ++r)
+                memcpy(acc[r], out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL, sizeof(acc[r]));
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const uint32_t *restrict w = words + panel + (size_t)s * pairs * TIMBRE_PANEL;
+                for (int k = 0; k < pairs; ++k, w += TIMBRE_PANEL) {
+                    /* widened once for the whole block of notes */
+                    float low[TIMBRE_PANEL], high[TIMBRE_PANEL];
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                        low[j] = pair_low(w[j]);
+                        high[j] = pair_high(w[j]);
+                    }
+                    for (int r = 0; r < BATCH_BLOCK; ++r) {
+                        const float x0 = x[r * ldx + 2 * k], x1 = k < whole ? x[r * ldx + 2 * k + 1] : 0.0f;
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                            acc[r][j] += x0 * low[j];
+                            acc[r][j] += x1 * high[j];
+                        }
+                    }
+                }
+            }
+            for (int r = 0; r < BATCH_BLOCK; ++r)
+                memcpy(out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL, acc[r], sizeof(acc[r]));
+        }
+        for (; b < batch; ++b) {
+            float acc[TIMBRE_PANEL];
+            memcpy(acc, out + (size_t)b * ldy + p * TIMBRE_PANEL, sizeof(acc));
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const uint32_t *restrict w = words + panel + (size_t)s * pairs * TIMBRE_PANEL;
+                for (int k = 0; k < pairs; ++k, w += TIMBRE_PANEL) {
+                    const float x0 = x[2 * k], x1 = k < whole ? x[2 * k + 1] : 0.0f;
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                        acc[j] += x0 * pair_low(w[j]);
+                        acc[j] += x1 * pair_high(w[j]);
+                    }
+                }
+            }
+            memcpy(out + (size_t)b * ldy + p * TIMBRE_PANEL, acc, sizeof(acc));
+        }
+    }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && TIMBRE_PANEL == 64
+#define TIMBRE_AVX2_INT8
+#include <immintrin.h>
+
+/* One note's int8 panel product with AVX2 + FMA intrinsics, used where the CPU has them (checked at
+ * run time). Plain C loops compile to widening sequences that keep more vectors live than AVX2 has
+ * registers (GCC 12 spills the accumulators), at half this speed; target_clones cannot host
+ * intrinsics, whose baseline clone would not compile. Adds the scaled sums to y [TIMBRE_PANEL]. */
+__attribute__((target("avx2,fma"))) static void int8_panel_one_note_avx2(const int8_t *restrict weights,
+                                                                          int segments, int seg_len,
+                                                                          const float *const *inputs, size_t offset,
+                                                                          const float *restrict scale,
+                                                                          float *restrict y)
+{
+    /* Eight named accumulators, not an array: GCC stores an accumulator array back every iteration. */
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    for (int s = 0; s < segments; ++s) {
+        const float *restrict x = inputs[s] + offset;
+        const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
+        for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
+            const __m256 xi = _mm256_broadcast_ss(x + i);
+#define INT8_FMA(acc, v) \
+    acc = _mm256_fmadd_ps(xi, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + 8 * (v))))), acc)
+            INT8_FMA(a0, 0); INT8_FMA(a1, 1); INT8_FMA(a2, 2); INT8_FMA(a3, 3);
+            INT8_FMA(a4, 4); INT8_FMA(a5, 5); INT8_FMA(a6, 6); INT8_FMA(a7, 7);
+#undef INT8_FMA
+        }
+    }
+    const __m256 sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int v = 0; v < 8; ++v)
+        _mm256_storeu_ps(y + 8 * v, _mm256_fmadd_ps(sums[v], _mm256_loadu_ps(scale + 8 * v), _mm256_loadu_ps(y + 8 * v)));
+}
+
+static int cpu_has_avx2_fma(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+}
+#endif
+
+CPU_DISPATCH
+static void panels_multiply_int8(const void *restrict packed, int segments, int seg_len, int p0, int p1,
+                                 const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
+{
+    /* int8 panels: [panels][TIMBRE_PANEL float32 column scales, then inputs x TIMBRE_PANEL int8]. The
+     * dot products run over the integer weights; each column's sum is scaled once at the end. */
+    const unsigned char *restrict bytes = packed;
+    const int n_in = segments * seg_len;
+    const size_t panel_bytes = TIMBRE_PANEL * sizeof(float) + (size_t)n_in * TIMBRE_PANEL;
+#ifdef TIMBRE_AVX2_INT8
+    const int avx2 = cpu_has_avx2_fma();
+#endif
+    for (int p = p0; p < p1; ++p) {
+        const unsigned char *restrict panel = bytes + (size_t)p * panel_bytes;
+        float scale[TIMBRE_PANEL];
+        memcpy(scale, panel, sizeof(scale));
+        const int8_t *restrict weights = (const int8_t *)(panel + sizeof(scale));
+        int b = 0;
+        for (; b + BATCH_BLOCK <= batch; b += BATCH_BLOCK) {
+            float acc[BATCH_BLOCK][TIMBRE_PANEL] = {{0.0f}};
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
+                for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
+                    float row[TIMBRE_PANEL]; /* widened once for the whole block of notes */
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) row[j] = (float)w[j];
+                    for (int r = 0; r < BATCH_BLOCK; ++r) {
+                        const float xi = x[r * ldx + i];
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * row[j];
+                    }
+                }
+            }
+            for (int r = 0; r < BATCH_BLOCK; ++r) {
+                float *restrict y = out + (size_t)(b + r) * ldy + p * TIMBRE_PANEL;
+                for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += acc[r][j] * scale[j];
+            }
+        }
+        for (; b < batch; ++b) {
+            float *restrict y = out + (size_t)b * ldy + p * TIMBRE_PANEL;
+#ifdef TIMBRE_AVX2_INT8
+            if (avx2) {
+                int8_panel_one_note_avx2(weights, segments, seg_len, inputs, (size_t)b * ldx, scale, y);
+                continue;
+            }
+#endif
+            float acc[TIMBRE_PANEL] = {0.0f};
+            for (int s = 0; s < segments; ++s) {
+                const float *restrict x = inputs[s] + (size_t)b * ldx;
+                const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
+                for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
+                    const float xi = x[i];
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) acc[j] += xi * (float)w[j];
+                }
+            }
+            for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += acc[j] * scale[j];
+        }
+    }
 }
 
 typedef void (*panels_multiply_fn)(const void *restrict, int, int, int, int, const float *const *, int, int,
@@ -264,7 +413,8 @@ static int check(const timbre_decoder *d, const timbre_state *s, int64_t n_steps
         !s->layer_bias || !s->output_bias)
         return TIMBRE_MISSING_BUFFER;
     if (d->residual < 1 || d->residual > limit || d->skip < 1 || d->skip > limit || d->kernel < 1 ||
-        d->kernel > 64 || (d->weight_format != TIMBRE_FLOAT32 && d->weight_format != TIMBRE_BFLOAT16) || d->layers < 1 || d->layers > 4096 || d->classes < 2 || d->classes > limit ||
+        d->kernel > 64 || d->weight_format < TIMBRE_FLOAT32 || d->weight_format > TIMBRE_INT8 || d->layers < 1 ||
+        d->layers > 4096 || d->classes < 2 || d->classes > limit ||
         s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024)
         return TIMBRE_BAD_GEOMETRY;
     for (int64_t l = 0; l < d->layers; ++l) {
@@ -311,8 +461,8 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
     const float *start_w = decoder->start_weight, *start_b = decoder->start_bias;
     const void *skip_start = decoder->skip_start, *hidden_w = decoder->hidden, *logits_w = decoder->logits;
     const float *skip_b = decoder->skip_bias, *logits_b = decoder->logits_bias;
-    const panels_multiply_fn panels_multiply =
-        decoder->weight_format == TIMBRE_BFLOAT16 ? panels_multiply_bfloat16 : panels_multiply_float32;
+    const panels_multiply_fn formats[] = {panels_multiply_float32, panels_multiply_bfloat16, panels_multiply_int8};
+    const panels_multiply_fn panels_multiply = formats[decoder->weight_format];
     const float *layer_bias = state->layer_bias, *out_bias = state->output_bias;
     float *inputs = state->inputs, *input_ring = state->input_ring;
     float *const *layer_ring = state->layer_ring;

@@ -3,6 +3,11 @@
 The gate ``tanh(f) * sigmoid(g)`` is evaluated as ``tanh(f) * (1 + tanh(g / 2)) / 2``: the gate
 half of every pre-activation is halved and the skip/residual projections absorb the final
 halving (exact: powers of two), so each gate needs one transcendental op.
+
+Reduced-precision weights (:meth:`FoldedWeights.with_matrices_rounded_to`) change the matrices the
+native kernel streams per sample: bfloat16 rounds each weight to 8 significant bits; int8 keeps
+one float32 scale per output column (its largest magnitude / 127) and each weight as the nearest
+integer multiple of it (:func:`quantize_int8`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,24 @@ from dataclasses import dataclass
 import torch
 
 from timbre.models.decoder_step import DecoderStepWeights
+
+# What a reduced-precision matrix may be stored as (besides float32).
+REDUCED_DTYPES = (torch.bfloat16, torch.int8)
+
+
+def quantize_int8(matrix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization with one scale per output column.
+
+    Args: matrix ``[..., inputs, outputs]`` float.
+    Returns: ``(weights [..., inputs, outputs] int8 in [-127, 127], scales [..., outputs] float32)``
+    with ``weights * scales`` the nearest such approximation of ``matrix``; an all-zero column
+    has scale 0.
+    """
+    largest = matrix.abs().amax(dim=-2).float()
+    scales = largest / 127
+    divisor = torch.where(scales > 0, scales, torch.ones_like(scales)).unsqueeze(-2)
+    weights = torch.round(matrix.float() / divisor).clamp_(-127, 127).to(torch.int8)
+    return weights, scales
 
 
 @dataclass
@@ -109,9 +132,18 @@ class FoldedWeights:
             )
 
     def with_matrices_rounded_to(self, dtype: torch.dtype) -> FoldedWeights:
-        """These weights with the matrices the native kernel stores as ``dtype`` rounded to it (kept float32)."""
+        """These weights with the matrices the native kernel stores as ``dtype`` rounded to it (kept float32).
+
+        ``dtype`` is ``torch.bfloat16`` or ``torch.int8`` (per-column scales, see :func:`quantize_int8`):
+        what the native kernel computes with when it stores the matrices that way.
+        """
+        if dtype not in REDUCED_DTYPES:
+            raise ValueError(f"matrices are rounded to torch.bfloat16 or torch.int8, not {dtype}")
 
         def rounded(tensor: torch.Tensor) -> torch.Tensor:
+            if dtype == torch.int8:
+                weights, scales = quantize_int8(tensor)
+                return weights.float() * scales.unsqueeze(-2)
             return tensor.to(dtype).float()
 
         return dataclasses.replace(

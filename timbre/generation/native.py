@@ -26,11 +26,13 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from timbre.generation.folded import quantize_int8
+
 if TYPE_CHECKING:
     from timbre.generation.folded import FoldedWeights
 
 # Must match TIMBRE_FASTGEN_ABI in fastgen.c (bumped with any change of its structures or signature).
-ABI_VERSION = 3
+ABI_VERSION = 4
 
 # Status codes of timbre_fastgen_run, as in fastgen.c.
 _STATUS_MESSAGES = {
@@ -40,7 +42,10 @@ _STATUS_MESSAGES = {
 }
 
 # weight_format of timbre_decoder: the dtype of the packed matrices.
-WEIGHT_FORMATS = {torch.float32: 0, torch.bfloat16: 1}
+WEIGHT_FORMATS = {torch.float32: 0, torch.bfloat16: 1, torch.int8: 2}
+# The dtype of the buffer holding the packed matrices of each format (int8 panels start with their
+# float32 scales, so they are stored as bytes).
+_BUFFER_DTYPES = {torch.float32: torch.float32, torch.bfloat16: torch.bfloat16, torch.int8: torch.uint8}
 
 _pointer_type = ctypes.POINTER(ctypes.c_float)
 
@@ -210,6 +215,43 @@ def _in_one_buffer(tensors: Iterable[torch.Tensor], sizes: list[int], dtype: tor
     return copies
 
 
+def packed_size(rows: int, width: int, segments: int, weight_dtype: torch.dtype) -> int:
+    """Elements of :func:`packed_matrix`'s result for a ``[rows, width]`` matrix of ``segments`` segments."""
+    if weight_dtype == torch.bfloat16:
+        return segments * 2 * -(-rows // segments // 2) * width
+    if weight_dtype == torch.int8:
+        return width * 4 + rows * width  # bytes: a float32 scale per column, an int8 per weight
+    return rows * width
+
+
+def packed_matrix(matrix: torch.Tensor, segments: int, panel: int, weight_dtype: torch.dtype) -> torch.Tensor:
+    """``matrix [inputs, outputs]`` in the kernel's layout for ``weight_dtype``, flat.
+
+    ``outputs`` is a multiple of ``panel``; the inputs are ``segments`` equal runs (the taps of a
+    dilated convolution). Layouts, as fastgen.c's ``panels_multiply_*`` read them:
+
+    * float32: ``[panels, inputs, panel]``;
+    * bfloat16: ``[panels, segments, pairs, panel, 2]``: inputs ``2k`` and ``2k+1`` of a segment
+      side by side, an odd segment's last pair completed by a zero;
+    * int8 (bytes): ``[panels, panel * 4 + inputs * panel]``: each panel's float32 column scales,
+      then its ``[inputs, panel]`` int8 weights (see :func:`~timbre.generation.folded.quantize_int8`).
+    """
+    rows, width = matrix.shape
+    panels = width // panel
+    if weight_dtype == torch.bfloat16:
+        run = rows // segments
+        pairs = -(-run // 2)
+        runs = F.pad(matrix.reshape(segments, run, width), (0, 0, 0, 2 * pairs - run))
+        in_pairs = runs.reshape(segments, pairs, 2, panels, panel).permute(3, 0, 1, 4, 2)
+        return in_pairs.to(torch.bfloat16).reshape(-1)
+    if weight_dtype == torch.int8:
+        weights, scales = quantize_int8(matrix)
+        panel_weights = weights.reshape(rows, panels, panel).transpose(0, 1).reshape(panels, rows * panel)
+        panel_scales = scales.reshape(panels, panel).contiguous().view(torch.uint8)
+        return torch.cat([panel_scales, panel_weights.view(torch.uint8)], dim=1).reshape(-1)
+    return matrix.reshape(rows, panels, panel).transpose(0, 1).reshape(-1)
+
+
 def _float_pointer(tensor: torch.Tensor) -> ctypes._Pointer[ctypes.c_float]:
     return ctypes.cast(tensor.data_ptr(), _pointer_type)
 
@@ -226,8 +268,10 @@ class NativeStepper:
         weights: the decoder's folded step (CPU, float32).
         batch: notes decoded together.
         threads: OpenMP threads (1 disables threading); ``None`` picks with :func:`default_threads`.
-        weight_dtype: ``torch.float32``, or ``torch.bfloat16`` to store the matrices (not the start
-            convolution or the biases) rounded to bfloat16: half the memory traffic per sample.
+        weight_dtype: ``torch.float32``; ``torch.bfloat16`` to store the matrices (not the start
+            convolution or the biases) rounded to bfloat16, or ``torch.int8`` to store them as int8
+            with a float32 scale per output column: a half or a quarter of the memory traffic per
+            sample (see :func:`packed_matrix`).
     """
 
     def __init__(
@@ -239,7 +283,7 @@ class NativeStepper:
         weight_dtype: torch.dtype = torch.float32,
     ) -> None:
         if weight_dtype not in WEIGHT_FORMATS:
-            raise ValueError(f"the native kernel stores weights as float32 or bfloat16, not {weight_dtype}")
+            raise ValueError(f"the native kernel stores weights as float32, bfloat16 or int8, not {weight_dtype}")
         residual, skip, classes = weights.residual_channels, weights.skip_channels, weights.classes
         kernel, layers, panel = weights.kernel_size, len(weights.dilations), library.panel
         self.library, self.batch, self.classes, self.residual = library, batch, classes, residual
@@ -256,12 +300,12 @@ class NativeStepper:
         def halves(tensor: torch.Tensor) -> torch.Tensor:  # [..., 2R] -> [..., 2 * padded R]
             return torch.cat([columns(part, pad_r) for part in tensor.split(residual, dim=-1)], dim=-1)
 
-        def packed(matrix: torch.Tensor) -> torch.Tensor:  # [in, out] -> [out / panel, in, panel]
-            rows, width = matrix.shape
-            return matrix.reshape(rows, width // panel, panel).transpose(0, 1).contiguous()
+        def packed(matrix: torch.Tensor, segments: int = 1) -> torch.Tensor:
+            return packed_matrix(matrix, segments, panel, weight_dtype)
 
-        matrix_sizes = [residual * pad_s, skip * pad_s, skip * pad_c]
-        matrix_sizes += [kernel * residual * 2 * pad_r, residual * (pad_s + pad_r)] * layers
+        shapes = [(residual, pad_s, 1), (skip, pad_s, 1), (skip, pad_c, 1)]
+        shapes += [(kernel * residual, 2 * pad_r, kernel), (residual, pad_s + pad_r, 1)] * layers
+        matrix_sizes = [packed_size(*shape, weight_dtype) for shape in shapes]
         vector_sizes = [kernel * residual, residual, pad_s, pad_c] + [pad_s + pad_r] * layers
 
         def matrices() -> Iterator[torch.Tensor]:  # one at a time to spare memory
@@ -271,7 +315,7 @@ class NativeStepper:
             zeros = torch.zeros(residual, residual)  # the last layer has no residual projection
             for layer in range(layers):
                 residual_weight = weights.residual_weight[layer] if layer < layers - 1 else zeros
-                yield packed(halves(weights.dilated_weight[layer]))
+                yield packed(halves(weights.dilated_weight[layer]), kernel)
                 skip_then_residual = [columns(weights.skip_weight[layer], pad_s), columns(residual_weight, pad_r)]
                 yield packed(torch.cat(skip_then_residual, dim=1))
 
@@ -284,7 +328,7 @@ class NativeStepper:
                 residual_bias = weights.residual_bias[layer] if layer < layers - 1 else torch.zeros(residual)
                 yield torch.cat([torch.zeros(pad_s), columns(residual_bias, pad_r)])
 
-        self._matrices = _in_one_buffer(matrices(), matrix_sizes, weight_dtype)
+        self._matrices = _in_one_buffer(matrices(), matrix_sizes, _BUFFER_DTYPES[weight_dtype])
         self._vectors = _in_one_buffer(vectors(), vector_sizes, torch.float32)
         skip_start, hidden, logits = (matrix.data_ptr() for matrix in self._matrices[:3])
         start_weight, start_bias, skip_bias, logits_bias = (_float_pointer(vector) for vector in self._vectors[:4])
