@@ -105,6 +105,7 @@ def _from_folder(args: argparse.Namespace) -> int:
             source=args.source,
             retune=not args.keep_tuning,
             progress=not args.quiet,
+            workers=args.workers,
         )
     print(summary.describe())
     return 0
@@ -208,6 +209,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from_folder.add_argument(
         "--keep-tuning", action="store_true",
         help="do not retune notes onto their nearest MIDI pitch (the measured deviation is recorded either way)",
+    )  # fmt: skip
+    from_folder.add_argument(
+        "--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+        help="analysing processes; the output does not depend on it (default: CPU count, at most 2)",
     )  # fmt: skip
     from_folder.add_argument("--quiet", action="store_true", help="no progress bar")
     from_folder.set_defaults(handler=_from_folder)

@@ -12,7 +12,7 @@ turns every note it can trust into an NSynth note (4 s, 16 kHz mono, the attack 
    :data:`ONSET_RISE_DB` starts another (tremolo, vibrato and noise flicker do not). A note runs
    to the next onset or to the point where it decays :data:`TAIL_DB` below its peak.
 3. Pitch by PESTO (an independent tracker; its weights ship inside the ``pesto-pitch`` wheel), every
-   60 ms over the note's first :data:`PITCH_WINDOW_SECONDS`, on frames within 30 dB of the note's
+   80 ms over the note's first :data:`PITCH_WINDOW_SECONDS`, on frames within 30 dB of the note's
    loudest. The note's pitch is the median, checked against its octave and twelfth by the spectrum
    (see :data:`OCTAVE_CANDIDATES`); it is *pitched* when at least :data:`MIN_STEADY_FRACTION` of
    the frames lie within 50 cents of the median or an octave of it (noise and drums wander, real
@@ -46,11 +46,12 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import re
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,9 +89,10 @@ TAIL_DB = 60.0  # a note ends where it has decayed this far below its loudest fr
 MIN_NOTE_SECONDS = 0.1
 PREROLL_SECONDS = 0.005
 FADE_SECONDS = 0.01
-# PESTO's network costs per frame: 21 frames over the first 1.2 s hold the pitch of a note.
-PITCH_WINDOW_SECONDS = 1.2
-PITCH_STEP_MS = 60.0
+# PESTO's network costs per frame and is most of the analysis: 13 frames over the first second
+# cost 40% less than 21 over 1.2 s, for one more wrong pitch among the 80 calibration notes below.
+PITCH_WINDOW_SECONDS = 1.0
+PITCH_STEP_MS = 80.0
 PITCH_FRAME_RANGE_DB = 30.0
 STEADY_CENTS = 50.0
 # Calibrated on 80 notes of three soundfonts and on noises: white, brown and a drum-like burst give
@@ -143,7 +145,9 @@ class FolderSummary:
         rejected: ``[(file, onset seconds or None, reason)]`` for every note or file left out.
         reasons: rejections counted by reason (the reason's first word: ``unpitched``, ``silent`` ...).
         resumed_files: files whose analysis an earlier run had finished.
-        seconds: wall time of this run; notes_per_second: kept notes over it (of this run's files).
+        seconds: wall time of this run.
+        startup_seconds: until the first file's analysis came back (loading the pitch tracker, starting workers).
+        notes_per_second: notes kept per second of analysis after that (0 when there was too little to time).
     """
 
     out: Path
@@ -154,6 +158,7 @@ class FolderSummary:
     reasons: dict[str, int] = field(default_factory=dict)
     resumed_files: int = 0
     seconds: float = 0.0
+    startup_seconds: float = 0.0
     notes_per_second: float = 0.0
 
     def describe(self) -> str:
@@ -166,7 +171,9 @@ class FolderSummary:
             f"  kept {kept} notes: " + ", ".join(f"{split} {self.notes.get(split, 0)}" for split in SPLITS),
             f"  rejected {len(self.rejected)}: "
             + (", ".join(f"{reason} {count}" for reason, count in sorted(self.reasons.items())) or "none"),
-            f"  {self.notes_per_second:.1f} notes/s; report: {self.out / (REPORT_STEM + '.md')}",
+            f"  {self.seconds:.1f} s ({self.startup_seconds:.1f} s to start, "
+            f"then {self.notes_per_second:.1f} notes/s); "
+            f"report: {self.out / (REPORT_STEM + '.md')}",
         ]
         return "\n".join(lines)
 
@@ -415,6 +422,46 @@ def analyse_file(
 
 # ----------------------------------------------------------------------------- the build
 
+# Starting a worker (importing torch and PESTO) costs seconds: small folders are analysed in-process.
+_MIN_FILES_PER_WORKER = 24
+# The pitch tracker of this process (loaded on its first file; each worker process has its own).
+_tracker: _PitchTracker | None = None
+
+
+@dataclass(frozen=True)
+class _FileJob:
+    path: Path
+    relative: str
+    key: list[int]
+    stem: str
+    settings: Settings
+
+
+def _analyse_job(job: _FileJob) -> tuple[_FileJob, list[tuple[_Note, np.ndarray]], list[tuple[float | None, str]]]:
+    global _tracker
+    if _tracker is None:
+        _tracker = _PitchTracker(job.settings.sample_rate)
+    return (job, *analyse_file(job.path, job.relative, job.stem, job.settings, _tracker))
+
+
+def _worker_init() -> None:
+    # Workers already use every core between them; more threads per worker would only contend.
+    torch.set_num_threads(1)
+
+
+def _run_jobs(
+    jobs: list[_FileJob], workers: int
+) -> Iterator[tuple[_FileJob, list[tuple[_Note, np.ndarray]], list[tuple[float | None, str]]]]:
+    """Results of :func:`analyse_file` for every job, in the jobs' order."""
+    workers = min(workers, len(jobs) // _MIN_FILES_PER_WORKER)
+    if workers <= 1:
+        yield from map(_analyse_job, jobs)
+        return
+    # spawn, not fork: forking a process whose torch threads are running can deadlock.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_worker_init) as pool:
+        yield from pool.imap(_analyse_job, jobs, chunksize=2)
+
 
 def _check_paths(folder: Path, out: Path) -> None:
     if not folder.is_dir():
@@ -536,6 +583,7 @@ def build_from_folder(
     retune: bool = True,
     sample_rate: int = SAMPLE_RATE,
     progress: bool = True,
+    workers: int = 1,
 ) -> FolderSummary:
     """Find the notes of every recording under ``folder`` and write them as an NSynth-layout dataset.
 
@@ -551,6 +599,7 @@ def build_from_folder(
         retune: resample each note onto its nearest MIDI pitch.
         sample_rate: rate of the written notes.
         progress: show a progress bar.
+        workers: processes analysing files in parallel (the output does not depend on it).
 
     Raises:
         ConfigError: an argument is out of range.
@@ -563,6 +612,8 @@ def build_from_folder(
         raise ConfigError(f"instrument name {instrument!r}: use lower-case letters, digits and _ (e.g. {name!r})")
     if not (math.isfinite(seconds) and 0.25 <= seconds <= 60):
         raise ConfigError(f"seconds must be between 0.25 and 60, got {seconds}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     if not 0 <= valid < 1:
         raise ConfigError(f"valid must be a fraction in [0, 1), got {valid}")
     if family is not None and family not in NSYNTH_FAMILIES:
@@ -579,40 +630,43 @@ def build_from_folder(
     previous = _load_state(out, settings)
     state: dict[str, Any] = {}
     summary = FolderSummary(out=out, files=len(files), ignored=ignored)
-    tracker: _PitchTracker | None = None
-    new_notes = 0
+    jobs: list[_FileJob] = []
+    for path, stem in zip(files, stems):
+        relative = path.relative_to(folder).as_posix()
+        key = _file_key(path)
+        done = previous.get(relative)
+        if (
+            isinstance(done, dict)
+            and done.get("key") == key
+            and done.get("stem") == stem
+            and all(_find_wav(out, note["name"]) for note in done.get("notes", []))
+        ):
+            state[relative] = done
+            summary.resumed_files += 1
+        else:
+            jobs.append(_FileJob(path, relative, key, stem, settings))
+    order = {path.relative_to(folder).as_posix(): position for position, path in enumerate(files)}
 
     def save_state() -> None:
-        _write_json(out / STATE_FILE, {"settings": asdict(settings), "files": state})
+        ordered = dict(sorted(state.items(), key=lambda item: order[item[0]]))
+        _write_json(out / STATE_FILE, {"settings": asdict(settings), "files": ordered})
 
     last_save = time.monotonic()
-    bar = tqdm(total=len(files), disable=not progress, unit="file", desc="analysing")
+    bar = tqdm(total=len(files), initial=summary.resumed_files, disable=not progress, unit="file", desc="analysing")
+    new_notes, first_result, first_notes = 0, None, 0
     try:
-        for path, stem in zip(files, stems):
-            relative = path.relative_to(folder).as_posix()
-            key = _file_key(path)
-            done = previous.get(relative)
-            if (
-                isinstance(done, dict)
-                and done.get("key") == key
-                and done.get("stem") == stem
-                and all(_find_wav(out, note["name"]) for note in done.get("notes", []))
-            ):
-                state[relative] = done
-                summary.resumed_files += 1
-            else:
-                if tracker is None:
-                    tracker = _PitchTracker(settings.sample_rate)
-                found, rejected = analyse_file(path, relative, stem, settings, tracker)
-                for note, audio in found:
-                    save_wav(_find_wav(out, note.name) or _wav_path(out, "train", note.name), audio, sample_rate)
-                new_notes += len(found)
-                state[relative] = {
-                    "key": key,
-                    "stem": stem,
-                    "notes": [asdict(note) for note, _ in found],
-                    "rejected": [{"seconds": seconds, "reason": reason} for seconds, reason in rejected],
-                }
+        for job, found, rejected in _run_jobs(jobs, workers):
+            for note, audio in found:
+                save_wav(_find_wav(out, note.name) or _wav_path(out, "train", note.name), audio, sample_rate)
+            new_notes += len(found)
+            if first_result is None:  # the rate counts from here: model loading is a one-time cost
+                first_result, first_notes = time.perf_counter(), new_notes
+            state[job.relative] = {
+                "key": job.key,
+                "stem": job.stem,
+                "notes": [asdict(note) for note, _ in found],
+                "rejected": [{"seconds": seconds, "reason": reason} for seconds, reason in rejected],
+            }
             bar.update()
             if time.monotonic() - last_save >= _STATE_SECONDS:
                 save_state()
@@ -620,6 +674,10 @@ def build_from_folder(
     finally:
         bar.close()
         save_state()
+    state = dict(sorted(state.items(), key=lambda item: order[item[0]]))
+    if first_result is not None and new_notes > first_notes:
+        summary.notes_per_second = (new_notes - first_notes) / (time.perf_counter() - first_result)
+    summary.startup_seconds = (first_result or time.perf_counter()) - started
 
     notes = [note for entry in state.values() for note in entry["notes"]]
     if not notes:
@@ -645,8 +703,6 @@ def build_from_folder(
         (out / f"nsynth-{split}" / AUDIO_DIR).mkdir(parents=True, exist_ok=True)
         _write_json(out / f"nsynth-{split}" / EXAMPLES_FILE, dict(sorted(examples[split].items())))
     summary.notes = {split: len(examples[split]) for split in SPLITS}
-    elapsed = time.perf_counter() - started
-    summary.notes_per_second = new_notes / elapsed if new_notes else 0.0
     _write_report(out, folder, settings, state, summary, examples, started)
     return summary
 
@@ -684,6 +740,7 @@ def _write_report(
         "rejected": len(summary.rejected),
         "rejected_by_reason": summary.reasons,
         "notes_per_second": summary.notes_per_second,
+        "startup_seconds": summary.startup_seconds,
         "seconds": summary.seconds,
         "files_detail": {
             relative: {"kept": [note["name"] for note in entry["notes"]], "rejected": entry["rejected"]}
