@@ -247,3 +247,31 @@ def test_bad_settings_and_folders_fail_with_one_line(tmp_path: Path, capsys):
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "unnamed.wav: cannot tell the MIDI pitch" in error
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reference_folder_is_scored_beside_the_model(tiny_testset: Path, tmp_path: Path):
+    """The same notes as reference: a perfect row; a folder lacking notes: one clear error."""
+    from timbre.evaluation.autoencoder import evaluate_autoencoder
+
+    report = evaluate_autoencoder("default", tiny_testset, tmp_path / "report", baselines=(), track_pitch="none",
+                                  sweeps=0, seconds=0.5, reference=tiny_testset)  # fmt: skip
+    reference = report["summary"]["reference"]
+    assert reference["identification"]["top1"] == 1.0 and reference["spectral_distance"]["mean"] == 0.0
+    assert report["reference"] == {
+        "folder": str(tiny_testset),
+        "soundfont": str(report["data"]["test_set"]["soundfont"]),
+    }
+    assert (
+        "--reference" in report["command"]
+        and "- Reference: the same notes from" in (tmp_path / "report" / "report.md").read_text()
+    )
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_testset, partial)
+    missing = next((partial / "audio").glob("*.wav"))
+    examples = json.loads((partial / "examples.json").read_text())
+    del examples[missing.stem]
+    (partial / "examples.json").write_text(json.dumps(examples))
+    missing.unlink()
+    with pytest.raises(DatasetError, match="reference folder lacks 1 of the evaluated notes"):
+        evaluate_autoencoder("default", tiny_testset, tmp_path / "other", baselines=(), track_pitch="none",
+                             sweeps=0, seconds=0.5, reference=partial)  # fmt: skip

@@ -9,13 +9,28 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from timbre.cli.common import positive_float, positive_int
+from timbre.cli.common import (
+    add_device_argument,
+    bounded_positive_int,
+    check_output_dir,
+    non_negative_float,
+    positive_float,
+    positive_int,
+    probability,
+)
+
+# Pieces and bars `evaluate composer` generates at most: the statistics settle long before, and a
+# typo such as --samples 16000 would otherwise compose for hours.
+MAX_SAMPLES = 1024
+MAX_BARS = 1024
 
 
 def _composer(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and music21.
-    from timbre.evaluation.composer import evaluate_composer
+    from timbre.evaluation.composer import REPORT_STEM, evaluate_composer
 
+    names = [f"{REPORT_STEM}.json", f"{REPORT_STEM}.md"] + [f"sample_{index:02d}.mid" for index in range(args.samples)]
+    check_output_dir(args.out, [args.model], names)
     report = evaluate_composer(
         args.model,
         args.out,
@@ -26,6 +41,7 @@ def _composer(args: argparse.Namespace) -> int:
         top_p=args.top_p,
         seed=args.seed,
         cache_dir=args.cache_dir,
+        progress=True,
     )
     likelihood = report["likelihood"]
     print(
@@ -55,11 +71,21 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
         "--model", help="composer checkpoint file or run directory (default: the bundled chorale model)"
     )
     parser.add_argument("--out", required=True, help="directory for the report and the generated pieces (created)")
-    parser.add_argument("--samples", type=int, default=16, help="pieces to generate (default: 16)")
-    parser.add_argument("--bars", type=int, default=16, help="bars per generated piece (default: 16)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: 1.0)")
-    parser.add_argument("--top-k", type=int, help="sample among the K most likely tokens only")
-    parser.add_argument("--top-p", type=float, help="sample among the most likely tokens holding probability P only")
+    parser.add_argument(
+        "--samples", type=bounded_positive_int(MAX_SAMPLES), default=16,
+        help=f"pieces to generate, at most {MAX_SAMPLES} (default: 16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bars", type=bounded_positive_int(MAX_BARS), default=16,
+        help=f"bars per generated piece, at most {MAX_BARS} (default: 16)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)"
+    )
+    parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
+    parser.add_argument(
+        "--top-p", type=probability, help="sample among the most likely tokens holding probability P only"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generated pieces (default: 0)")
     parser.add_argument("--cache-dir", help="corpus cache root (default: $TIMBRE_CACHE or ~/.cache/timbre)")
     parser.set_defaults(handler=_composer)
@@ -119,6 +145,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
         temperature=args.temperature,
         device=args.device,
         progress=True,
+        reference=args.reference,
     )
     print(summary_table(report))
     print(f"report in {args.out}/report.md")
@@ -162,6 +189,12 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         help="baselines scored in the same run: fixed_embedding, untrained, both (default) or none",
     )
     parser.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="the same notes from another source, scored beside the model, e.g. the test set rendered "
+        "from another soundfont (timbre evaluate build-testset --soundfont FluidR3_GM.sf2 --out DIR)",
+    )
+    parser.add_argument(
         "--track-pitch",
         choices=("model", "all", "none"),
         default="model",
@@ -182,7 +215,7 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="sampling temperature of a WaveNet decoder (default: 1.0)"
     )
-    parser.add_argument("--device", default="cpu", help="torch device of the models, e.g. cuda (default: cpu)")
+    add_device_argument(parser)
     parser.set_defaults(handler=_autoencoder)
 
 

@@ -32,7 +32,7 @@ import numpy as np
 
 from timbre import __version__, plots
 from timbre.embedding import Embedding
-from timbre.errors import ConfigError
+from timbre.errors import ConfigError, DatasetError
 from timbre.evaluation.metrics import (
     HELD_SECONDS,
     LOUDNESS_FLOOR_DBFS,
@@ -79,13 +79,22 @@ REPORT_STEM = "report"
 PITCH_TRACKING = {"all": None, "model": (ORIGINAL, MODEL), "none": ()}
 # The targets of the high-fidelity default model (issue 13), on 24 GM programs x 5 pitches of TimGM6mb.
 TARGETS = {"top1": 0.60, "top3": 0.85, "spectral_distance": 1.0, "pitch_accuracy": 0.98}
+# The row of the notes of ``reference`` (another soundfont's rendering of the same programs).
+REFERENCE = "reference"
 SYSTEM_NAMES = {
     ORIGINAL: "the original notes",
     MODEL: "model",
     FIXED_EMBEDDING: "every note from one fixed embedding (the mean)",
     UNTRAINED: "untrained model (same config, seeded)",
+    REFERENCE: "the same instruments from the reference folder (not a model)",
 }
-COLUMN_NAMES = {ORIGINAL: "original", MODEL: "model", FIXED_EMBEDDING: "fixed embedding", UNTRAINED: "untrained"}
+COLUMN_NAMES = {
+    ORIGINAL: "original",
+    MODEL: "model",
+    FIXED_EMBEDDING: "fixed embedding",
+    UNTRAINED: "untrained",
+    REFERENCE: "reference",
+}
 # The sheet shows each instrument at the pitch nearest to this.
 SHEET_PITCH = 60
 
@@ -108,6 +117,7 @@ def evaluate_autoencoder(
     temperature: float = 1.0,
     device: str = "cpu",
     progress: bool = False,
+    reference: str | Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate an autoencoder on a folder of notes; write the report files.
 
@@ -130,6 +140,10 @@ def evaluate_autoencoder(
         temperature: sampling temperature of an autoregressive decoder.
         device: where the models run (metrics run on the CPU).
         progress: show progress bars while decoding autoregressively.
+        reference: a folder holding the same notes (same names) from another source, scored as
+            if they were reconstructions: e.g. the test set rendered from another soundfont
+            (``timbre evaluate build-testset --soundfont ...``) says how often another maker's
+            version of each instrument is identified as that instrument.
 
     Returns:
         The report written to ``report.json``.
@@ -138,7 +152,7 @@ def evaluate_autoencoder(
         "model": str(model), "data": str(data), "split": split, "notes": notes, "seed": seed,
         "baselines": list(baselines), "track_pitch": track_pitch, "sweeps": sweeps, "steps": steps,
         "seconds": seconds, "pitch_range": pitch_range, "batch_size": batch_size, "temperature": temperature,
-        "device": device,
+        "device": device, "reference": None if reference is None else str(reference),
     }  # fmt: skip
     _check_settings(settings)
     out_dir = Path(out_dir)
@@ -157,6 +171,7 @@ def evaluate_autoencoder(
         "progress": progress,
     }
 
+    reference_audio = None if reference is None else _reference_notes(reference, chosen, sample_rate, samples)
     started = time.perf_counter()
     embeddings = _encode(trained, chosen, inputs, lengths)
     outputs = {MODEL: decode_notes(trained, embeddings, pitches, samples, **decode_options)}
@@ -173,6 +188,8 @@ def evaluate_autoencoder(
         outputs[UNTRAINED] = decode_notes(untrained, untrained_embeddings, pitches, samples, **decode_options)
         timings["untrained_seconds"] = time.perf_counter() - started
 
+    if reference_audio is not None:
+        outputs[REFERENCE] = reference_audio
     started = time.perf_counter()
     tracked = PITCH_TRACKING[track_pitch]
     scores = score_systems(
@@ -204,6 +221,7 @@ def evaluate_autoencoder(
         "summary": {name: system.summary() for name, system in scores.items()},
         "targets": _targets(scores[MODEL].summary()),
         "by_instrument": _by_instrument(chosen, scores),
+        "reference": None if reference is None else _reference_facts(Path(reference)),
         "notes": [
             {
                 "note": note.name,
@@ -225,6 +243,31 @@ def evaluate_autoencoder(
         "timings": timings,
     }
     return write_report(out_dir, REPORT_STEM, report, markdown_report(report))
+
+
+def _reference_notes(folder: str | Path, chosen: Sequence[Note], sample_rate: int, samples: int) -> np.ndarray:
+    """``[notes, samples]``: the notes of ``folder`` named as the chosen ones, in their order.
+
+    Raises:
+        DatasetError: the folder lacks one of the chosen notes.
+    """
+    by_name = {note.name: note for note in read_note_folder(folder).notes}
+    missing = [note.name for note in chosen if note.name not in by_name]
+    if missing:
+        raise DatasetError(
+            f"{folder}: the reference folder lacks {len(missing)} of the evaluated notes (first: {missing[0]}); "
+            "build it with the same recipe (timbre evaluate build-testset)"
+        )
+    audio, _ = load_notes([by_name[note.name] for note in chosen], sample_rate, samples)
+    return audio
+
+
+def _reference_facts(folder: Path) -> dict[str, Any]:
+    recipe = folder / RECIPE_FILE
+    return {
+        "folder": str(folder),
+        "soundfont": json.loads(recipe.read_text()).get("soundfont") if recipe.is_file() else None,
+    }
 
 
 def _check_settings(settings: dict[str, Any]) -> None:
@@ -473,6 +516,17 @@ def _data_line(data: dict[str, Any]) -> str:
     )
 
 
+def _reference_line(report: dict[str, Any]) -> list[str]:
+    reference = report.get("reference")
+    if reference is None:
+        return []
+    source = f", rendered from `{reference['soundfont']}`" if reference.get("soundfont") else ""
+    return [
+        f"- Reference: the same notes from `{reference['folder']}`{source}, scored as if reconstructions: "
+        "how often another maker's version of each instrument is taken for it."
+    ]
+
+
 def markdown_report(report: dict[str, Any]) -> str:
     """The Markdown report: the results of :func:`evaluate_autoencoder` in tables, with its pictures."""
     model, data, settings = report["model"], report["data"], report["settings"]
@@ -486,6 +540,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"training step {model['step'] if model['step'] is not None else 'unknown'}."
         ),
         _data_line(data),
+        *_reference_line(report),
         f"- Timbre identification: {settings['identification']}. Chance: one over the instruments at the pitch.",
         f"- Spectral distance: {settings['spectral_distance']}. 0 for identical audio.",
         f"- Loudness-envelope error: {settings['loudness_error']}.",
