@@ -240,3 +240,18 @@ def test_partial_bank_without_gradients_equals_the_differentiable_path() -> None
         fast = dsp.partial_bank(f0, ratios, amplitudes, 32, 16000)
     differentiable = dsp.partial_bank(f0.requires_grad_(), ratios, amplitudes, 32, 16000)
     torch.testing.assert_close(fast, differentiable.detach())
+
+
+def test_fast_fft_size_is_the_smallest_5_smooth_length() -> None:
+    def smallest_5_smooth(n: int) -> int:
+        while True:
+            rest = n
+            for prime in (2, 3, 5):
+                while rest % prime == 0:
+                    rest //= prime
+            if rest == 1:
+                return n
+            n += 1
+
+    for size in [*range(1, 600), 71999, 24383]:
+        assert dsp.fast_fft_size(size) == smallest_5_smooth(size), size
