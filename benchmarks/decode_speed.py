@@ -11,7 +11,14 @@ Prints one table row per decoder configuration and batch size:
 * peak memory: the rise of the process's peak resident set during the measurement (each
   measurement runs in a fresh subprocess).
 
-and then the parallel decoder's real-time factor. With ``--baseline-native FILE`` (another
+and then the parallel decoder's real-time factor, and reduced-precision weights for the cached
+step at batch 1 (``weight_dtype`` bfloat16 and int8 against float32, alternately in the same run,
+best of ``--repeats``): NSynth size on ``--threads`` threads splitting each product (the peer
+PyTorch port's 46 samples/s on 2 threads beside them) and ``small`` on one thread, with each
+format's logit error against float32 over a decode from the same state
+(:func:`timbre.generation.engine.weight_precision_error`: largest absolute difference, its ratio to
+the logits' standard deviation, mean KL) on the random NSynth-size decoder and on the bundled,
+trained ``wavenet-small``. ``--precision-only`` prints only that table. With ``--baseline-native FILE`` (another
 version of ``timbre/generation/native.py``, e.g. ``git show REV:timbre/generation/native.py >
 /tmp/old_native.py``) a last table times the cached step with that binding and with the installed
 kernel, alternately in the same run, and prints their ratio. Weights are random (speed does not depend on
@@ -20,7 +27,7 @@ batches: minutes per sample) is not run; its row shows the batch-1 figure scaled
 marked ``~``.
 
     python benchmarks/decode_speed.py [--configs small nsynth] [--batches 1 8 32] [--threads 2]
-                                      [--baseline-native FILE] [--repeats 3]
+                                      [--baseline-native FILE] [--repeats 3] [--precision-only]
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from timbre.generation.engine import cached_logits, generate
+from timbre.generation.engine import WEIGHT_NAMES, generate, weight_precision_error
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.wavenet import class_to_input
 
@@ -48,6 +55,12 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
 CONFIGS = ("small", "nsynth")  # decoders of conf/model/<name>.yaml
 # Samples per note for a cached measurement, per configuration and batch (a few seconds each).
 CACHED_SAMPLES = {"small": {1: 16384, 8: 8192, 32: 4096}, "nsynth": {1: 512, 8: 256, 32: 128}}
+# The peer PyTorch port's NSynth-size batch-1 speed on this CPU, 2 threads (issue 14): samples/s.
+PEER_NSYNTH_BATCH1 = 46
+# Samples per note timed for the reduced-precision rows (batch 1).
+PRECISION_SAMPLES = {"nsynth": 256, "small": 16384}
+# Steps decoded to measure reduced-precision weights' logit error, per decoder.
+ERROR_STEPS = {"nsynth": 256, "wavenet-small": 1024}
 
 
 def build_decoder(config: str) -> WaveNetDecoder:
@@ -104,16 +117,26 @@ def naive_decode(decoder: WaveNetDecoder, batch: int, steps: int, generator: tor
         inputs = torch.cat([inputs[:, 1:], class_to_input(picked)], dim=1)
 
 
-def bfloat16_logit_error(decoder: WaveNetDecoder, samples: int) -> dict:
-    """Largest logit change from bfloat16 weights, teacher-forced on ``samples`` random inputs (batch 1)."""
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.rand(1, samples, generator=generator) * 2 - 1
-    z = torch.randn(1, decoder.latent_dim, math.ceil(samples / decoder.hop_length), generator=generator)
-    exact, rounded = (
-        cached_logits(decoder, inputs, z, 60, weight_dtype=dtype) for dtype in (torch.float32, torch.bfloat16)
-    )
-    error = (rounded - exact).abs().max().item()
-    return {"error": error, "relative": error / exact.std().item()}
+def logit_errors(name: str) -> dict[str, dict[str, float]]:
+    """Each reduced format's :func:`weight_precision_error` at batch 1, MIDI 60, temperature 1.
+
+    ``name``: ``nsynth`` (random weights, random embedding) or ``wavenet-small`` (the bundled,
+    trained model, on the embedding of a harmonic tone at MIDI 60).
+    """
+    if name == "wavenet-small":
+        import timbre
+
+        model = timbre.load("wavenet-small")
+        decoder = model.autoencoder.decoder
+        time = torch.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+        tone = sum(0.3 / k * torch.sin(2 * math.pi * 261.63 * k * time) for k in range(1, 6))
+        z = torch.as_tensor(model.encode(tone.numpy()).tensor).T.unsqueeze(0)
+    else:
+        decoder = build_decoder(name)
+        generator = torch.Generator().manual_seed(0)
+        z = torch.randn(1, decoder.latent_dim, math.ceil(ERROR_STEPS[name] / decoder.hop_length), generator=generator)
+    steps = min(ERROR_STEPS[name], z.shape[-1] * decoder.hop_length)
+    return {dtype: weight_precision_error(decoder, z, 60, steps, WEIGHT_NAMES[dtype]) for dtype in ("bfloat16", "int8")}
 
 
 def cached_decode(decoder: WaveNetDecoder, batch: int, samples: int, generator: torch.Generator, **options) -> None:
@@ -127,8 +150,8 @@ def worker(task: dict) -> dict:
     generator = torch.Generator().manual_seed(0)
     if task["kind"] == "peak":
         return {"gflops": matmul_peak_gflops()}
-    if task["kind"] == "bfloat16-error":
-        return bfloat16_logit_error(build_decoder(task["config"]), task["steps"])
+    if task["kind"] == "logit-error":
+        return logit_errors(task["config"])
     if task["kind"] == "parallel":
         from timbre.models.parallel import HarmonicNoiseDecoder
 
@@ -154,12 +177,12 @@ def worker(task: dict) -> dict:
         engine.native = baseline
     decoder = build_decoder(task["config"])
     batch, run = task["batch"], naive_decode if task["kind"] == "naive" else cached_decode
-    if task.get("weight_dtype") == "bfloat16":
-        run = functools.partial(cached_decode, weight_dtype=torch.bfloat16)
     if task["kind"] == "torch-stepper":
         run = functools.partial(cached_decode, backend="torch")
     elif task["kind"] == "split-note":  # one note, threads share every product (not the default)
         run = functools.partial(cached_decode, threads=task["threads"])
+    if task.get("weight_dtype", "float32") != "float32":
+        run = functools.partial(run, weight_dtype=WEIGHT_NAMES[task["weight_dtype"]])
     before = peak_resident_mib()
     run(decoder, batch, 1 if task["kind"] == "naive" else 64, generator)  # warm-up (and kernel build)
     start = time.perf_counter()
@@ -188,8 +211,9 @@ def compare_with_baseline(args: argparse.Namespace) -> None:
     """Cached decoding with ``args.baseline_native`` and the installed kernel (float32, bfloat16), alternately.
 
     Each side's best of ``args.repeats`` runs is shown: other processes only ever slow a run down.
-    The bfloat16 error is the largest logit change against float32 weights over 256 teacher-forced
-    samples, absolute and relative to the logits' standard deviation.
+    The bfloat16 error is the largest logit change against float32 weights over a decode of 256
+    samples from the same state (see :func:`logit_errors`), absolute and relative to the logits'
+    standard deviation.
     """
     baseline = str(args.baseline_native.resolve())
     print(f"native kernel against {args.baseline_native} (best of {args.repeats} alternating runs each):")
@@ -201,7 +225,7 @@ def compare_with_baseline(args: argparse.Namespace) -> None:
     print("-" * len(header))
     sides = {"baseline": {"native_module": baseline}, "float32": {}, "bfloat16": {"weight_dtype": "bfloat16"}}
     for config in args.configs:
-        error = measure({"kind": "bfloat16-error", "config": config, "threads": args.threads, "steps": 256})
+        error = measure({"kind": "logit-error", "config": "nsynth", "threads": args.threads})["bfloat16"]
         for batch in args.batches:
             task = {"config": config, "batch": batch, "threads": args.threads, "kind": "cached"}
             task["steps"] = CACHED_SAMPLES[config].get(batch, 256)
@@ -213,9 +237,59 @@ def compare_with_baseline(args: argparse.Namespace) -> None:
             old, new, half = (max(rates[side]) for side in sides)
             print(
                 f"{config:>7} {batch:>5} | {old:>15.0f} | {new:>16.0f} {new / old:>5.2f}x | "
-                f"{half:>11.0f} {half / old:>5.2f}x {error['error']:>13.2g} {100 * error['relative']:>5.1f}%",
+                f"{half:>11.0f} {half / old:>5.2f}x {error['max_abs']:>13.2g} {100 * error['relative']:>5.1f}%",
                 flush=True,
             )
+
+
+def compare_weight_precision(args: argparse.Namespace) -> None:
+    """Batch-1 cached decoding with float32, bfloat16 and int8 weights, alternately; best of ``args.repeats``.
+
+    NSynth size runs on ``args.threads`` threads splitting each product (``threads`` given
+    explicitly: with one note the default is one thread), ``small`` on one thread. Ratios are to
+    float32 in the same run, which hold on a busy machine better than the absolute figures.
+    """
+    rows = [("nsynth", args.threads), ("small", 1)]
+    print(f"reduced-precision weights, batch 1 (best of {args.repeats} alternating runs, ratio to float32 of the run):")
+    header = (
+        f"{'config':>7} {'threads':>7} {'weights':>8} | {'samples/s':>9} {'ratio':>6} | "
+        f"{'max logit err':>13} {'rel':>6} {'mean KL':>8} | {'peer port':>9}"
+    )
+    print(header)
+    print("-" * len(header))
+    errors = {"nsynth": measure({"kind": "logit-error", "config": "nsynth", "threads": args.threads})}
+    for config, threads in rows:
+        task = {"config": config, "batch": 1, "threads": threads, "steps": PRECISION_SAMPLES[config]}
+        task["kind"] = "split-note" if threads > 1 else "cached"
+        rates: dict[str, list[float]] = {name: [] for name in WEIGHT_NAMES}
+        for _ in range(args.repeats):
+            for name in WEIGHT_NAMES:
+                result = measure({**task, "weight_dtype": name})
+                rates[name].append(result["samples"] / result["seconds"])
+        base = max(rates["float32"])
+        for name in WEIGHT_NAMES:
+            rate, error = max(rates[name]), errors.get(config, {}).get(name)
+            error_columns = (
+                f"{error['max_abs']:>13.2g} {100 * error['relative']:>5.1f}% {error['mean_kl']:>8.1e}"
+                if error
+                else f"{'-':>13} {'-':>6} {'-':>8}"
+            )
+            peer = f"{PEER_NSYNTH_BATCH1:>9}" if config == "nsynth" and threads == 2 else f"{'-':>9}"
+            print(
+                f"{config:>7} {threads:>7} {name:>8} | {rate:>9.0f} {rate / base:>5.2f}x | {error_columns} | {peer}",
+                flush=True,
+            )
+    try:
+        trained = measure({"kind": "logit-error", "config": "wavenet-small", "threads": 1})
+        for name, error in trained.items():
+            print(
+                f"trained wavenet-small, {name}: max logit error {error['max_abs']:.2g} "
+                f"({100 * error['relative']:.1f}% of the logits' std), mean KL {error['mean_kl']:.1e} nats, "
+                f"max KL {error['max_kl']:.1e} over {ERROR_STEPS['wavenet-small']} samples",
+                flush=True,
+            )
+    except RuntimeError as error:
+        print(f"trained wavenet-small: error not measured ({error})")
 
 
 def main() -> None:
@@ -228,6 +302,7 @@ def main() -> None:
     parser.add_argument("--baseline-native", type=Path, help="another native.py to compare the kernel with")
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs per side of the baseline table")
     parser.add_argument("--baseline-only", action="store_true", help="print only the --baseline-native table")
+    parser.add_argument("--precision-only", action="store_true", help="print only the reduced-precision table")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -239,6 +314,9 @@ def main() -> None:
         if not args.baseline_native:
             parser.error("--baseline-only needs --baseline-native")
         compare_with_baseline(args)
+        return
+    if args.precision_only:
+        compare_weight_precision(args)
         return
     peak = measure({"kind": "peak", "threads": args.threads})["gflops"]
     print(f"float32 matmul peak (2048x2048 torch.matmul): {peak:.1f} GFLOP/s", flush=True)
@@ -291,6 +369,7 @@ def main() -> None:
         print(f"parallel decoder (model=fast), one 4 s note: {parallel['seconds']:.3f} s, {factor:.0f}x real time")
     except RuntimeError as error:
         print(f"parallel decoder: not measured ({error})")
+    compare_weight_precision(args)
     if args.baseline_native:
         compare_with_baseline(args)
     print(f"load average {os.getloadavg()[0]:.2f} (1 min) at end; real time is {SAMPLE_RATE} samples/s per note")

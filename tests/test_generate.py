@@ -8,9 +8,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 import torch
 
+import timbre
+from timbre.errors import ConfigError, InvalidTypeError
 from timbre.generation import native
 from timbre.generation.engine import cached_logits, generate, weight_precision_error
 from timbre.generation.folded import quantize_int8
@@ -363,3 +366,19 @@ def test_cuda_graph_decoding_matches_cpu():
     with torch.inference_mode():
         expected = decoder(torch.zeros(2, 200, device="cuda"), z.cuda(), pitch.cuda())
     assert (logits - expected).abs().max().item() < 1e-3  # TF32 may be on
+
+
+def test_synthesize_takes_the_weight_format_by_name():
+    """timbre.load(...).synthesize(..., weights=...) decodes the wavenet model with reduced-precision weights."""
+    model = timbre.load("wavenet-small")
+    time = torch.arange(4096) / model.sample_rate
+    embedding = model.encode(0.5 * torch.sin(2 * math.pi * 261.63 * time).numpy())
+    audio = {weights: model.synthesize(embedding, weights=weights) for weights in ("float32", "bfloat16", "int8")}
+    assert all(a.shape == (4096,) and np.isfinite(a).all() and np.abs(a).max() > 0 for a in audio.values())
+    assert not np.array_equal(audio["float32"], audio["int8"])  # other weights, another sampled decode
+    with pytest.raises(ConfigError, match="weights must be one of 'float32', 'bfloat16', 'int8', got 'float16'"):
+        model.synthesize(embedding, weights="float16")
+    with pytest.raises(InvalidTypeError, match="weights must be a name"):
+        model.synthesize(embedding, weights=torch.int8)
+    with pytest.raises(ConfigError, match="apply to autoregressive"):
+        timbre.load("default").synthesize(embedding.tensor, weights="int8")

@@ -151,6 +151,7 @@ class TimbreModel:
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
+        weights: str = "float32",
     ) -> np.ndarray:
         """Play ``embedding`` at MIDI ``pitch``; returns a waveform ``[samples]`` float32.
 
@@ -163,6 +164,9 @@ class TimbreModel:
             temperature: sampling temperature of the autoregressive decoder (0 = greedy).
             seed: random seed (same seed, same audio).
             progress: show a progress bar (autoregressive decoding).
+            weights: how the autoregressive decoder's step stores its matrices: ``"float32"``, or
+                ``"bfloat16"`` / ``"int8"`` for faster decoding of large decoders, with logits a little
+                off float32's (``benchmarks/decode_speed.py`` states how far).
         """
         if isinstance(embedding, (list, tuple)):
             raise InvalidTypeError(
@@ -177,6 +181,7 @@ class TimbreModel:
             temperature=temperature,
             seed=seed,
             progress=progress,
+            weights=weights,
         )
         return audio[0]
 
@@ -213,11 +218,12 @@ class TimbreModel:
         temperature: float = 1.0,
         seed: int = 0,
         progress: bool = False,
+        weights: str = "float32",
     ) -> np.ndarray:
         """Synthesize several notes in one decoder pass; returns ``[notes, samples]``.
 
         ``pitches``, ``seconds`` and ``velocities`` hold one value per embedding (see
-        :meth:`synthesize`); ``temperature``, ``seed`` and ``progress`` apply to the whole batch.
+        :meth:`synthesize`); ``temperature``, ``seed``, ``progress`` and ``weights`` apply to the whole batch.
 
         Notes are fitted to their ``seconds`` and padded (with their last frame) to the longest;
         each output row is cut to its own note's length and zero-padded after it.
@@ -234,6 +240,14 @@ class TimbreModel:
             raise ConfigError("synthesize_batch needs one pitch, duration and velocity per embedding")
         velocities = [None if v is None else midi_number(v, "velocity", 1) for v in velocities]
         check_temperature(temperature)
+        from timbre.generation.engine import WEIGHT_NAMES  # deferred: parallel models never need the engine
+
+        if not isinstance(weights, str):
+            raise InvalidTypeError(f"weights must be a name ({', '.join(map(repr, WEIGHT_NAMES))}), got {weights!r}")
+        if weights not in WEIGHT_NAMES:
+            raise ConfigError(f"weights must be one of {', '.join(map(repr, WEIGHT_NAMES))}, got {weights!r}")
+        if weights != "float32" and not self.is_autoregressive:
+            raise ConfigError(f"model {self.name}: {weights} weights apply to autoregressive (wavenet) decoders only")
         fitted = [self.prepare_embedding(embedding, length) for embedding, length in zip(embeddings, seconds)]
         lengths = [
             round(length * self.sample_rate) if length is not None else e.frames * self.hop_length
@@ -245,7 +259,7 @@ class TimbreModel:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         options: dict[str, Any] = {"generator": generator}
         if self.is_autoregressive:
-            options.update(temperature=temperature, progress=progress)
+            options.update(temperature=temperature, progress=progress, weight_dtype=WEIGHT_NAMES[weights])
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         if not np.isfinite(audio).all():
             raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")
