@@ -14,6 +14,8 @@ number) and small (formants move with the pitch, so large shifts would teach a d
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torchaudio.functional
@@ -53,13 +55,19 @@ class PitchShiftedNotes:
         probability: chance that an item is shifted at all.
         pitch_range: shifted labels stay within these MIDI pitches (both inclusive); a shift
             that would leave it is not drawn.
+        indices: the notes of ``notes`` to use, in order (None: all); item ``i`` is note ``indices[i]``.
 
     Random draws use torch's global RNG, which the trainer seeds per step: resumed runs replay them.
     Items are those of ``notes`` (``audio [crop_samples]``, ``pitch``, ...).
     """
 
     def __init__(
-        self, notes: NoteDataset, semitones: int, probability: float, pitch_range: tuple[int, int] = (0, 127)
+        self,
+        notes: NoteDataset,
+        semitones: int,
+        probability: float,
+        pitch_range: tuple[int, int] = (0, 127),
+        indices: Sequence[int] | None = None,
     ) -> None:
         if notes.crop_samples is None:
             raise ConfigError("pitch-shift augmentation needs cropped training notes (data.crop_samples)")
@@ -69,11 +77,13 @@ class PitchShiftedNotes:
             )
         self.notes, self.semitones, self.probability = notes, int(semitones), float(probability)
         self.pitch_range = pitch_range
+        self.indices = list(range(len(notes)) if indices is None else indices)
 
     def __len__(self) -> int:
-        return len(self.notes)
+        return len(self.indices)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, position: int) -> dict[str, torch.Tensor]:
+        index = self.indices[position]
         item = self.notes[index]
         if not self.semitones or float(torch.rand(())) >= self.probability:
             return item

@@ -263,6 +263,10 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
         if stored is not None:
             config = resume_config(config, OmegaConf.create(stored), _command_line_overrides(), str(run_dir))
             settings = TrainerSettings.from_config(_container(config.trainer))
+    if config.get("finetune") is not None:
+        from timbre.train.finetune import run_finetune  # the model comes from a base checkpoint
+
+        return run_finetune(config, run_dir, resume_state)
     if run_dir is None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     context = init_distributed(settings.resolved_device().type)

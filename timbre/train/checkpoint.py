@@ -34,6 +34,8 @@ CHECKPOINT_FORMAT = "timbre-checkpoint-v2"
 # Stored the model as a Hydra config; upgraded on load.
 HYDRA_CONFIG_FORMAT = "timbre-checkpoint-v1"
 LAST_CHECKPOINT = "last.pt"
+# The checkpoint of the best validation, kept by runs with early stopping.
+BEST_CHECKPOINT = "best.pt"
 
 
 def model_spec(model_config: Mapping[str, Any]) -> dict[str, Any]:

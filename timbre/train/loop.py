@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from timbre.data import DataBundle, SizedDataset
 from timbre.errors import ConfigError, TimbreError
 from timbre.io.files import remove_stale_temporaries
-from timbre.train.checkpoint import LAST_CHECKPOINT, save_checkpoint
+from timbre.train.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
 from timbre.train.distributed import ProcessContext, barrier, replicas_identical
 from timbre.train.ema import ExponentialMovingAverage
 from timbre.train.metrics_log import MetricsLog
@@ -254,8 +254,51 @@ class GracefulStop:
 
 
 @dataclass
+class EarlyStopping:
+    """Stop when the validation loss has not improved for ``patience`` validations in a row.
+
+    Attributes:
+        patience: validations without a new best before stopping.
+        min_improvement: a new best must be lower than the old one by this fraction of it.
+        best_loss, best_step: the best validation so far (``inf``, -1 before any).
+        since_best: validations since then.
+    """
+
+    patience: int
+    min_improvement: float = 0.0
+    best_loss: float = math.inf
+    best_step: int = -1
+    since_best: int = 0
+
+    def update(self, step: int, loss: float) -> bool:
+        """Record the validation loss of ``step``; returns whether it is a new best."""
+        if loss < self.best_loss * (1.0 - self.min_improvement) or self.best_step < 0:
+            self.best_loss, self.best_step, self.since_best = loss, step, 0
+            return True
+        self.since_best += 1
+        return False
+
+    @property
+    def exhausted(self) -> bool:
+        return self.since_best >= self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+@dataclass
 class TrainResult:
-    """What :meth:`Trainer.fit` reports."""
+    """What :meth:`Trainer.fit` reports.
+
+    ``stopped_by`` names a signal that interrupted the run (resume it to continue);
+    ``finished_early`` says why a run ended before ``max_steps`` by design (``"early stopping"``,
+    ``"time limit"``); ``best_checkpoint`` is the checkpoint of the best validation when early
+    stopping was on.
+    """
 
     run_dir: Path
     step: int
@@ -263,6 +306,8 @@ class TrainResult:
     last_checkpoint: Path
     train_losses: list[tuple[int, float]]
     valid_losses: list[tuple[int, float]]
+    finished_early: str | None = None
+    best_checkpoint: Path | None = None
 
 
 class Trainer:
@@ -277,6 +322,11 @@ class Trainer:
         context: this process's rank in a DDP run.
         resume_state: a loaded checkpoint to continue from, or None.
         run_info: JSON-able facts stored in checkpoints (command line, configs, wall time).
+        early_stopping: when given, the run validates once before its first step, keeps the EMA
+            weights of its best validation in ``checkpoints/best.pt``, and ends when they have not
+            improved for ``patience`` validations (its state is checkpointed for resuming).
+        time_limit_seconds: end the run (checkpointed) after the step that passes this much wall
+            time of this launch; None for no limit.
     """
 
     def __init__(
@@ -289,6 +339,8 @@ class Trainer:
         context: ProcessContext = ProcessContext(),
         resume_state: dict[str, Any] | None = None,
         run_info: dict[str, Any] | None = None,
+        early_stopping: EarlyStopping | None = None,
+        time_limit_seconds: float | None = None,
     ) -> None:
         settings.validate()
         if not hasattr(model, "training_loss"):
@@ -308,6 +360,8 @@ class Trainer:
         self.ema = ExponentialMovingAverage(self.model, settings.ema_decay)
         self.step = 0
         self.wall_seconds = 0.0
+        self.early_stopping = early_stopping
+        self.time_limit_seconds = time_limit_seconds
         if resume_state is not None:
             self._restore(resume_state)
         self.loss_module: nn.Module = LossModule(self.model)
@@ -336,20 +390,25 @@ class Trainer:
         self.scheduler.load_state_dict(training["scheduler"])
         self.step = int(training["step"])
         self.wall_seconds = float(state.get("run", {}).get("wall_seconds", 0.0))
+        if self.early_stopping is not None and "early_stopping" in training:
+            self.early_stopping.load_state_dict(training["early_stopping"])
 
     def checkpoint_state(self) -> dict[str, Any]:
+        training: dict[str, Any] = {
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "ema_state": self.ema.state_dict(),
+            "settings": vars(self.settings),
+        }
+        if self.early_stopping is not None:
+            training["early_stopping"] = self.early_stopping.state_dict()
         return {
             "model_config": self.model_config,
             "model": self.model.state_dict(),
             "ema": self.ema.model.state_dict(),
             "artifacts": self.data.artifacts,
-            "training": {
-                "step": self.step,
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
-                "ema_state": self.ema.state_dict(),
-                "settings": vars(self.settings),
-            },
+            "training": training,
             "run": {**self.run_info, "wall_seconds": self.wall_seconds, "step": self.step},
         }
 
@@ -367,6 +426,17 @@ class Trainer:
             for old in numbered[: -self.settings.keep_checkpoints]:
                 old.unlink(missing_ok=True)
         return last
+
+    def _validate_for_early_stopping(self, valid_losses: list[tuple[int, float]]) -> None:
+        """Validate, log, and keep ``best.pt`` when the loss is a new best (main rank, early stopping on)."""
+        assert self.early_stopping is not None and self.metrics is not None
+        valid_metrics = self.validate()
+        if valid_metrics is None:
+            raise ConfigError("early stopping needs a validation set (held-out notes) and trainer.valid_batches > 0")
+        valid_losses.append((self.step, valid_metrics["loss"]))
+        self.metrics.log(self.step, "valid", valid_metrics)
+        if self.early_stopping.update(self.step, valid_metrics["loss"]):
+            save_checkpoint(self.run_dir / "checkpoints" / BEST_CHECKPOINT, self.checkpoint_state())
 
     # ----------------------------------------------------------------------------- loop
 
@@ -450,9 +520,13 @@ class Trainer:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=settings.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        stopped_by = None
+        stopped_by: str | None = None
+        finished_early: str | None = None
         started = time.perf_counter()
+        launched = started
         window_started = started
+        if self.early_stopping is not None and self.metrics is not None and self.step == 0:
+            self._validate_for_early_stopping(valid_losses)  # the starting point: what must be beaten
         with GracefulStop() as stop:
             for batch in self._batches():
                 metrics = self.train_step(batch)
@@ -468,14 +542,22 @@ class Trainer:
                     means["steps_per_second"] = len(window["loss"]) / max(now - window_started, 1e-9)
                     self.metrics.log(self.step, "train", means)
                     window, window_started = {}, now
-                if self.step % settings.valid_every == 0 and self.metrics is not None:  # on the main process
+                if self.step % settings.valid_every == 0 and self.metrics is not None and self.early_stopping:
+                    self._validate_for_early_stopping(valid_losses)
+                    if progress is not None:
+                        progress.write(f"step {self.step}: valid loss {valid_losses[-1][1]:.4f}")
+                    if self.early_stopping.exhausted:
+                        finished_early = "early stopping"
+                elif self.step % settings.valid_every == 0 and self.metrics is not None:  # on the main process
                     valid_metrics = self.validate()
                     if valid_metrics is not None:
                         valid_losses.append((self.step, valid_metrics["loss"]))
                         self.metrics.log(self.step, "valid", valid_metrics)
                         if progress is not None:
                             progress.write(f"step {self.step}: valid loss {valid_metrics['loss']:.4f}")
-                stop_now = self._agree_to_stop(stop.requested is not None)
+                if self.time_limit_seconds is not None and time.perf_counter() - launched >= self.time_limit_seconds:
+                    finished_early = finished_early or "time limit"
+                stop_now = self._agree_to_stop(stop.requested is not None or finished_early is not None)
                 if self.step % settings.checkpoint_every == 0 or stop_now or self.step >= settings.max_steps:
                     self.wall_seconds += time.perf_counter() - started
                     started = time.perf_counter()
@@ -484,7 +566,8 @@ class Trainer:
                         self.metrics.plot(self.run_dir / "loss.png")
                     barrier(self.context)
                 if stop_now:
-                    stopped_by = stop.requested or "signal on another rank"
+                    if finished_early is None:
+                        stopped_by = stop.requested or "signal on another rank"
                     break
         if progress is not None:
             progress.close()
@@ -497,6 +580,8 @@ class Trainer:
             last_checkpoint=self.run_dir / "checkpoints" / LAST_CHECKPOINT,
             train_losses=train_losses,
             valid_losses=valid_losses,
+            finished_early=finished_early,
+            best_checkpoint=self.run_dir / "checkpoints" / BEST_CHECKPOINT if self.early_stopping else None,
         )
 
     def _agree_to_stop(self, local_request: bool) -> bool:
