@@ -1,6 +1,6 @@
-"""Slowdown under contention: compose, render and a training step, alone and beside a busy torch process.
+"""Slowdown under contention: compose, render, an AR note and a training step, alone and beside a busy torch process.
 
-Usage: python benchmarks/contention.py [--repeats 3] [--steps 3] [--bars 4]
+Usage: python benchmarks/contention.py [--repeats 3] [--steps 3] [--bars 4] [--jobs render ar_note ...]
 
 Each job runs in a fresh process (thread settings are read when torch loads), twice: with the
 machine as it is ("idle" column), then while a contender runs: another torch process doing
@@ -8,9 +8,11 @@ matrix products on every core with its default OpenMP settings, as a second user
 would. Each job is timed in two settings:
 
 - ``before``: what timbre did before choosing thread counts: OpenMP's default wait policy (idle
-  threads spin) and every core for the composer's token loop;
+  threads spin) and every core for the composer's token loop, the parallel decoder's synthesis
+  in a render, and a single autoregressive note (``ar_note``: 0.5 s of ``wavenet-small``);
 - ``timbre``: what the ``timbre`` and ``timbre-train`` commands do now: idle OpenMP threads sleep
-  (``OMP_WAIT_POLICY=PASSIVE``) and the token loop runs on one thread.
+  (``OMP_WAIT_POLICY=PASSIVE``); the token loop, the render's parallel synthesis and a single AR
+  note run on one thread (encoding the render's timbres and training keep every core).
 
 The table gives the median seconds per job and the contended/idle ratio (target: at most 2.5).
 A machine that is already busy (a training run in the background) makes the "idle" column
@@ -29,8 +31,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 CONTENDER = "import torch\na = torch.randn(768, 768)\nwhile True:\n    a = torch.tanh(a @ a)\n"
-JOBS = ("compose", "render", "train_step")
+JOBS = ("compose", "render", "ar_note", "train_step")
 SETTINGS = ("before", "timbre")
 
 
@@ -57,8 +61,10 @@ def run_job(job: str, setting: str, repeats: int, steps: int, bars: int) -> floa
         import symusic
 
         import timbre
-        from timbre.render import render_midi
+        from timbre.render import render_midi, renderer
 
+        if setting == "before":
+            renderer.PARALLEL_SYNTHESIS_THREADS = torch.get_num_threads()
         model = timbre.load()
         score = symusic.Score(480)
         for program, base in ((0, 60), (40, 72), (32, 40)):
@@ -73,6 +79,19 @@ def run_job(job: str, setting: str, repeats: int, steps: int, bars: int) -> floa
                 started = time.perf_counter()
                 render_midi(path, model)
                 times.append(time.perf_counter() - started)
+    elif job == "ar_note":
+        import timbre
+        from timbre.generation import native
+
+        if setting == "before":
+            native.default_threads = lambda batch: torch.get_num_threads()
+        model = timbre.load("wavenet-small")
+        embedding = model.encode(np.sin(np.linspace(0, 2000, 16000, dtype=np.float32)) * 0.3)
+        model.synthesize(embedding, pitch=60, seconds=0.1)  # warm-up: kernel load, weight layout
+        for seed in range(repeats):
+            started = time.perf_counter()
+            model.synthesize(embedding, pitch=60, seconds=0.5, seed=seed)
+            times.append(time.perf_counter() - started)
     elif job == "train_step":
         from hydra import compose, initialize_config_dir
         from hydra.utils import instantiate
@@ -108,7 +127,9 @@ def measure(job: str, setting: str, args: argparse.Namespace) -> float:
         "--steps", str(args.steps), "--bars", str(args.bars),
     ]  # fmt: skip
     output = subprocess.run(command, env=environment, capture_output=True, text=True, check=True).stdout
-    return json.loads(output.strip().splitlines()[-1])["seconds"]
+    seconds = json.loads(output.strip().splitlines()[-1])["seconds"]
+    print(f"{job} {setting}: {seconds:.2f} s", file=sys.stderr, flush=True)  # partial results if stopped
+    return seconds
 
 
 def main() -> None:
@@ -137,8 +158,8 @@ def main() -> None:
         contender.kill()
         contender.wait()
 
-    print(f"cores: {os.cpu_count()}; compose: {args.bars} bars; train_step: experiment=fast, per step; "
-          f"median of {args.repeats}")  # fmt: skip
+    print(f"cores: {os.cpu_count()}; compose: {args.bars} bars; ar_note: 0.5 s, batch 1; "
+          f"train_step: experiment=fast, per step; median of {args.repeats}")  # fmt: skip
     print(f"{'job':<12} {'setting':<8} {'idle s':>8} {'contended s':>12} {'ratio':>6}")
     for job in args.jobs:
         for setting in SETTINGS:

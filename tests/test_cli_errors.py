@@ -90,13 +90,28 @@ FAILURES = [
     (["encode", "a.wav", "--out", "x.npy", "--device", "cuda:7"], 2, "cuda"),
     (["decode", "z.npy", "--out", "x.wav", "--temperature", "-1"], 2, "-1 is not a number >= 0"),
     (["render", "piano.mid", "--out", "x.wav", "--temperature", "-1"], 2, "-1 is not a number >= 0"),
+    (["evaluate", "autoencoder", "--data", "out", "--out", "r", "--device", "tpu"], 2, "'tpu' is not"),
+    (["export", "a.wav", "--out", "x.sf2", "--device", "cuda:7"], 2, "cuda"),
+    (["export", "a.wav", "--out", "x.sf2", "--temperature", "-1"], 2, "-1 is not a number >= 0"),
+    (["evaluate", "composer", "--out", "r", "--top-p", "2"], 2, "2 is not a probability"),
     # Bounds.
     (["compose", "--out", "x.mid", "--bars", "10000"], 2, "more than the maximum of 1024"),
     (["interpolate", "a.wav", "b.wav", "--out", "sweep", "--seconds", "100000"], 2, "longer than the maximum note"),
     (["grid", "a.wav", "b.wav", "--size", "1000", "--out", "grid"], 2, "more than the maximum"),
+    (["export", "a.wav", "--out", "x.sf2", "--seconds", "1000"], 2, "longer than the maximum sample of 60 s"),
+    (["evaluate", "composer", "--out", "r", "--samples", "0"], 2, "0 is not a positive integer"),
+    # Outputs of the evaluation and export commands, checked before any work.
+    (["evaluate", "composer", "--out", "a.wav"], 1, "--out a.wav: is an existing file, not a folder"),
+    (["evaluate", "autoencoder", "--data", "out", "--out", "a.wav"], 1, "is an existing file, not a folder"),
+    (["evaluate", "autoencoder", "--data", "a.wav", "--out", "r"], 1, "--data a.wav: is a file"),
+    (["evaluate", "build-testset", "--soundfont", "bad.sf2", "--out", "t"], 1, "bad.sf2: FluidSynth cannot load"),
+    (["export", "a.wav", "--out", "/proc/x.sf2"], 1, "cannot write in folder /proc"),
+    (["export", "a.wav", "--out", "x.sfz", "--format", "sf2"], 1, "writes .sf2 files, but the name has '.sfz'"),
+    (["export", "a.wav", "--out", "x.sf2", "--format", "sfz"], 1, "an SFZ export writes a folder"),
     # Messages that say what is wrong.
     (["grid", "a.wav", "b.wav", "a.wav", "--out", "grid"], 1, "a grid needs exactly 4 sounds"),
     (["grid", "a.wav", "b.wav", "a.wav", "b.wav", "a.wav", "--out", "grid"], 1, "got 5"),
+    (["export-grid", "a.wav", "b.wav", "a.wav", "--out", "g.sf2"], 1, "exactly 4 corner timbres"),
     (["render", "piano.mid", "--out", "x.wav", "--timbre", "all=blend:a.wav,b.wav:0.5"], 1, "2 sources but 1 weights"),
     (["decode", "a.wav", "--out", "x.wav"], 1, "is an audio file (WAV), not an embedding"),
     (["decode", "strings.npy", "--out", "x.wav"], 1, "an embedding [frames, dim]"),
@@ -123,7 +138,8 @@ def test_mistakes_give_one_line_and_touch_nothing(workspace, arguments, status, 
     assert result.returncode == status, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and words in lines[0], result.stderr
-    assert lines[0].startswith(f"timbre {arguments[0]}: error: ")
+    command = " ".join(arguments[:2] if arguments[0] == "evaluate" else arguments[:1])
+    assert lines[0].startswith(f"timbre {command}: error: ")
     assert "Traceback" not in result.stderr + result.stdout
     assert snapshot(workspace) == before  # nothing changed, nothing new
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,10 @@ import symusic
 import torch
 
 from timbre.cli import main
-from timbre.data.midi import build_midi_bundle
+from timbre.data.midi import build_midi_bundle, corpus_files
 from timbre.evaluation.composer import (
     KneserNeyModel,
+    _skipped_pieces_summarised,
     key_normalized_pitch_class_histogram,
     model_bits_per_token,
     pitch_class_histogram,
@@ -110,3 +112,24 @@ def test_evaluate_command_writes_the_report(tmp_path: Path) -> None:
     assert 0.0 <= report["statistics"]["key_normalized_pitch_class_histogram_distance"] <= 1.0
     assert sorted(p.name for p in out.glob("*.mid")) == ["sample_00.mid", "sample_01.mid"]
     assert "Held-out likelihood" in (out / "composer.md").read_text()
+
+
+def test_skipped_pieces_are_summarised_in_one_warning_and_music21_noise_is_dropped() -> None:
+    with pytest.warns(UserWarning) as caught:
+        with _skipped_pieces_summarised():
+            warnings.warn("skipping chorale bach/bwv277: ExpanderException: cannot expand Stream", stacklevel=1)
+            warnings.warn("skipping pieces/x.mid: not a MIDI file", stacklevel=1)
+            warnings.warn("a music21 parser remark", SyntaxWarning, stacklevel=1)
+    assert len(caught) == 1
+    message = str(caught[0].message)
+    assert (
+        message.startswith("2 pieces of the corpus could not be converted or read")
+        and "bach/bwv277, pieces/x.mid" in message
+    )
+
+
+def test_chorale_conversion_shows_a_progress_bar_only_while_converting(tmp_path: Path, capsys) -> None:
+    assert len(corpus_files("chorales", cache_dir=tmp_path, limit=2, progress=True)) == 2
+    assert "converting chorales (once)" in capsys.readouterr().err
+    corpus_files("chorales", cache_dir=tmp_path, limit=2, progress=True)  # cached: nothing to show
+    assert capsys.readouterr().err == ""

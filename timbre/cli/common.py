@@ -109,6 +109,13 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def probability(text: str) -> float:
+    value = _number(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a probability in (0, 1]")
+    return value
+
+
 def note_seconds(text: str) -> float:
     value = positive_float(text)
     if value > MAX_NOTE_SECONDS:

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 from timbre.cli.common import (
     add_device_argument,
     bounded_positive_int,
+    check_inputs_exist,
     check_output_dir,
     non_negative_float,
     positive_float,
     positive_int,
     probability,
 )
+from timbre.errors import ConfigError
 
 # Pieces and bars `evaluate composer` generates at most: the statistics settle long before, and a
 # typo such as --samples 16000 would otherwise compose for hours.
@@ -43,6 +46,11 @@ def _composer(args: argparse.Namespace) -> int:
         cache_dir=args.cache_dir,
         progress=True,
     )
+    if "style_judge" in report:  # a many-style composer (timbre.evaluation.style_judge)
+        from timbre.evaluation.style_judge import summary_line
+
+        print(summary_line(report) + f"; report in {args.out}/composer_styles.md")
+        return 0
     likelihood = report["likelihood"]
     print(
         f"test bits/token: model {likelihood['model_bits_per_token']:.3f}, "
@@ -126,7 +134,12 @@ def _count(text: str) -> int:
 
 
 def _autoencoder(args: argparse.Namespace) -> int:
-    from timbre.evaluation.autoencoder import evaluate_autoencoder, summary_table
+    from timbre.evaluation.autoencoder import REPORT_STEM, evaluate_autoencoder, summary_table
+
+    if not Path(args.data).is_dir():
+        state = "is a file" if Path(args.data).exists() else "does not exist"
+        raise ConfigError(f"--data {args.data}: {state}; give a folder of notes")
+    check_output_dir(args.out, [], [f"{REPORT_STEM}.json", f"{REPORT_STEM}.md"])
 
     report = evaluate_autoencoder(
         args.model,
@@ -213,8 +226,9 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         help="notes per decoder pass (default: 1 for the fast decoder, 16 for WaveNet)",
     )
     parser.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature of a WaveNet decoder (default: 1.0)"
-    )
+        "--temperature", type=non_negative_float, default=1.0,
+        help="sampling temperature of a WaveNet decoder; 0 is greedy (default: 1.0)",
+    )  # fmt: skip
     add_device_argument(parser)
     parser.set_defaults(handler=_autoencoder)
 
@@ -226,6 +240,9 @@ def _build_testset(args: argparse.Namespace) -> int:
         TESTSET_PROGRAMS,
         build_testset,
     )
+
+    check_inputs_exist([args.soundfont])
+    check_output_dir(args.out, [args.soundfont], ["examples.json"])
 
     recipe = build_testset(
         args.soundfont,
@@ -275,3 +292,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="evaluation", metavar="COMMAND", required=True)
     for register_subcommand in SUBCOMMANDS:
         register_subcommand(actions)
+    for name, subparser in actions.choices.items():
+        # Errors and warnings then name the sub-command, as its usage errors do.
+        subparser.set_defaults(command=f"evaluate {name}")

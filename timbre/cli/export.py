@@ -8,7 +8,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from timbre.cli.common import positive_float, positive_int
+from timbre.cli.common import (
+    add_device_argument,
+    check_output_dir,
+    check_output_file,
+    non_negative_float,
+    positive_float,
+    positive_int,
+)
+
+# Longest sample of an export: a sampler loops the sustain, so longer samples only add megabytes
+# (a typo of --seconds 1000 would otherwise synthesize for hours).
+MAX_SAMPLE_SECONDS = 60.0
+GRID_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 SOURCE_HELP = (
     "a timbre: an audio file, an .npy embedding, gm:N (bundled timbre of General MIDI program N) or "
@@ -55,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     grid.add_argument(
-        "corners", nargs=4, metavar="SOURCE", help="top-left, top-right, bottom-left, bottom-right timbres"
+        "corners", nargs="+", metavar="SOURCE", help="four timbres: top-left, top-right, bottom-left, bottom-right"
     )
     grid.add_argument("--size", type=positive_int, default=5, help="cells per side (default: 5, i.e. 25 presets)")
     grid.add_argument(
@@ -78,8 +90,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--step", type=positive_int, default=3, help="semitones between sampled keys (default: 3)")
     parser.add_argument("--velocity-layers", type=positive_int, default=3, help="velocity layers (default: 3)")
     parser.add_argument(
-        "--seconds", type=positive_float, default=3.0,
-        help="length of each sample, release included (default: 3.0)",
+        "--seconds", type=sample_seconds, default=3.0,
+        help=f"length of each sample, release included, at most {MAX_SAMPLE_SECONDS:g} (default: 3.0)",
     )  # fmt: skip
     parser.add_argument(
         "--decoder", choices=("fast", "wavenet"), help="fast (parallel, default) or wavenet (autoregressive)"
@@ -89,10 +101,20 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--timbre-set", metavar="DIR", help="timbre set for gm:N sources (default: the bundled set)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
-    parser.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of the wavenet decoder")
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=1.0,
+        help="sampling temperature of the wavenet decoder; 0 is greedy (default: 1.0)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    add_device_argument(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def sample_seconds(text: str) -> float:
+    value = positive_float(text)
+    if value > MAX_SAMPLE_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text} s is longer than the maximum sample of {MAX_SAMPLE_SECONDS:g} s")
+    return value
 
 
 def key_range(text: str) -> tuple[int, int]:
@@ -134,6 +156,11 @@ def run_export_grid(args: argparse.Namespace) -> int:
     from timbre.errors import ConfigError
     from timbre.export import export_grid
 
+    if len(args.corners) != len(GRID_CORNERS):
+        raise ConfigError(
+            f"export-grid needs exactly {len(GRID_CORNERS)} corner timbres ({', '.join(GRID_CORNERS)}), "
+            f"got {len(args.corners)}"
+        )
     if args.size < 2:
         raise ConfigError(f"--size must be at least 2, got {args.size}")
     model, options = _setup(args)
@@ -151,6 +178,8 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from timbre.errors import ConfigError
     from timbre.export import model_pitch_range, sampling_plan
 
+    sampler_format = args.format or ("sf2" if Path(args.out).suffix.lower() == ".sf2" else "sfz")
+    _check_out(args.out, sampler_format)
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
@@ -166,7 +195,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             file=sys.stderr,
         )
     options = {
-        "format": args.format or ("sf2" if Path(args.out).suffix.lower() == ".sf2" else "sfz"),
+        "format": sampler_format,
         "plan": sampling_plan(low, high, args.step, args.velocity_layers, args.seconds),
         "batch_size": args.batch_size,
         "temperature": args.temperature,
@@ -176,6 +205,21 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.timbre_set:
         options["timbre_set"] = args.timbre_set
     return model, options
+
+
+def _check_out(out: str, sampler_format: str) -> None:
+    """Refuse an ``--out`` that does not fit the format or cannot be written, before any model loads."""
+    from timbre.errors import ConfigError
+
+    if sampler_format == "sf2":
+        check_output_file(out, [], (".sf2",))
+        return
+    if Path(out).suffix.lower() in (".sf2", ".sfz"):
+        raise ConfigError(
+            f"--out {out}: an SFZ export writes a folder (one .sfz per preset and a samples/ folder); "
+            "give a folder name, or --format sf2 for one .sf2 file"
+        )
+    check_output_dir(out, [], [])
 
 
 def _report(result: Any, model: Any) -> None:

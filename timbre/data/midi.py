@@ -137,7 +137,9 @@ def _satb_parts(work: Any, name: str) -> list[Any]:
     raise MidiError(f"chorale {name} has no soprano/alto/tenor/bass parts (parts: {names})")
 
 
-def build_chorale_corpus(cache_dir: str | Path | None = None, limit: int | None = None) -> list[Path]:
+def build_chorale_corpus(
+    cache_dir: str | Path | None = None, limit: int | None = None, progress: bool = False
+) -> list[Path]:
     """Convert the chorales to MIDI once and return the cached files, in corpus order.
 
     Conversion takes a fraction of a second per chorale (under 2 minutes for all); later calls
@@ -147,12 +149,17 @@ def build_chorale_corpus(cache_dir: str | Path | None = None, limit: int | None 
     Args:
         cache_dir: cache root (default :func:`default_cache_dir`); files go to ``chorales/``.
         limit: use only the first ``limit`` chorales of the corpus (tests, quick runs).
+        progress: show a progress bar while chorales are converted (none once all are cached).
     """
+    from tqdm.auto import tqdm
+
     folder = Path(cache_dir or default_cache_dir()) / "chorales"
     folder.mkdir(parents=True, exist_ok=True)
     skipped_path = folder / "skipped.json"
     skipped: dict[str, str] = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
     names = chorale_names()[:limit]
+    todo = [name for name in names if name not in skipped and not (folder / (name.replace("/", "_") + ".mid")).exists()]
+    bar = tqdm(total=len(todo), desc="converting chorales (once)", unit="chorale", disable=not (progress and todo))
     files = []
     for name in names:
         path = folder / (name.replace("/", "_") + ".mid")
@@ -166,8 +173,11 @@ def build_chorale_corpus(cache_dir: str | Path | None = None, limit: int | None 
                 warnings.warn(f"skipping chorale {name}: {skipped[name]}", stacklevel=2)
                 _write_atomically(skipped_path, json.dumps(skipped, indent=1).encode())
                 continue
+            finally:
+                bar.update()
             _write_atomically(path, score.dumps_midi())
         files.append(path)
+    bar.close()
     if not files:
         raise DatasetError(f"{folder}: no chorale could be converted")
     return files
@@ -184,14 +194,18 @@ def corpus_files(
     folder: str | Path | None = None,
     cache_dir: str | Path | None = None,
     limit: int | None = None,
+    progress: bool = False,
 ) -> list[Path]:
-    """The MIDI files of a corpus: ``corpus="chorales"`` or a ``folder`` of MIDI files."""
+    """The MIDI files of a corpus: ``corpus="chorales"`` or a ``folder`` of MIDI files.
+
+    ``progress`` shows a bar while the chorales are converted (the first time only).
+    """
     if (corpus is None) == (folder is None):
         raise ConfigError("data: give exactly one of corpus=chorales or folder=PATH")
     if corpus is not None and corpus != "chorales":
         raise ConfigError(f"data.corpus={corpus!r} is unknown; the bundled corpus is 'chorales'")
     if folder is None:
-        return build_chorale_corpus(cache_dir, limit)
+        return build_chorale_corpus(cache_dir, limit, progress)
     return find_midi_files(folder)[:limit]
 
 

@@ -11,10 +11,12 @@ pitch range per voice (program), polyphony and scale consistency.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ import torch.nn.functional as F
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
 from timbre.errors import CheckpointError, DatasetError
 from timbre.evaluation.report import markdown_table, number, percent, write_report
+from timbre.io.files import atomic_write
 from timbre.models.composer import Composer
 from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
 from timbre.symbolic.tokens import decode_ids
@@ -35,6 +38,9 @@ NGRAM_ORDERS = (2, 3, 4, 6, 8, 12, 16, 24)
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 REPORT_STEM = "composer"
 NATURAL_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
+# How the corpus code words a piece it leaves out, and how many of them the summary names.
+SKIP_PREFIX = "skipping "
+MAX_SKIPS_NAMED = 4
 
 
 class KneserNeyModel:
@@ -248,16 +254,45 @@ def total_variation(first: Sequence[float], second: Sequence[float]) -> float:
     return 0.5 * float(np.abs(np.asarray(first) - np.asarray(second)).sum())
 
 
-def corpus_splits_of(composer: LoadedComposer, cache_dir: str | Path | None = None) -> CorpusSplits:
-    """Re-create the train/valid/test token splits the composer was trained on."""
+def corpus_splits_of(
+    composer: LoadedComposer, cache_dir: str | Path | None = None, progress: bool = False
+) -> CorpusSplits:
+    """Re-create the train/valid/test token splits the composer was trained on.
+
+    The first run converts the corpus (minutes for the chorales; ``progress`` shows a bar). Pieces
+    that cannot be converted or read are left out as in training, reported in one warning line;
+    other warnings raised meanwhile (music21's own) are dropped.
+    """
     recipe = composer.artifacts.get("corpus")
     if not recipe:
         raise CheckpointError(f"{composer.path}: checkpoint has no corpus recipe to rebuild its test split")
-    files = corpus_files(recipe["corpus"], recipe["folder"], cache_dir, recipe["limit"])
-    splits = tokenize_corpus(composer.tokenizer, files, recipe["valid"], recipe["test"], recipe["seed"])
+    with _skipped_pieces_summarised():
+        files = corpus_files(recipe["corpus"], recipe["folder"], cache_dir, recipe["limit"], progress)
+        splits = tokenize_corpus(composer.tokenizer, files, recipe["valid"], recipe["test"], recipe["seed"])
     if not splits.test:
         raise DatasetError(f"{composer.path}: its corpus recipe holds out no test pieces (test={recipe['test']})")
     return splits
+
+
+@contextlib.contextmanager
+def _skipped_pieces_summarised() -> Iterator[None]:
+    """Hold back the block's warnings; then warn once naming the pieces it skipped.
+
+    The corpus code warns ``skipping <piece>: <reason>`` per piece; music21 adds warnings of its
+    own while parsing, which say nothing a user can act on.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    skipped = [str(w.message).removeprefix(SKIP_PREFIX) for w in caught if str(w.message).startswith(SKIP_PREFIX)]
+    if skipped:
+        pieces = [reason.split(": ")[0] for reason in skipped]
+        shown = ", ".join(pieces[:MAX_SKIPS_NAMED]) + (", ..." if len(pieces) > MAX_SKIPS_NAMED else "")
+        warnings.warn(
+            f"{len(skipped)} piece{'s' * (len(skipped) != 1)} of the corpus could not be converted or read and "
+            f"{'are' if len(skipped) != 1 else 'is'} left out, as in training: {shown}",
+            stacklevel=3,
+        )
 
 
 def evaluate_composer(
@@ -270,6 +305,7 @@ def evaluate_composer(
     top_p: float | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a composer checkpoint (default: the bundled one); write ``composer.json`` and ``composer.md``.
 
@@ -278,14 +314,18 @@ def evaluate_composer(
         out_dir: created if needed; also receives the generated pieces as ``sample_XX.mid``.
         samples, bars, temperature, top_k, top_p, seed: the pieces generated for the statistics.
         cache_dir: where the corpus cache lives (default as in training).
+        progress: show a progress bar while the corpus is converted (the first run only).
 
     Returns:
         The report written to ``composer.json``.
     """
     composer = load_composer(model)
+    if composer.conditions is not None:  # a many-style composer: per-style report, style judge, infilling
+        from timbre.evaluation.style_judge import evaluate_style_composer
+
+        return evaluate_style_composer(composer, out_dir, samples, bars, temperature, seed, cache_dir)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    splits = corpus_splits_of(composer, cache_dir)
+    splits = corpus_splits_of(composer, cache_dir, progress)
     started = time.perf_counter()
     baseline = ngram_baseline(splits, len(composer.tokenizer))
     model_bits = model_bits_per_token(composer.model, splits.test)
@@ -294,8 +334,6 @@ def evaluate_composer(
     started = time.perf_counter()
     generated = compose_many(composer, samples, bars=bars, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     generation_seconds = time.perf_counter() - started
-    for index, score in enumerate(generated):
-        (out_dir / f"sample_{index:02d}.mid").write_bytes(score.dumps_midi())
     reference = [decode_ids(composer.tokenizer, piece) for piece in splits.test]
     generated_stats, reference_stats = music_statistics(generated), music_statistics(reference)
     distance, key_normalized_distance = (
@@ -335,6 +373,9 @@ def evaluate_composer(
             "key_normalized_pitch_class_histogram_distance": key_normalized_distance,
         },
     }
+    for index, score in enumerate(generated):  # written once everything has been computed
+        with atomic_write(out_dir / f"sample_{index:02d}.mid") as file:
+            file.write(score.dumps_midi())
     return write_report(out_dir, REPORT_STEM, report, markdown_report(report))
 
 

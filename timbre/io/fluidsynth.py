@@ -16,10 +16,12 @@ SF2 and SF3 (Ogg Vorbis compressed samples, e.g. MuseScore General) soundfonts b
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +70,21 @@ def _write_float_function() -> Any:
 _KEEPERS: dict[str, Any] = {}
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Discard what C code writes to file descriptor 2 in the block: FluidSynth's loader prints a
+    GLib ``CRITICAL`` line for a file it cannot parse, beside the one-line error raised here."""
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 def new_synth(soundfont: str | os.PathLike, rate: int, gain: float = GAIN) -> tuple[Any, int]:
     """A fresh synthesizer at ``rate`` Hz with ``soundfont`` loaded, reverb and chorus off.
 
@@ -86,7 +103,9 @@ def new_synth(soundfont: str | os.PathLike, rate: int, gain: float = GAIN) -> tu
     settings = {"synth.reverb.active": 0, "synth.chorus.active": 0}
     if path not in _KEEPERS:
         keeper = fluidsynth.Synth(**settings)
-        if keeper.sfload(path) < 0:
+        with _native_stderr_silenced():
+            loaded = keeper.sfload(path)
+        if loaded < 0:
             keeper.delete()
             raise SoundfontError(f"{soundfont}: FluidSynth cannot load it (not a valid SF2/SF3 soundfont?)")
         _KEEPERS[path] = keeper

@@ -23,6 +23,7 @@ Which timbre, morph and gain each track gets is decided by :mod:`timbre.render.a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ from timbre.errors import ConfigError
 from timbre.render.assign import Timbre, TrackTimbre, assign_tracks, describe_source
 from timbre.render.notes import MidiSource, TrackNotes, read_tracks, require_notes
 from timbre.render.timbres import DEFAULT_TIMBRE_SET, TimbreResolver, TimbreSet
+from timbre.runtime import threads
 from timbre.synthesizer import TimbreModel
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,11 @@ FADE_IN_SECONDS = 0.005
 # A mix whose peak is below this (-80 dBFS) is silence: it is not normalised up to peak_db.
 SILENT_MIX_PEAK = 1e-4
 FADE_OUT_SECONDS = 0.05
+# Threads of the parallel decoder's synthesis. Its work per batch is frame-rate convolutions and
+# memory-bound sample-rate arithmetic: on 2 cores a second thread did not make it faster, idle or
+# busy, and beside another process each op waited for whichever thread had lost its core
+# (benchmarks/contention.py, job render). Encoding the timbres (plan_render) keeps every core.
+PARALLEL_SYNTHESIS_THREADS = 1
 
 
 @dataclass
@@ -289,7 +296,10 @@ def render_plan(
         raise ConfigError(f"peak level must be at most 0 dBFS, got {peak_db}")
     began = time.perf_counter()
     mix = np.zeros(plan.samples, dtype=np.float64)
-    with tqdm(total=plan.unique_notes, unit="note", desc="synthesizing", disable=not progress) as bar:
+    with (
+        _synthesis_threads(model),
+        tqdm(total=plan.unique_notes, unit="note", desc="synthesizing", disable=not progress) as bar,
+    ):
         for batch_index, first in enumerate(range(0, len(plan.jobs), batch_size)):
             batch = plan.jobs[first : first + batch_size]
             audio = model.synthesize_batch(
@@ -386,6 +396,14 @@ def _fit(embedding: Embedding, hold_frames: int, release_frames: int | None) -> 
     if release_frames is not None and fitted.frames > fitted.release_frame + release_frames:
         return replace(fitted, tensor=fitted.tensor[: fitted.release_frame + release_frames]), True
     return fitted, False
+
+
+def _synthesis_threads(model: TimbreModel) -> contextlib.AbstractContextManager:
+    """The thread count synthesis runs with: :data:`PARALLEL_SYNTHESIS_THREADS` for the parallel
+    decoder; the autoregressive engine chooses its own (one thread per group of notes)."""
+    if model.is_autoregressive:
+        return contextlib.nullcontext()
+    return threads(PARALLEL_SYNTHESIS_THREADS)
 
 
 def _pitch_range(model: TimbreModel) -> tuple[int, int]:
