@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -140,6 +141,20 @@ def test_a_rerun_resumes_and_gives_the_same_dataset(built, recordings):
         "Flute C5 (stereo).wav", "clipped.wav", "corrupt.wav", "detuned.wav", "noise.wav", "phrase.wav",
         "silence.wav", "takes/take 2.flac", "takes/take3.wav",
     }  # fmt: skip
+
+
+def test_instruments_per_subfolder_relabel_without_a_new_analysis(built, recordings, tmp_path):
+    out = tmp_path / "by-folder"
+    shutil.copytree(built[0], out)
+    summary = build_from_folder(recordings, out, valid=0.3, progress=False, instrument_per_folder=True)
+    assert summary.resumed_files == 9
+    examples = examples_of(out)
+    instruments = {fields["source_file"]: fields["instrument_str"] for fields in examples.values()}
+    assert instruments["takes/take 2.flac"] == instruments["takes/take3.wav"] == "takes"
+    assert instruments["phrase.wav"] == "my_flute"
+    # Each instrument with two notes or more has one held out.
+    valid = json.loads((out / "nsynth-valid" / "examples.json").read_text())
+    assert {fields["instrument_str"] for fields in valid.values()} == {"takes", "my_flute"}
 
 
 def test_an_output_inside_the_folder_is_refused(recordings, capsys):

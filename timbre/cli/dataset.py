@@ -106,6 +106,7 @@ def _from_folder(args: argparse.Namespace) -> int:
             retune=not args.keep_tuning,
             progress=not args.quiet,
             workers=args.workers,
+            instrument_per_folder=args.instrument_per_folder,
         )
     print(summary.describe())
     return 0
@@ -200,6 +201,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from_folder.add_argument(
         "--instrument", help="instrument name: lower-case letters, digits and _ (default: the folder's name)"
     )
+    from_folder.add_argument(
+        "--instrument-per-folder", action="store_true",
+        help="each top-level subfolder of FOLDER is an instrument named after it (held-out notes are drawn from each)",
+    )  # fmt: skip
     from_folder.add_argument("--seconds", type=_seconds, default=4.0, help="length of every note (default: 4)")
     from_folder.add_argument(
         "--valid", type=_fraction, default=0.2, help="fraction of the notes held out for validation (default: 0.2)"

@@ -125,13 +125,21 @@ _STATE_SECONDS = 10.0
 
 @dataclass(frozen=True)
 class Settings:
-    """What a build depends on; a state written with other settings is not reused."""
+    """What a build depends on; a state written with other analysis settings is not reused
+    (``instrument_per_folder`` only relabels notes: changing it keeps the analysis)."""
 
     instrument: str
     seconds: float
     sample_rate: int
     retune: bool
+    instrument_per_folder: bool = False
     version: int = ANALYSIS_VERSION
+
+    def instrument_of(self, relative: str) -> str:
+        """The instrument of the file at ``relative`` (a path inside the folder, ``/``-separated)."""
+        if self.instrument_per_folder and "/" in relative:
+            return slug(relative.split("/", 1)[0]) or self.instrument
+        return self.instrument
 
 
 @dataclass
@@ -509,12 +517,16 @@ def _file_key(path: Path) -> list[int]:
     return [status.st_size, status.st_mtime_ns]
 
 
+def _analysis_settings(settings: Settings) -> dict[str, Any]:
+    return {key: value for key, value in asdict(settings).items() if key != "instrument_per_folder"}
+
+
 def _load_state(out: Path, settings: Settings) -> dict[str, Any]:
     try:
         state = json.loads((out / STATE_FILE).read_text())
     except (OSError, ValueError):
         return {}
-    if not isinstance(state, dict) or state.get("settings") != asdict(settings):
+    if not isinstance(state, dict) or state.get("settings") != _analysis_settings(settings):
         return {}
     files = state.get("files")
     return files if isinstance(files, dict) else {}
@@ -539,23 +551,30 @@ def _find_wav(out: Path, name: str) -> Path | None:
 
 
 def held_out_names(notes: Sequence[dict[str, Any]], fraction: float) -> set[str]:
-    """Every ``1 / fraction``-th note in (pitch, name) order, starting half a step in: spread over pitches.
+    """Per instrument (``note["instrument"]``, when given), every ``1 / fraction``-th note in (pitch, name)
+    order, starting half a step in: held-out notes spread over each instrument's pitches.
 
-    At least one note when ``fraction > 0`` and there are two notes or more; never all of them.
+    At least one note of an instrument when ``fraction > 0`` and it has two notes or more; never all of them.
     """
-    if fraction <= 0 or len(notes) < 2:
-        return set()
-    ordered = sorted(notes, key=lambda note: (note["pitch"], note["name"]))
-    count = min(len(ordered) - 1, max(1, round(fraction * len(ordered))))
-    positions = {int((k + 0.5) * len(ordered) / count) for k in range(count)}
-    return {ordered[position]["name"] for position in positions}
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for note in notes:
+        groups.setdefault(str(note.get("instrument", "")), []).append(note)
+    held_out: set[str] = set()
+    for group in groups.values():
+        if fraction <= 0 or len(group) < 2:
+            continue
+        ordered = sorted(group, key=lambda note: (note["pitch"], note["name"]))
+        count = min(len(ordered) - 1, max(1, round(fraction * len(ordered))))
+        positions = {int((k + 0.5) * len(ordered) / count) for k in range(count)}
+        held_out |= {ordered[position]["name"] for position in positions}
+    return held_out
 
 
 def _example(note: dict[str, Any], settings: Settings, family: str | None, source: str | None) -> dict[str, Any]:
     """NSynth's fields of a note (unknown family or source: ``"unknown"``, id -1) and its provenance."""
     return {
         "note_str": note["name"],
-        "instrument_str": settings.instrument,
+        "instrument_str": settings.instrument_of(note["source_file"]),
         "pitch": note["pitch"],
         "velocity": VELOCITY,
         "sample_rate": settings.sample_rate,
@@ -584,6 +603,7 @@ def build_from_folder(
     sample_rate: int = SAMPLE_RATE,
     progress: bool = True,
     workers: int = 1,
+    instrument_per_folder: bool = False,
 ) -> FolderSummary:
     """Find the notes of every recording under ``folder`` and write them as an NSynth-layout dataset.
 
@@ -600,6 +620,8 @@ def build_from_folder(
         sample_rate: rate of the written notes.
         progress: show a progress bar.
         workers: processes analysing files in parallel (the output does not depend on it).
+        instrument_per_folder: each top-level subfolder of ``folder`` is an instrument named after
+            it (files directly in ``folder`` are ``instrument``); notes are held out per instrument.
 
     Raises:
         ConfigError: an argument is out of range.
@@ -621,7 +643,7 @@ def build_from_folder(
     if source is not None and source not in NSYNTH_SOURCES:
         raise ConfigError(f"source {source!r} is not an NSynth source ({', '.join(NSYNTH_SOURCES)})")
     _check_paths(folder, out)
-    settings = Settings(name, float(seconds), int(sample_rate), bool(retune))
+    settings = Settings(name, float(seconds), int(sample_rate), bool(retune), bool(instrument_per_folder))
     files, ignored = _audio_files(folder)
     if not files:
         raise DatasetError(f"{folder}: holds no audio files ({', '.join(AUDIO_SUFFIXES)})")
@@ -649,7 +671,7 @@ def build_from_folder(
 
     def save_state() -> None:
         ordered = dict(sorted(state.items(), key=lambda item: order[item[0]]))
-        _write_json(out / STATE_FILE, {"settings": asdict(settings), "files": ordered})
+        _write_json(out / STATE_FILE, {"settings": _analysis_settings(settings), "files": ordered})
 
     last_save = time.monotonic()
     bar = tqdm(total=len(files), initial=summary.resumed_files, disable=not progress, unit="file", desc="analysing")
@@ -685,7 +707,9 @@ def build_from_folder(
         raise DatasetError(
             f"{folder}: no usable note in {len(files)} audio files (see {out / (REPORT_STEM + '.md')} for the reasons)"
         )
-    held_out = held_out_names(notes, valid)
+    held_out = held_out_names(
+        [{**note, "instrument": settings.instrument_of(note["source_file"])} for note in notes], valid
+    )
     examples: dict[str, dict[str, Any]] = {split: {} for split in SPLITS}
     kept = {note["name"] for note in notes}
     for note in notes:
@@ -733,6 +757,9 @@ def _write_report(
     report = {
         "folder": str(folder),
         "instrument": settings.instrument,
+        "notes_per_instrument": dict(
+            sorted(Counter(e["instrument_str"] for split in examples.values() for e in split.values()).items())
+        ),
         "settings": asdict(settings),
         "files": summary.files,
         "ignored_files": summary.ignored,

@@ -74,7 +74,7 @@ def build_data(data_config: DictConfig) -> DataBundle:
     if "root" in data_config and data_config.get("root") in (None, ""):
         raise ConfigError(
             "data.root is not set: give the dataset folder, e.g. data.root=DIR "
-            "(notes in the NSynth layout, as written by timbre dataset build)"
+            "(notes in the NSynth layout, as written by timbre dataset build or timbre dataset from-folder)"
         )
     try:
         bundle = instantiate(data_config, _convert_="all")

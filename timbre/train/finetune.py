@@ -254,11 +254,21 @@ def measure_step_seconds(
     return statistics.median(durations) if durations else 0.0
 
 
+def _minutes(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return "under a minute" if minutes < 1 else f"about {minutes} minute" + ("s" if minutes > 1 else "")
+
+
 def describe_estimate(
-    step_seconds: float, trainer_settings: TrainerSettings, settings: FinetuneSettings, train_notes: int, held_out: int
+    step_seconds: float,
+    trainer_settings: TrainerSettings,
+    settings: FinetuneSettings,
+    train_notes: int,
+    held_out: int,
+    done_steps: int = 0,
 ) -> str:
-    """One line: how long the fine-tune will take, at most."""
-    steps = trainer_settings.max_steps
+    """One line: how long the fine-tune will take, at most (``done_steps``: already done by a resumed run)."""
+    steps = max(0, trainer_settings.max_steps - done_steps)
     validations = steps // trainer_settings.valid_every + 1
     valid_batches = min(trainer_settings.valid_batches, math.ceil(held_out / trainer_settings.batch_size))
     # A validation batch is a forward pass, about a third of a training step.
@@ -266,13 +276,13 @@ def describe_estimate(
     scoring = held_out * (_EVALUATION_SECONDS_PER_NOTE + (_PITCH_SECONDS_PER_NOTE if settings.track_pitch else 0.0))
     limit = settings.max_minutes * 60 if settings.max_minutes is not None else math.inf
     if training > limit:
-        fitting = int(limit / (training / steps))
+        fitting = int(limit / (training / max(steps, 1)))
         plan = f"{settings.max_minutes:g} minutes of training (the time limit: about {fitting} of {steps} steps)"
     else:
-        plan = f"at most {steps} steps, about {max(1, round(training / 60))} minutes of training"
+        plan = f"at most {steps} steps, {_minutes(training)} of training"
     return (
         f"timbre-train: fine-tuning on {train_notes} notes, {held_out} held out; {step_seconds:.2f} s per step: "
-        f"{plan}, then about {max(1, round(scoring / 60))} minute(s) to score the held-out notes; "
+        f"{plan}, then {_minutes(scoring)} to score the held-out notes; "
         f"early stopping (patience {settings.patience}) usually ends it sooner"
     )
 
@@ -455,10 +465,11 @@ def run_finetune(config: DictConfig, run_dir: Path | None, resume_state: dict[st
                 step_seconds = measure_step_seconds(
                     model.to(device), data, trainer_settings.batch_size, device, settings.estimate_steps
                 )
-                print(
-                    describe_estimate(step_seconds, trainer_settings, settings, len(data.train), len(held_out)),
-                    flush=True,
+                done = int(resume_state["training"]["step"]) if resume_state is not None else 0
+                estimate = describe_estimate(
+                    step_seconds, trainer_settings, settings, len(data.train), len(held_out), done
                 )
+                print(estimate, flush=True)
         threads = torch.get_num_threads()
         run_info = {
             "command": describe_command(),
