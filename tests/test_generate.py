@@ -208,6 +208,10 @@ def test_without_the_native_kernel_the_torch_stepper_takes_over(monkeypatch):
 # logits by about their whole spread.
 REDUCED_PRECISION_BOUNDS = {torch.bfloat16: (0.012, 1e-5), torch.int8: (0.03, 3e-5)}
 REDUCED_DTYPES = [pytest.param(dtype, id=str(dtype).removeprefix("torch.")) for dtype in REDUCED_PRECISION_BOUNDS]
+# Largest difference between the native kernel and the torch stepper on the same rounded weights,
+# over the largest logit: float32 rounding for bfloat16; for int8 also the 14-bit inputs of the
+# kernel's one-note path (measured 8e-5). Broken packings measured 0.06-1.2.
+NATIVE_TOLERANCE = {torch.bfloat16: 2e-6, torch.int8: 5e-4}
 
 
 @pytest.mark.parametrize("dtype", REDUCED_DTYPES)
@@ -285,10 +289,10 @@ def native_against_torch(dtype: torch.dtype, batch: int, threads: int) -> tuple[
 @pytest.mark.parametrize("batch", [1, 5], ids=["one-note", "block-of-4-and-one"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_native_reduced_precision_step_equals_the_torch_stepper_with_the_same_rounding(dtype, batch, threads):
-    """The native kernel's bfloat16 pairs and int8 panels (with their scales) compute exactly the
-    torch stepper's step on the same rounded matrices: odd widths, one note and blocks of notes."""
+    """The native kernel's bfloat16 pairs and int8 panels (with their scales) compute the torch
+    stepper's step on the same rounded matrices: odd widths, one note and blocks of notes."""
     difference, from_float32 = native_against_torch(dtype, batch, threads)
-    assert difference < 2e-6
+    assert difference < NATIVE_TOLERANCE[dtype]
     assert from_float32 > 1e-5  # the rounding did happen
 
 
@@ -300,7 +304,7 @@ def test_the_checks_catch_a_broken_kernel(monkeypatch, breakage):
     dtype, name, broken = BROKEN_KERNELS[breakage]
     monkeypatch.setattr(native, name, broken)
     difference, _ = native_against_torch(dtype, 1, 1)
-    assert difference > 1e-3
+    assert difference > 50 * NATIVE_TOLERANCE[dtype]
     if breakage != "int8-taps-reversed":  # random small decoders barely listen to their past inputs
         decoder = make_decoder("deep")
         z, pitch = note_inputs(decoder, 2, 300)

@@ -118,3 +118,30 @@ def test_a_library_of_another_layout_is_refused(monkeypatch):
     with pytest.warns(RuntimeWarning, match="does not match this package"):
         audio = generate(decoder, torch.randn(1, 16, 4), 60, 64, temperature=0.0)
     assert audio.shape == (1, 64)
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="needs gcc")
+def test_the_portable_int8_path_computes_what_the_avx2_one_does(tmp_path):
+    """Built without intrinsics (as for a CPU without AVX2), the one-note int8 product sums the same
+    integers: the logits agree up to float32 rounding, which may move a 14-bit input by one level
+    (measured 1e-4 of the largest logit; a misread weight or scale moves them by 6% or more)."""
+    source = Path(native.__file__).with_name("fastgen.c")
+    portable = tmp_path / "portable.so"
+    command = ["gcc", "-O3", "-Wall", "-Wextra", "-Werror", "-DTIMBRE_NO_INTRINSICS", "-fPIC", "-shared"]
+    result = subprocess.run(
+        [*command, "-Wno-unknown-pragmas", "-o", str(portable), str(source), "-lm"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    torch.manual_seed(0)
+    decoder = WaveNetDecoder(
+        residual_channels=24, skip_channels=70, layers=4, stages=2, kernel_size=3, pitch_embedding_dim=4, hop_length=16
+    ).eval()
+    weights = FoldedWeights.from_step(decoder.step_weights())
+    inputs = torch.rand(300, 1, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    frame = (torch.randn(4, 1, 48) * 0.3, torch.randn(1, 70) * 0.3)
+    logits = []
+    for library in (native.load_library(), native._open(portable)):
+        stepper = native.NativeStepper(library, weights, batch=1, threads=1, weight_dtype=torch.int8)
+        stepper.set_frame(*frame)
+        logits.append(stepper.run(0, 300, teacher=inputs))
+    assert (logits[0] - logits[1]).abs().max().item() < 5e-4 * logits[0].abs().max().item()

@@ -220,40 +220,112 @@ static void panels_multiply_bfloat16(const void *restrict packed, int segments, 
     }
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && TIMBRE_PANEL == 64
+/* int8 panels: [panels][TIMBRE_PANEL float32 column scales, then segments][pairs][TIMBRE_PANEL][2] int8:
+ * inputs 2k and 2k+1 of a segment side by side for each column (an odd segment's last pair ends
+ * with a zero), as bfloat16 pairs are. Each column's sum runs over the integer weights and is
+ * scaled once at the end.
+ *
+ * One note (batch 1, where decoding is bound by streaming the weights) also has its inputs
+ * quantized, per segment, to 14-bit integers (|q| <= 8191, scale max|x| / 8191: a relative error
+ * of 6e-5 of the largest input, far below the weights' own): each pair of products then is one
+ * integer multiply-add (AVX2's vpmaddwd) into exact int32 sums, flushed to float32 every
+ * INT8_CHUNK_PAIRS pairs before they could overflow (2 * 127 * 8191 * 1024 < 2^31). Blocks of
+ * notes widen each weight pair to float32 once for the whole block instead. */
+enum { INT8_ACTIVATION_LEVELS = 8191, INT8_CHUNK_PAIRS = 1024, INT8_MAX_QUANTIZED_INPUTS = 8192 };
+
+/* One note's inputs of every segment as int16 [segments][2 * pairs] (odd segments end with a
+ * zero) and their scales [segments]. */
+static void quantize_note_inputs(const float *const *inputs, size_t offset, int segments, int seg_len, int pairs,
+                                 int16_t *restrict quantized, float *restrict scales)
+{
+    for (int s = 0; s < segments; ++s) {
+        const float *restrict x = inputs[s] + offset;
+        int16_t *restrict q = quantized + (size_t)s * 2 * pairs;
+        float largest = 0.0f;
+        for (int i = 0; i < seg_len; ++i) largest = fmaxf(largest, fabsf(x[i]));
+        const float inverse = largest > 0.0f ? (float)INT8_ACTIVATION_LEVELS / largest : 0.0f;
+        scales[s] = largest / (float)INT8_ACTIVATION_LEVELS;
+        for (int i = 0; i < seg_len; ++i) {
+            const float level = fminf(fmaxf(nearbyintf(x[i] * inverse), -INT8_ACTIVATION_LEVELS), INT8_ACTIVATION_LEVELS);
+            q[i] = (int16_t)level;
+        }
+        if (seg_len % 2) q[seg_len] = 0;
+    }
+}
+
+/* One note's panel from its quantized inputs; adds the scaled sums to y [TIMBRE_PANEL]. */
+static void int8_panel_one_note(const int8_t *restrict weights, int segments, int pairs,
+                                const int16_t *restrict quantized, const float *restrict input_scales,
+                                const float *restrict scale, float *restrict y)
+{
+    float sums[TIMBRE_PANEL] = {0.0f};
+    for (int s = 0; s < segments; ++s) {
+        const int16_t *restrict q = quantized + (size_t)s * 2 * pairs;
+        const int8_t *restrict w = weights + (size_t)s * pairs * 2 * TIMBRE_PANEL;
+        for (int k0 = 0; k0 < pairs; k0 += INT8_CHUNK_PAIRS) {
+            const int k1 = k0 + INT8_CHUNK_PAIRS < pairs ? k0 + INT8_CHUNK_PAIRS : pairs;
+            int32_t acc[TIMBRE_PANEL] = {0};
+            for (int k = k0; k < k1; ++k) {
+                const int32_t x0 = q[2 * k], x1 = q[2 * k + 1];
+                const int8_t *restrict pair = w + (size_t)k * 2 * TIMBRE_PANEL;
+                for (int j = 0; j < TIMBRE_PANEL; ++j) acc[j] += x0 * pair[2 * j] + x1 * pair[2 * j + 1];
+            }
+            for (int j = 0; j < TIMBRE_PANEL; ++j) sums[j] += (float)acc[j] * input_scales[s];
+        }
+    }
+    for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += sums[j] * scale[j];
+}
+
+#if defined(__x86_64__) && defined(__GNUC__) && TIMBRE_PANEL == 64 && !defined(TIMBRE_NO_INTRINSICS)
 #define TIMBRE_AVX2_INT8
 #include <immintrin.h>
 
-/* One note's int8 panel product with AVX2 + FMA intrinsics, used where the CPU has them (checked at
- * run time). Plain C loops compile to widening sequences that keep more vectors live than AVX2 has
- * registers (GCC 12 spills the accumulators), at half this speed; target_clones cannot host
- * intrinsics, whose baseline clone would not compile. Adds the scaled sums to y [TIMBRE_PANEL]. */
+/* int8_panel_one_note with AVX2 intrinsics (the same exact integer sums), used where the CPU has
+ * AVX2 (checked at run time): GCC does not turn the plain loop into vpmaddwd, and target_clones
+ * cannot host intrinsics, whose baseline clone would not compile. */
 __attribute__((target("avx2,fma"))) static void int8_panel_one_note_avx2(const int8_t *restrict weights,
-                                                                          int segments, int seg_len,
-                                                                          const float *const *inputs, size_t offset,
+                                                                          int segments, int pairs,
+                                                                          const int16_t *restrict quantized,
+                                                                          const float *restrict input_scales,
                                                                           const float *restrict scale,
                                                                           float *restrict y)
 {
-    /* Eight named accumulators, not an array: GCC stores an accumulator array back every iteration. */
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+    __m256 sums[8];
+    for (int v = 0; v < 8; ++v) sums[v] = _mm256_setzero_ps();
     for (int s = 0; s < segments; ++s) {
-        const float *restrict x = inputs[s] + offset;
-        const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
-        for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
-            const __m256 xi = _mm256_broadcast_ss(x + i);
-#define INT8_FMA(acc, v) \
-    acc = _mm256_fmadd_ps(xi, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(w + 8 * (v))))), acc)
-            INT8_FMA(a0, 0); INT8_FMA(a1, 1); INT8_FMA(a2, 2); INT8_FMA(a3, 3);
-            INT8_FMA(a4, 4); INT8_FMA(a5, 5); INT8_FMA(a6, 6); INT8_FMA(a7, 7);
-#undef INT8_FMA
+        const int16_t *restrict q = quantized + (size_t)s * 2 * pairs;
+        const int8_t *restrict w = weights + (size_t)s * pairs * 2 * TIMBRE_PANEL;
+        const __m256 input_scale = _mm256_set1_ps(input_scales[s]);
+        for (int k0 = 0; k0 < pairs; k0 += INT8_CHUNK_PAIRS) {
+            const int k1 = k0 + INT8_CHUNK_PAIRS < pairs ? k0 + INT8_CHUNK_PAIRS : pairs;
+            /* Eight named accumulators, not an array: GCC stores an accumulator array back every iteration. */
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0;
+            for (int k = k0; k < k1; ++k) {
+                int32_t both;
+                memcpy(&both, q + 2 * k, sizeof both); /* x[2k] in the low half, x[2k+1] in the high */
+                const __m256i x = _mm256_set1_epi32(both);
+                const int8_t *restrict pair = w + (size_t)k * 2 * TIMBRE_PANEL;
+#define INT8_PAIR(acc, v)                                                                                       \
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(pair + 16 * (v)))), x))
+                INT8_PAIR(a0, 0);
+                INT8_PAIR(a1, 1);
+                INT8_PAIR(a2, 2);
+                INT8_PAIR(a3, 3);
+                INT8_PAIR(a4, 4);
+                INT8_PAIR(a5, 5);
+                INT8_PAIR(a6, 6);
+                INT8_PAIR(a7, 7);
+#undef INT8_PAIR
+            }
+            const __m256i chunk[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+            for (int v = 0; v < 8; ++v) sums[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(chunk[v]), input_scale, sums[v]);
         }
     }
-    const __m256 sums[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
     for (int v = 0; v < 8; ++v)
         _mm256_storeu_ps(y + 8 * v, _mm256_fmadd_ps(sums[v], _mm256_loadu_ps(scale + 8 * v), _mm256_loadu_ps(y + 8 * v)));
 }
 
-static int cpu_has_avx2_fma(void)
+static int cpu_has_avx2(void)
 {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -264,31 +336,32 @@ CPU_DISPATCH
 static void panels_multiply_int8(const void *restrict packed, int segments, int seg_len, int p0, int p1,
                                  const float *const *inputs, int ldx, int batch, float *restrict out, int ldy)
 {
-    /* int8 panels: [panels][TIMBRE_PANEL float32 column scales, then inputs x TIMBRE_PANEL int8]. The
-     * dot products run over the integer weights; each column's sum is scaled once at the end. */
     const unsigned char *restrict bytes = packed;
-    const int n_in = segments * seg_len;
-    const size_t panel_bytes = TIMBRE_PANEL * sizeof(float) + (size_t)n_in * TIMBRE_PANEL;
-#ifdef TIMBRE_AVX2_INT8
-    const int avx2 = cpu_has_avx2_fma();
-#endif
+    const int pairs = (seg_len + 1) / 2, whole = seg_len / 2;
+    const size_t panel_bytes = TIMBRE_PANEL * sizeof(float) + (size_t)segments * pairs * 2 * TIMBRE_PANEL;
+    const int blocks = batch / BATCH_BLOCK * BATCH_BLOCK; /* notes in whole blocks; the rest one by one */
     for (int p = p0; p < p1; ++p) {
         const unsigned char *restrict panel = bytes + (size_t)p * panel_bytes;
         float scale[TIMBRE_PANEL];
         memcpy(scale, panel, sizeof(scale));
         const int8_t *restrict weights = (const int8_t *)(panel + sizeof(scale));
-        int b = 0;
-        for (; b + BATCH_BLOCK <= batch; b += BATCH_BLOCK) {
+        for (int b = 0; b < blocks; b += BATCH_BLOCK) {
             float acc[BATCH_BLOCK][TIMBRE_PANEL] = {{0.0f}};
             for (int s = 0; s < segments; ++s) {
                 const float *restrict x = inputs[s] + (size_t)b * ldx;
-                const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
-                for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
-                    float row[TIMBRE_PANEL]; /* widened once for the whole block of notes */
-                    for (int j = 0; j < TIMBRE_PANEL; ++j) row[j] = (float)w[j];
+                const int8_t *restrict w = weights + (size_t)s * pairs * 2 * TIMBRE_PANEL;
+                for (int k = 0; k < pairs; ++k, w += 2 * TIMBRE_PANEL) {
+                    float low[TIMBRE_PANEL], high[TIMBRE_PANEL]; /* widened once for the whole block */
+                    for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                        low[j] = (float)w[2 * j];
+                        high[j] = (float)w[2 * j + 1];
+                    }
                     for (int r = 0; r < BATCH_BLOCK; ++r) {
-                        const float xi = x[r * ldx + i];
-                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[r][j] += xi * row[j];
+                        const float x0 = x[r * ldx + 2 * k], x1 = k < whole ? x[r * ldx + 2 * k + 1] : 0.0f;
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) {
+                            acc[r][j] += x0 * low[j];
+                            acc[r][j] += x1 * high[j];
+                        }
                     }
                 }
             }
@@ -297,24 +370,44 @@ static void panels_multiply_int8(const void *restrict packed, int segments, int 
                 for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += acc[r][j] * scale[j];
             }
         }
-        for (; b < batch; ++b) {
+    }
+    if (blocks == batch) return;
+    /* The remaining notes, each with its inputs quantized once for all panels. */
+    const int n_quantized = segments * 2 * pairs;
+    int16_t quantized[INT8_MAX_QUANTIZED_INPUTS];
+    float input_scales[64];
+    const int fits = n_quantized <= INT8_MAX_QUANTIZED_INPUTS && segments <= 64;
+#ifdef TIMBRE_AVX2_INT8
+    const int avx2 = cpu_has_avx2();
+#endif
+    for (int b = blocks; b < batch; ++b) {
+        if (fits) quantize_note_inputs(inputs, (size_t)b * ldx, segments, seg_len, pairs, quantized, input_scales);
+        for (int p = p0; p < p1; ++p) {
+            const unsigned char *restrict panel = bytes + (size_t)p * panel_bytes;
+            float scale[TIMBRE_PANEL];
+            memcpy(scale, panel, sizeof(scale));
+            const int8_t *restrict weights = (const int8_t *)(panel + sizeof(scale));
             float *restrict y = out + (size_t)b * ldy + p * TIMBRE_PANEL;
+            if (!fits) { /* inputs too long for the stack buffer: float32 inputs, as in a block */
+                float acc[TIMBRE_PANEL] = {0.0f};
+                for (int s = 0; s < segments; ++s) {
+                    const float *restrict x = inputs[s] + (size_t)b * ldx;
+                    const int8_t *restrict w = weights + (size_t)s * pairs * 2 * TIMBRE_PANEL;
+                    for (int k = 0; k < pairs; ++k, w += 2 * TIMBRE_PANEL) {
+                        const float x0 = x[2 * k], x1 = k < whole ? x[2 * k + 1] : 0.0f;
+                        for (int j = 0; j < TIMBRE_PANEL; ++j) acc[j] += x0 * (float)w[2 * j] + x1 * (float)w[2 * j + 1];
+                    }
+                }
+                for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += acc[j] * scale[j];
+                continue;
+            }
 #ifdef TIMBRE_AVX2_INT8
             if (avx2) {
-                int8_panel_one_note_avx2(weights, segments, seg_len, inputs, (size_t)b * ldx, scale, y);
+                int8_panel_one_note_avx2(weights, segments, pairs, quantized, input_scales, scale, y);
                 continue;
             }
 #endif
-            float acc[TIMBRE_PANEL] = {0.0f};
-            for (int s = 0; s < segments; ++s) {
-                const float *restrict x = inputs[s] + (size_t)b * ldx;
-                const int8_t *restrict w = weights + (size_t)s * seg_len * TIMBRE_PANEL;
-                for (int i = 0; i < seg_len; ++i, w += TIMBRE_PANEL) {
-                    const float xi = x[i];
-                    for (int j = 0; j < TIMBRE_PANEL; ++j) acc[j] += xi * (float)w[j];
-                }
-            }
-            for (int j = 0; j < TIMBRE_PANEL; ++j) y[j] += acc[j] * scale[j];
+            int8_panel_one_note(weights, segments, pairs, quantized, input_scales, scale, y);
         }
     }
 }

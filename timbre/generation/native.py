@@ -217,10 +217,11 @@ def _in_one_buffer(tensors: Iterable[torch.Tensor], sizes: list[int], dtype: tor
 
 def packed_size(rows: int, width: int, segments: int, weight_dtype: torch.dtype) -> int:
     """Elements of :func:`packed_matrix`'s result for a ``[rows, width]`` matrix of ``segments`` segments."""
+    in_pairs = segments * 2 * -(-rows // segments // 2)  # inputs, each segment rounded up to whole pairs
     if weight_dtype == torch.bfloat16:
-        return segments * 2 * -(-rows // segments // 2) * width
+        return in_pairs * width
     if weight_dtype == torch.int8:
-        return width * 4 + rows * width  # bytes: a float32 scale per column, an int8 per weight
+        return width * 4 + in_pairs * width  # bytes: a float32 scale per column, an int8 per weight
     return rows * width
 
 
@@ -233,22 +234,25 @@ def packed_matrix(matrix: torch.Tensor, segments: int, panel: int, weight_dtype:
     * float32: ``[panels, inputs, panel]``;
     * bfloat16: ``[panels, segments, pairs, panel, 2]``: inputs ``2k`` and ``2k+1`` of a segment
       side by side, an odd segment's last pair completed by a zero;
-    * int8 (bytes): ``[panels, panel * 4 + inputs * panel]``: each panel's float32 column scales,
-      then its ``[inputs, panel]`` int8 weights (see :func:`~timbre.generation.folded.quantize_int8`).
+    * int8 (bytes): ``[panels, panel * 4 + segments * pairs * panel * 2]``: each panel's float32
+      column scales, then its int8 weights (see :func:`~timbre.generation.folded.quantize_int8`)
+      in the pairs of bfloat16's layout.
     """
     rows, width = matrix.shape
     panels = width // panel
-    if weight_dtype == torch.bfloat16:
+
+    def in_pairs(values: torch.Tensor) -> torch.Tensor:  # [rows, width] -> [panels, segments * pairs * panel * 2]
         run = rows // segments
         pairs = -(-run // 2)
-        runs = F.pad(matrix.reshape(segments, run, width), (0, 0, 0, 2 * pairs - run))
-        in_pairs = runs.reshape(segments, pairs, 2, panels, panel).permute(3, 0, 1, 4, 2)
-        return in_pairs.to(torch.bfloat16).reshape(-1)
+        runs = F.pad(values.reshape(segments, run, width), (0, 0, 0, 2 * pairs - run))
+        return runs.reshape(segments, pairs, 2, panels, panel).permute(3, 0, 1, 4, 2).reshape(panels, -1)
+
+    if weight_dtype == torch.bfloat16:
+        return in_pairs(matrix).to(torch.bfloat16).reshape(-1)
     if weight_dtype == torch.int8:
         weights, scales = quantize_int8(matrix)
-        panel_weights = weights.reshape(rows, panels, panel).transpose(0, 1).reshape(panels, rows * panel)
         panel_scales = scales.reshape(panels, panel).contiguous().view(torch.uint8)
-        return torch.cat([panel_scales, panel_weights.view(torch.uint8)], dim=1).reshape(-1)
+        return torch.cat([panel_scales, in_pairs(weights).view(torch.uint8)], dim=1).reshape(-1)
     return matrix.reshape(rows, panels, panel).transpose(0, 1).reshape(-1)
 
 
