@@ -30,10 +30,9 @@ MAX_BARS = 1024
 
 def _composer(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and music21.
-    from timbre.evaluation.composer import REPORT_STEM, evaluate_composer
+    check_output_dir(args.out, [args.model], [])  # before the imports: they take seconds
+    from timbre.evaluation.composer import evaluate_composer
 
-    names = [f"{REPORT_STEM}.json", f"{REPORT_STEM}.md"] + [f"sample_{index:02d}.mid" for index in range(args.samples)]
-    check_output_dir(args.out, [args.model], names)
     report = evaluate_composer(
         args.model,
         args.out,
@@ -134,12 +133,11 @@ def _count(text: str) -> int:
 
 
 def _autoencoder(args: argparse.Namespace) -> int:
-    from timbre.evaluation.autoencoder import REPORT_STEM, evaluate_autoencoder, summary_table
-
     if not Path(args.data).is_dir():
         state = "is a file" if Path(args.data).exists() else "does not exist"
         raise ConfigError(f"--data {args.data}: {state}; give a folder of notes")
-    check_output_dir(args.out, [], [f"{REPORT_STEM}.json", f"{REPORT_STEM}.md"])
+    check_output_dir(args.out, [], [])  # before the imports: they take seconds
+    from timbre.evaluation.autoencoder import evaluate_autoencoder, summary_table
 
     report = evaluate_autoencoder(
         args.model,
@@ -198,7 +196,7 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baselines",
         type=_baselines,
-        default="fixed_embedding,untrained",
+        default=["fixed_embedding", "untrained"],  # a list: argparse converts only string defaults
         help="baselines scored in the same run: fixed_embedding, untrained, both (default) or none",
     )
     parser.add_argument(

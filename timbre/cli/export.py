@@ -130,6 +130,7 @@ def key_range(text: str) -> tuple[int, int]:
 
 def run_export(args: argparse.Namespace) -> int:
     """``timbre export``."""
+    _check_out(args.out, _sampler_format(args))  # before the imports: they take seconds
     from timbre.errors import ConfigError
     from timbre.export import export_instruments
 
@@ -153,6 +154,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_export_grid(args: argparse.Namespace) -> int:
     """``timbre export-grid``."""
+    _check_out(args.out, _sampler_format(args))  # before the imports: they take seconds
     from timbre.errors import ConfigError
     from timbre.export import export_grid
 
@@ -178,8 +180,6 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     from timbre.errors import ConfigError
     from timbre.export import model_pitch_range, sampling_plan
 
-    sampler_format = args.format or ("sf2" if Path(args.out).suffix.lower() == ".sf2" else "sfz")
-    _check_out(args.out, sampler_format)
     model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
     model = timbre.load(model_name, device=args.device)
     if args.decoder and model.decoder_kind != args.decoder:
@@ -195,7 +195,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
             file=sys.stderr,
         )
     options = {
-        "format": sampler_format,
+        "format": _sampler_format(args),
         "plan": sampling_plan(low, high, args.step, args.velocity_layers, args.seconds),
         "batch_size": args.batch_size,
         "temperature": args.temperature,
@@ -205,6 +205,10 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     if args.timbre_set:
         options["timbre_set"] = args.timbre_set
     return model, options
+
+
+def _sampler_format(args: argparse.Namespace) -> str:
+    return args.format or ("sf2" if Path(args.out).suffix.lower() == ".sf2" else "sfz")
 
 
 def _check_out(out: str, sampler_format: str) -> None:
