@@ -11,7 +11,7 @@ The same seed gives the same MIDI.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from timbre.io.midi import load_score
 from timbre.models.composer import Composer
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
 from timbre.symbolic.tokens import (
+    ConditionTokens,
     GrammarState,
     TokenGrammar,
     decode_ids,
@@ -57,6 +58,9 @@ class LoadedComposer:
         artifacts: everything the data config stored in the checkpoint.
         path: the checkpoint file.
         step: training steps behind the weights, when the checkpoint says.
+        conditions: the style, voice and infilling tokens of a many-style composer (None for a
+            single-corpus model such as composer-chorales).
+        style_programs: programs of each style's voices, highest first (many-style composers).
     """
 
     model: Composer
@@ -65,6 +69,42 @@ class LoadedComposer:
     artifacts: dict[str, Any]
     path: Path
     step: int | None = None
+    conditions: ConditionTokens | None = None
+    style_programs: dict[str, list[int]] = field(default_factory=dict)
+
+    @property
+    def styles(self) -> list[str]:
+        """Styles it can be asked for (``any`` first), empty for a single-corpus model."""
+        return ["any", *self.conditions.styles] if self.conditions is not None else []
+
+    def voice_programs(self, style: str | None = None, voices: int | None = None) -> list[int]:
+        """Programs the voices of ``style`` play, highest first, the first ``voices`` of them
+        (every program of the model for the ``any`` style).
+
+        Raises:
+            ConfigError: a style this composer does not know.
+        """
+        if style in (None, "any"):
+            return list(self.programs)  # any style: every voice of every style may play
+        if style in self.style_programs:
+            programs = self.style_programs[style]
+        else:
+            known = self.styles or ["(none: this composer has no styles)"]
+            raise ConfigError(f"style {style!r} is unknown to {self.path.name}; choose one of {known}")
+        return list(programs[:voices]) if voices is not None else list(programs)
+
+    def head(self, style: str | None = None, voices: int | None = None) -> list[int]:
+        """The opening tokens of a sequence: ``BOS`` (and ``Style Voices`` for a many-style model).
+
+        Raises:
+            ConfigError: a style or voice count asked of a model without styles.
+        """
+        bos = special_token_id(self.tokenizer, "BOS")
+        if self.conditions is None:
+            if style not in (None, "any") or voices is not None:
+                raise ConfigError(f"{self.path}: this composer was trained without styles or voice counts")
+            return [bos]
+        return [bos, self.conditions.style_id(style), self.conditions.voices_id(voices)]
 
 
 def load_composer(path: str | Path | None = None) -> LoadedComposer:
@@ -87,13 +127,19 @@ def load_composer(path: str | Path | None = None) -> LoadedComposer:
     if not isinstance(model, Composer) or "tokenizer" not in artifacts:
         raise CheckpointError(f"{checkpoint['path']}: not a composer checkpoint (no Composer model and tokenizer)")
     tokenizer = tokenizer_from_dict(artifacts["tokenizer"])
-    if len(tokenizer) != model.vocab_size:
+    conditions = ConditionTokens.from_dict(artifacts["conditions"]) if artifacts.get("conditions") else None
+    vocab_size = conditions.vocab_size if conditions is not None else len(tokenizer)
+    if vocab_size != model.vocab_size or (conditions is not None and conditions.base_size != len(tokenizer)):
         raise CheckpointError(
-            f"{checkpoint['path']}: tokenizer has {len(tokenizer)} tokens but the model {model.vocab_size}"
+            f"{checkpoint['path']}: tokenizer and condition tokens make {vocab_size} tokens but the model has "
+            f"{model.vocab_size}"
         )
     programs = list(artifacts.get("programs") or [])
+    style_programs = {str(k): list(v) for k, v in (artifacts.get("style_programs") or {}).items()}
     step = checkpoint.get("step") or (checkpoint.get("training") or {}).get("step")
-    return LoadedComposer(model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step)
+    return LoadedComposer(
+        model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step, conditions, style_programs
+    )
 
 
 def fit_prime_to_voices(score: symusic.Score, programs: Sequence[int]) -> symusic.Score:
@@ -200,14 +246,19 @@ class CompositionControl:
         return all(length is not None for length in self.lengths)
 
 
-def prime_tokens(composer: LoadedComposer, prime: symusic.Score, name: str = "primer") -> list[int]:
+def prime_tokens(
+    composer: LoadedComposer, prime: symusic.Score, name: str = "primer", programs: Sequence[int] | None = None
+) -> list[int]:
     """Token ids of a primer score (without BOS), its programs fitted to the model's voices.
+
+    Args:
+        programs: the voices to fit to, highest first (default: every program of the model).
 
     Raises:
         MidiError: naming ``name``, when the primer has no notes the tokenizer can represent.
     """
     try:
-        return encode_score(composer.tokenizer, fit_prime_to_voices(prime, composer.programs))
+        return encode_score(composer.tokenizer, fit_prime_to_voices(prime, programs or composer.programs))
     except MidiError as error:
         raise MidiError(f"{name}: {error}") from None
 
@@ -231,15 +282,19 @@ def compose_many(
     top_p: float | None = None,
     seed: int = 0,
     progress: bool = False,
+    style: str | None = None,
+    voices: int | None = None,
 ) -> list[symusic.Score]:
     """Sample ``count`` pieces in one batch (see :func:`compose` for the arguments)."""
     _check_sampling(count, bars, tokens, temperature, top_k, top_p)
     tokenizer, model = composer.tokenizer, composer.model
+    head = composer.head(style, voices)
+    programs = composer.voice_programs(style, voices)
     prime_score = load_score(prime) if isinstance(prime, (str, Path)) else prime
     name = str(prime) if isinstance(prime, (str, Path)) else "primer"
-    primer = prime_tokens(composer, prime_score, name) if prime_score is not None else []
-    prompt = [special_token_id(tokenizer, "BOS"), *primer]
-    grammar = TokenGrammar(tokenizer, composer.programs or None)
+    primer = prime_tokens(composer, prime_score, name, programs) if prime_score is not None else []
+    prompt = [*head, *primer]
+    grammar = TokenGrammar(tokenizer, programs or None, composer.conditions)
     if tokens is not None:
         finish_after = tokens
     else:
@@ -261,8 +316,8 @@ def compose_many(
                 batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
                 generator=generator, control=control,
             )  # fmt: skip
-    # Tracks in the corpus's voice order (soprano first for the chorales), then any others.
-    order = {program: rank for rank, program in enumerate(composer.programs)}
+    # Tracks in the style's voice order (soprano first for the chorales), then any others.
+    order = {program: rank for rank, program in enumerate(programs)}
     scores = []
     for row, length in enumerate(control.lengths):
         new = output[row, len(prompt) :].tolist()
@@ -287,6 +342,8 @@ def compose(
     top_p: float | None = None,
     seed: int = 0,
     progress: bool = False,
+    style: str | None = None,
+    voices: int | None = None,
 ) -> symusic.Score:
     """Compose a piece from scratch or continue a primer.
 
@@ -299,6 +356,8 @@ def compose(
         temperature, top_k, top_p: sampling (see :func:`timbre.models.composer.sample_next`).
         seed: the same seed, model and arguments give the same piece.
         progress: show a progress bar of the bars (or tokens) written.
+        style: the style to write in (a many-style composer; None or ``"any"``: unconditional).
+        voices: the number of voices to write (a many-style composer; None: any).
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
@@ -314,6 +373,8 @@ def compose(
         top_p=top_p,
         seed=seed,
         progress=progress,
+        style=style,
+        voices=voices,
     )[0]
 
 

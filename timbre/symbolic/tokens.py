@@ -25,11 +25,22 @@ from timbre.errors import ConfigError, MidiError
 TOKENIZER_KINDS = {"remi": miditok.REMI, "tsd": miditok.TSD}
 
 
+# Meters of the whole music21 corpus (Palestrina's 4/2 and 2/1, folk 9/8 and 6/4, ...). A meter
+# outside a tokenizer's range is read as 4/4, which would move bar lines.
+WIDE_TIME_SIGNATURES: dict[int, list[int]] = {
+    8: [3, 6, 9, 12],
+    4: [1, 2, 3, 4, 5, 6, 7],
+    2: [1, 2, 3, 4, 6, 8],
+    1: [1, 2, 3, 4],
+}
+
+
 def create_tokenizer(
     kind: str = "remi",
     velocities: int = 32,
     time_signatures: bool = True,
     pitch_range: tuple[int, int] = (21, 109),
+    time_signature_range: dict[int, list[int]] | None = None,
 ) -> miditok.MusicTokenizer:
     """A miditok tokenizer with programs, BOS/EOS/PAD special tokens and one token stream.
 
@@ -40,11 +51,14 @@ def create_tokenizer(
             chorales whose velocities are all equal and carry no information.
         time_signatures: add a ``TimeSig`` token after each bar (REMI) or at changes (TSD).
         pitch_range: lowest and one-past-highest MIDI pitch with a token.
+        time_signature_range: ``{denominator: [numerators]}`` with a token (None: miditok's
+            default, 3/8 6/8 12/8 and 1/4..6/4; :data:`WIDE_TIME_SIGNATURES` for many styles).
     """
     if kind not in TOKENIZER_KINDS:
         raise ConfigError(f"tokenizer {kind!r} is unknown; choose one of {sorted(TOKENIZER_KINDS)}")
     if velocities < 0:
         raise ConfigError(f"tokenizer velocities must be >= 0, got {velocities}")
+    extra = {"time_signature_range": time_signature_range} if time_signature_range is not None else {}
     config = miditok.TokenizerConfig(
         pitch_range=tuple(pitch_range),
         use_programs=True,
@@ -53,6 +67,7 @@ def create_tokenizer(
         num_velocities=max(velocities, 1),
         use_time_signatures=time_signatures,
         special_tokens=["PAD", "BOS", "EOS", "MASK"],
+        **extra,
     )
     return TOKENIZER_KINDS[kind](config)
 
@@ -122,6 +137,124 @@ def token_values(tokenizer: miditok.MusicTokenizer, token_type: str) -> dict[int
 
 # Token types that carry no music; a generated sequence never contains them.
 SPECIAL_TYPES = ("PAD", "BOS", "EOS", "MASK")
+# Types of the conditioning tokens appended after a tokenizer's vocabulary (see ConditionTokens).
+CONDITION_TYPES = ("Style", "Voices", "Infill", "FillBars")
+# Infilling sentinels (bar-level fill-in-the-middle, prefix-suffix-middle order): after each one
+# a new stream of bars begins.
+INFILL_SENTINELS = ("Prefix", "Suffix", "Middle")
+INFILL_END = "End"
+
+
+@dataclass(frozen=True)
+class ConditionTokens:
+    """Conditioning and infilling tokens appended after a miditok vocabulary (MuseNet-style).
+
+    miditok's vocabulary is left untouched (a saved tokenizer restores exactly); these tokens
+    take ids ``base_size, base_size + 1, ...`` in the order of :attr:`names`:
+
+    - ``Style_any`` then ``Style_<name>`` for each style (``any``: unconditional sampling);
+    - ``Voices_any`` then ``Voices_1`` .. ``Voices_<max_voices>``;
+    - ``Infill_Prefix``, ``Infill_Suffix``, ``Infill_Middle``, ``Infill_End``: the sentinels of a
+      bar-level fill-in-the-middle example ``BOS Style Voices Infill_Prefix <bars before>
+      Infill_Suffix <bars after> Infill_Middle FillBars_n <n bars> Infill_End``;
+    - ``FillBars_1`` .. ``FillBars_<max_fill_bars>``: how many bars the middle holds.
+
+    Every sequence starts ``BOS Style_x Voices_y``.
+
+    Args:
+        base_size: the tokenizer's vocabulary size.
+        styles: style names (without ``any``).
+        max_voices: largest voice count with its own token.
+        max_fill_bars: most bars one infilled middle may hold.
+    """
+
+    base_size: int
+    styles: tuple[str, ...]
+    max_voices: int = 8
+    max_fill_bars: int = 16
+
+    @property
+    def names(self) -> list[str]:
+        return [
+            *(f"Style_{name}" for name in ("any", *self.styles)),
+            "Voices_any",
+            *(f"Voices_{count}" for count in range(1, self.max_voices + 1)),
+            *(f"Infill_{name}" for name in (*INFILL_SENTINELS, INFILL_END)),
+            *(f"FillBars_{count}" for count in range(1, self.max_fill_bars + 1)),
+        ]
+
+    @property
+    def vocab_size(self) -> int:
+        """Size of the whole vocabulary: the tokenizer's plus these tokens."""
+        return self.base_size + len(self.names)
+
+    def id(self, name: str) -> int:
+        """Id of a condition token such as ``"Style_bach"`` or ``"Infill_Middle"``.
+
+        Raises:
+            ConfigError: no such token (e.g. a style the model was not trained on).
+        """
+        try:
+            return self.base_size + self.names.index(name)
+        except ValueError:
+            raise ConfigError(f"no condition token {name!r}") from None
+
+    def name(self, token: int) -> str:
+        """Name of a condition token id (``token >= base_size``)."""
+        return self.names[token - self.base_size]
+
+    def style_id(self, style: str | None) -> int:
+        """``Style_<style>`` (None: ``Style_any``).
+
+        Raises:
+            ConfigError: a style this vocabulary does not have.
+        """
+        style = style or "any"
+        if style != "any" and style not in self.styles:
+            raise ConfigError(f"style {style!r} is unknown; choose one of {['any', *self.styles]}")
+        return self.id(f"Style_{style}")
+
+    def voices_id(self, voices: int | None) -> int:
+        """``Voices_<voices>`` (None: ``Voices_any``); counts above ``max_voices`` take the last.
+
+        Raises:
+            ConfigError: a count below 1.
+        """
+        if voices is None:
+            return self.id("Voices_any")
+        if voices < 1:
+            raise ConfigError(f"voices must be at least 1, got {voices}")
+        return self.id(f"Voices_{min(voices, self.max_voices)}")
+
+    def fill_bars_id(self, bars: int) -> int:
+        """``FillBars_<bars>``.
+
+        Raises:
+            ConfigError: outside 1..max_fill_bars.
+        """
+        if not 1 <= bars <= self.max_fill_bars:
+            raise ConfigError(f"one infilled span holds 1 to {self.max_fill_bars} bars, got {bars}")
+        return self.id(f"FillBars_{bars}")
+
+    def types(self) -> list[str]:
+        """Token type of each condition token (``"Style"``, ``"Voices"``, ``"Infill"``, ``"FillBars"``)."""
+        return [name.split("_")[0] for name in self.names]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able settings that :meth:`from_dict` restores (stored in a checkpoint's artifacts)."""
+        return {
+            "base_size": self.base_size,
+            "styles": list(self.styles),
+            "max_voices": self.max_voices,
+            "max_fill_bars": self.max_fill_bars,
+        }
+
+    @classmethod
+    def from_dict(cls, params: dict[str, Any]) -> ConditionTokens:
+        return cls(int(params["base_size"]), tuple(params["styles"]), int(params["max_voices"]),
+                   int(params["max_fill_bars"]))  # fmt: skip
+
+
 # Types after which a note is still incomplete (its Duration has not come yet).
 NOTE_OPENING_TYPES = ("Program", "Pitch", "PitchDrum", "Velocity")
 
@@ -169,10 +302,18 @@ class TokenGrammar:
     Args:
         tokenizer: a tokenizer from :func:`create_tokenizer` (REMI or TSD, with programs).
         programs: programs allowed in Program tokens (None: all of the tokenizer's).
+        conditions: the condition tokens appended to the vocabulary, if any: masks then cover
+            the whole vocabulary and never allow them (prompts and controls place them).
     """
 
-    def __init__(self, tokenizer: miditok.MusicTokenizer, programs: Sequence[int] | None = None) -> None:
-        self.types = token_types(tokenizer)
+    def __init__(
+        self,
+        tokenizer: miditok.MusicTokenizer,
+        programs: Sequence[int] | None = None,
+        conditions: ConditionTokens | None = None,
+    ) -> None:
+        self.types = token_types(tokenizer) + (conditions.types() if conditions is not None else [])
+        self.conditions = conditions
         self.vocab_size = len(self.types)
         self.is_remi = "Bar" in self.types
         self.type_masks = {kind: torch.tensor([t == kind for t in self.types]) for kind in set(self.types)}
@@ -249,6 +390,14 @@ class TokenGrammar:
             if token == self.bos_id:
                 state.__dict__.update(self.initial_state().__dict__)
             return
+        if kind in CONDITION_TYPES:
+            # Conditions say nothing about time; after an infilling sentinel a new stream of
+            # bars begins (the bars before, after, or in the middle of the gap).
+            assert self.conditions is not None, "condition types come with conditions"
+            sentinel = self.conditions.name(token).split("_", 1)[1]
+            if kind == "Infill" and sentinel in INFILL_SENTINELS:
+                state.__dict__.update(self.initial_state().__dict__)
+            return
         if kind == "Bar":
             state.bars += int(state.in_bar)
             state.in_bar = True
@@ -284,3 +433,8 @@ def _beats(token: str) -> float:
     """Beats of a miditok time value such as ``TimeShift_1.4.8`` (1 + 4/8 beats)."""
     whole, part, resolution = (int(v) for v in token.split("_")[1].split("."))
     return whole + part / resolution
+
+
+def bar_token_starts(ids: Sequence[int] | np.ndarray, bar_id: int) -> np.ndarray:
+    """Indices of the ``Bar`` tokens of a REMI sequence: where each bar's tokens begin (int64 ``[bars]``)."""
+    return np.flatnonzero(np.asarray(ids) == bar_id).astype(np.int64)
