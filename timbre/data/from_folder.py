@@ -119,6 +119,8 @@ TARGET_LEVEL_DBFS = -28.0
 PEAK_LIMIT = 0.99
 VELOCITY = 100
 PESTO_MODEL = "mir-1k_g7"
+# Notes per PESTO call.
+_PITCH_BATCH = 32
 # The state is rewritten at most this often (seconds), and at the end.
 _STATE_SECONDS = 10.0
 
@@ -274,10 +276,15 @@ class _PitchTracker:
     @torch.inference_mode()
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fractional MIDI pitch and confidence ``[notes, frames]`` of ``windows [notes, samples]``."""
-        pitch, confidence, *_ = self.model(
-            torch.from_numpy(windows), sr=self.sample_rate, convert_to_freq=False, return_activations=False
-        )
-        return pitch.reshape(len(windows), -1).double().numpy(), confidence.reshape(len(windows), -1).double().numpy()
+        pitches, confidences = [], []
+        for start in range(0, len(windows), _PITCH_BATCH):  # bounds memory on long phrases
+            chunk = torch.from_numpy(windows[start : start + _PITCH_BATCH])
+            pitch, confidence, *_ = self.model(
+                chunk, sr=self.sample_rate, convert_to_freq=False, return_activations=False
+            )
+            pitches.append(pitch.reshape(len(chunk), -1).double().numpy())
+            confidences.append(confidence.reshape(len(chunk), -1).double().numpy())
+        return np.concatenate(pitches), np.concatenate(confidences)
 
 
 def _judge_pitch(pitch: np.ndarray, confidence: np.ndarray, window: np.ndarray, hop: int) -> tuple[float, float, float]:

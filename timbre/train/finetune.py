@@ -277,7 +277,7 @@ def describe_estimate(
     limit = settings.max_minutes * 60 if settings.max_minutes is not None else math.inf
     if training > limit:
         fitting = int(limit / (training / max(steps, 1)))
-        plan = f"{settings.max_minutes:g} minutes of training (the time limit: about {fitting} of {steps} steps)"
+        plan = f"{_minutes(limit)} of training (the time limit: about {fitting} of {steps} steps)"
     else:
         plan = f"at most {steps} steps, {_minutes(training)} of training"
     return (

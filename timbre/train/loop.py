@@ -542,20 +542,26 @@ class Trainer:
                     means["steps_per_second"] = len(window["loss"]) / max(now - window_started, 1e-9)
                     self.metrics.log(self.step, "train", means)
                     window, window_started = {}, now
-                if self.step % settings.valid_every == 0 and self.metrics is not None and self.early_stopping:
+                out_of_time = (
+                    self.time_limit_seconds is not None and time.perf_counter() - launched >= self.time_limit_seconds
+                )
+                # With early stopping the last weights are validated too: they may be the best.
+                last_step = out_of_time or self.step >= settings.max_steps
+                due = self.step % settings.valid_every == 0
+                if (due or last_step) and self.metrics is not None and self.early_stopping:
                     self._validate_for_early_stopping(valid_losses)
                     if progress is not None:
                         progress.write(f"step {self.step}: valid loss {valid_losses[-1][1]:.4f}")
                     if self.early_stopping.exhausted:
                         finished_early = "early stopping"
-                elif self.step % settings.valid_every == 0 and self.metrics is not None:  # on the main process
+                elif due and self.metrics is not None:  # on the main process
                     valid_metrics = self.validate()
                     if valid_metrics is not None:
                         valid_losses.append((self.step, valid_metrics["loss"]))
                         self.metrics.log(self.step, "valid", valid_metrics)
                         if progress is not None:
                             progress.write(f"step {self.step}: valid loss {valid_metrics['loss']:.4f}")
-                if self.time_limit_seconds is not None and time.perf_counter() - launched >= self.time_limit_seconds:
+                if out_of_time:
                     finished_early = finished_early or "time limit"
                 stop_now = self._agree_to_stop(stop.requested is not None or finished_early is not None)
                 if self.step % settings.checkpoint_every == 0 or stop_now or self.step >= settings.max_steps:
