@@ -13,8 +13,9 @@ Prints one table row per decoder configuration and batch size:
 
 and then the parallel decoder's real-time factor, and reduced-precision weights for the cached
 step at batch 1 (``weight_dtype`` bfloat16 and int8 against float32, alternately in the same run,
-best of ``--repeats``): NSynth size on ``--threads`` threads splitting each product (the peer
-PyTorch port's 46 samples/s on 2 threads beside them) and ``small`` on one thread, with each
+best of ``--repeats``, decoding alone: weight packing excluded): NSynth size on ``--threads``
+threads splitting each product (the peer PyTorch port's 46 samples/s on 2 threads beside them) and
+on one thread, ``small`` on one thread, also per CPU-second of the process, with each
 format's logit error against float32 over a decode from the same state
 (:func:`timbre.generation.engine.weight_precision_error`: largest absolute difference, its ratio to
 the logits' standard deviation, mean KL) on the random NSynth-size decoder and on the bundled,
@@ -58,7 +59,7 @@ CACHED_SAMPLES = {"small": {1: 16384, 8: 8192, 32: 4096}, "nsynth": {1: 512, 8: 
 # The peer PyTorch port's NSynth-size batch-1 speed on this CPU, 2 threads (issue 14): samples/s.
 PEER_NSYNTH_BATCH1 = 46
 # Samples per note timed for the reduced-precision rows (batch 1).
-PRECISION_SAMPLES = {"nsynth": 256, "small": 16384}
+PRECISION_SAMPLES = {"nsynth": 512, "small": 16384}
 # Steps decoded to measure reduced-precision weights' logit error, per decoder.
 ERROR_STEPS = {"nsynth": 256, "wavenet-small": 1024}
 
@@ -183,14 +184,23 @@ def worker(task: dict) -> dict:
         run = functools.partial(cached_decode, threads=task["threads"])
     if task.get("weight_dtype", "float32") != "float32":
         run = functools.partial(run, weight_dtype=WEIGHT_NAMES[task["weight_dtype"]])
+
+    def timed(steps: int) -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        run(decoder, batch, steps, generator)
+        return time.perf_counter() - start, time.process_time() - cpu_start
+
     before = peak_resident_mib()
-    run(decoder, batch, 1 if task["kind"] == "naive" else 64, generator)  # warm-up (and kernel build)
-    start = time.perf_counter()
-    run(decoder, batch, task["steps"], generator)
-    seconds = time.perf_counter() - start
+    short = 1 if task["kind"] == "naive" else 64
+    short_seconds, short_cpu_seconds = timed(short)  # also the warm-up
+    seconds, cpu_seconds = timed(task["steps"])
+    samples = task["steps"]
+    if task.get("marginal"):  # decoding alone: the short run's fixed costs (weight packing) subtracted
+        seconds, cpu_seconds, samples = seconds - short_seconds, cpu_seconds - short_cpu_seconds, samples - short
     return {
         "seconds": seconds,
-        "samples": task["steps"] * batch,
+        "cpu_seconds": cpu_seconds,
+        "samples": samples * batch,
         "memory_mib": peak_resident_mib() - before,
         "multiply_adds": multiply_adds_per_sample(decoder),
         "window": decoder.receptive_field,
@@ -245,27 +255,34 @@ def compare_with_baseline(args: argparse.Namespace) -> None:
 def compare_weight_precision(args: argparse.Namespace) -> None:
     """Batch-1 cached decoding with float32, bfloat16 and int8 weights, alternately; best of ``args.repeats``.
 
-    NSynth size runs on ``args.threads`` threads splitting each product (``threads`` given
-    explicitly: with one note the default is one thread), ``small`` on one thread. Ratios are to
-    float32 in the same run, which hold on a busy machine better than the absolute figures.
+    Rates are of decoding alone (a short decode's time, weight packing included, subtracted from a
+    long one's). NSynth size runs on ``args.threads`` threads splitting each product (``threads``
+    given explicitly) and on one thread (the default for one note), ``small`` on one thread. Ratios are
+    to float32 in the same run, which hold on a busy machine better than the absolute figures;
+    so does the rate per CPU-second of the process (all its threads, barrier waits included),
+    which other processes' time slices do not lower.
     """
-    rows = [("nsynth", args.threads), ("small", 1)]
+    rows = [("nsynth", args.threads), ("nsynth", 1), ("small", 1)]
+    if args.threads == 1:
+        rows = rows[1:]
     print(f"reduced-precision weights, batch 1 (best of {args.repeats} alternating runs, ratio to float32 of the run):")
     header = (
-        f"{'config':>7} {'threads':>7} {'weights':>8} | {'samples/s':>9} {'ratio':>6} | "
+        f"{'config':>7} {'threads':>7} {'weights':>8} | {'samples/s':>9} {'ratio':>6} {'per CPU-s':>9} | "
         f"{'max logit err':>13} {'rel':>6} {'mean KL':>8} | {'peer port':>9}"
     )
     print(header)
     print("-" * len(header))
     errors = {"nsynth": measure({"kind": "logit-error", "config": "nsynth", "threads": args.threads})}
     for config, threads in rows:
-        task = {"config": config, "batch": 1, "threads": threads, "steps": PRECISION_SAMPLES[config]}
+        task = {"config": config, "batch": 1, "threads": threads, "steps": PRECISION_SAMPLES[config], "marginal": True}
         task["kind"] = "split-note" if threads > 1 else "cached"
         rates: dict[str, list[float]] = {name: [] for name in WEIGHT_NAMES}
+        cpu_rates: dict[str, list[float]] = {name: [] for name in WEIGHT_NAMES}
         for _ in range(args.repeats):
             for name in WEIGHT_NAMES:
                 result = measure({**task, "weight_dtype": name})
                 rates[name].append(result["samples"] / result["seconds"])
+                cpu_rates[name].append(result["samples"] / result["cpu_seconds"])
         base = max(rates["float32"])
         for name in WEIGHT_NAMES:
             rate, error = max(rates[name]), errors.get(config, {}).get(name)
@@ -275,8 +292,10 @@ def compare_weight_precision(args: argparse.Namespace) -> None:
                 else f"{'-':>13} {'-':>6} {'-':>8}"
             )
             peer = f"{PEER_NSYNTH_BATCH1:>9}" if config == "nsynth" and threads == 2 else f"{'-':>9}"
+            cpu_rate = max(cpu_rates[name])
             print(
-                f"{config:>7} {threads:>7} {name:>8} | {rate:>9.0f} {rate / base:>5.2f}x | {error_columns} | {peer}",
+                f"{config:>7} {threads:>7} {name:>8} | {rate:>9.0f} {rate / base:>5.2f}x {cpu_rate:>9.0f} | "
+                f"{error_columns} | {peer}",
                 flush=True,
             )
     try:

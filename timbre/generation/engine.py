@@ -24,13 +24,15 @@ one uniform number per note and sample from the given ``torch.Generator`` and in
 Weights can be stored in reduced precision: every matrix of the step except the start
 convolution is rounded to bfloat16 (``weight_dtype=torch.bfloat16``) or quantized to int8 with a
 float32 scale per output column (``weight_dtype=torch.int8``, see
-:func:`timbre.generation.folded.quantize_int8`); inputs, biases and accumulation stay float32. At
-batch 1 the native step streams all its weights per sample (236 MB at NSynth size), so halving or
-quartering them is what speeds it up; the logits then differ from float32's by the rounding of
-the weights (``benchmarks/decode_speed.py`` states the error at NSynth size and on a trained
-decoder; ``tests/test_generate.py`` bounds it). The torch stepper rounds the same matrices, so
-both steppers compute the same step. ``WEIGHT_NAMES`` maps the names users pass
-(``"float32"``, ``"bfloat16"``, ``"int8"``) to these dtypes.
+:func:`timbre.generation.folded.quantize_int8`); inputs, biases and accumulation stay float32
+(except that the native kernel's int8 product of a single note quantizes its inputs to 14 bits,
+an error far below the weights' own: see ``fastgen.c``). At batch 1 the native step streams all
+its weights per sample (236 MB at NSynth size), so halving or quartering them is what speeds it
+up; the logits then differ from float32's by the rounding of the weights
+(``benchmarks/decode_speed.py`` states the error at NSynth size and on a trained decoder;
+``tests/test_generate.py`` bounds it). The torch stepper rounds the same matrices, so both
+steppers compute the same step (for int8, up to those 14-bit inputs). ``WEIGHT_NAMES`` maps the
+names users pass (``"float32"``, ``"bfloat16"``, ``"int8"``) to these dtypes.
 
 Both steppers take the layout folded by :mod:`timbre.generation.folded` (gate halvings, summed
 biases); the torch one lives in :mod:`timbre.generation.torch_stepper`.

@@ -12,7 +12,8 @@
  * Packed matrices hold float32, bfloat16 (the upper half of a float32, in pairs of inputs: see
  * panels_multiply_bfloat16) or int8 with a float32 scale per output column (panels_multiply_int8):
  * a half or a quarter of the bytes to stream per sample, which bounds batch-1 decoding at NSynth
- * size. Everything else (inputs, biases, accumulation) is float32 in every format.
+ * size. Everything else (inputs, biases, accumulation) is float32 in every format, except that
+ * int8 products of single notes quantize their inputs to 14 bits (see panels_multiply_int8).
  *
  * The hot loops are compiled once per CPU level and picked when the library loads (GCC's
  * target_clones), so one wheel runs on any x86-64 and uses AVX-512 or AVX2+FMA where present.
