@@ -374,7 +374,7 @@ def analyse_file(
     if not onsets:
         return [], [(None, "silent (no sound above the noise floor)")]
 
-    candidates: list[tuple[int, int]] = []
+    candidates: list[tuple[int, int, float]] = []  # (start, end, onset seconds)
     rejected: list[tuple[float | None, str]] = []
     for index, onset in enumerate(onsets):
         start = max(0, onset - round(PREROLL_SECONDS * rate))
@@ -387,21 +387,20 @@ def analyse_file(
         elif np.count_nonzero((clip_starts >= start) & (clip_starts < end)) >= CLIPPED_RUNS:
             rejected.append((seconds, "clipped (samples stuck at full scale)"))
         else:
-            candidates.append((start, end))
+            candidates.append((start, end, seconds))
     if not candidates:
         return [], rejected
 
     window = round(PITCH_WINDOW_SECONDS * rate)
     windows = np.zeros((len(candidates), window), dtype=np.float32)
-    for row, (start, end) in enumerate(candidates):
+    for row, (start, end, _) in enumerate(candidates):
         piece = audio[start : min(end, start + window)]
         windows[row, : piece.shape[0]] = piece
     pitches, confidences = tracker(windows)
 
     notes: list[tuple[_Note, np.ndarray]] = []
     length = round(settings.seconds * rate)
-    for row, (start, end) in enumerate(candidates):
-        seconds = round((start + round(PREROLL_SECONDS * rate)) / rate, 3)
+    for row, (start, end, seconds) in enumerate(candidates):
         estimate, confidence, steady = _judge_pitch(pitches[row], confidences[row], windows[row], tracker.hop)
         if steady < MIN_STEADY_FRACTION:
             rejected.append(
