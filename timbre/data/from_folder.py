@@ -25,7 +25,8 @@ turns every note it can trust into an NSynth note (4 s, 16 kHz mono, the attack 
    the MIDI range.
 5. Shaping: the note is retuned to its nearest MIDI pitch by resampling (the decoder renders
    integer MIDI pitches; the measured deviation is kept in ``pitch_cents``), cut or padded to
-   ``seconds`` from 5 ms before its onset (the attack kept whole, a 10 ms fade where it is cut), and
+   ``seconds`` from 5 ms before its onset (the attack kept whole; a 10 ms fade before the next note,
+   100 ms where a longer note is cut at ``seconds``), and
    scaled so that its loudest 64 ms are at :data:`TARGET_LEVEL_DBFS` (the median level of FluidR3
    notes at velocity 100, the velocity every note gets), or lower when its peak would clip.
 6. Splits: ``nsynth-train`` and ``nsynth-valid``, the held-out notes fine-tuning stops on and
@@ -88,7 +89,9 @@ MERGE_SECONDS = 0.15
 TAIL_DB = 60.0  # a note ends where it has decayed this far below its loudest frame
 MIN_NOTE_SECONDS = 0.1
 PREROLL_SECONDS = 0.005
-FADE_SECONDS = 0.01
+FADE_SECONDS = 0.01  # where the next note starts: keep all that can be kept
+# Where a note longer than ``seconds`` is cut: a short release instead of a click in mid-sustain.
+CUT_FADE_SECONDS = 0.1
 # PESTO's network costs per frame and is most of the analysis: 13 frames over the first second
 # cost 40% less than 21 over 1.2 s, for one more wrong pitch among the 80 calibration notes below.
 PITCH_WINDOW_SECONDS = 1.0
@@ -419,7 +422,7 @@ def analyse_file(
         cut = note_audio.shape[0] > length
         note_audio = note_audio[:length]
         _fade(note_audio, round(0.001 * rate), at_start=True)
-        _fade(note_audio, round(FADE_SECONDS * rate), at_start=False)
+        _fade(note_audio, round((CUT_FADE_SECONDS if cut else FADE_SECONDS) * rate), at_start=False)
         if not cut:
             note_audio = np.pad(note_audio, (0, length - note_audio.shape[0]))
         loudest = float(_frame_levels(note_audio).max())
