@@ -74,6 +74,15 @@ def data_overrides(name: str, note_dataset: Path, tmp_path: Path) -> list[str]:
         "nsynth": [f"data.root={note_dataset}", "data.crop_samples=2048"],
         "chorales": ["data.limit=8", f"data.cache_dir={tmp_path}", "data.max_tokens=64"],
         "midi_folder": [f"data.folder={MIDI_FIXTURES}", "data.max_tokens=64"],
+        "music21": [
+            "data.styles=[bach]",
+            "data.limit_per_style=3",
+            f"data.cache_dir={tmp_path}",
+            "data.max_tokens=64",
+            "data.valid=0.34",
+            "data.test=0.34",
+            "data.progress=false",
+        ],
     }[name]
 
 
@@ -102,4 +111,7 @@ def test_every_experiment_composes_a_consistent_run(name):
         receptive_field = getattr(instantiate(config.model.decoder), "receptive_field", 0)
         assert crop > receptive_field, "crops must be longer than the decoder's receptive field"
     else:
-        assert config.data._target_ == "timbre.data.midi.build_midi_bundle"
+        assert config.data._target_ in (
+            "timbre.data.midi.build_midi_bundle",
+            "timbre.data.style_corpus.build_music21_bundle",
+        )

@@ -203,6 +203,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     if path.exists():
         manifest = json.loads(path.read_text())
         if manifest.get("version") == CONVERSION_VERSION:
+            manifest.setdefault("done_sources", [])
             return manifest
     return {"version": CONVERSION_VERSION, "pieces": [], "skipped": {}, "done_sources": []}
 
