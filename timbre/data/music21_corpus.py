@@ -314,15 +314,23 @@ def style_programs(styles: Sequence[str] | None = None) -> dict[str, list[int]]:
     return {name: list(style_named(name).programs) for name in (styles or STYLE_NAMES)}
 
 
-def main() -> None:
-    """Convert the whole corpus (``python -m timbre.data.music21_corpus``), printing a summary."""
+def main(argv: Sequence[str] | None = None) -> None:
+    """Convert the corpus ahead of training, printing a summary per style.
+
+    ``python -m timbre.data.music21_corpus [STYLE ...]`` (default: every style); several
+    processes may convert different styles at once only into different cache folders, since
+    each rewrites the manifest.
+    """
+    import sys
+
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    pieces = build_music21_corpus()
+    styles = list(sys.argv[1:] if argv is None else argv) or None
+    pieces = build_music21_corpus(styles=styles)
     counts = Counter(piece.style for piece in pieces)
     voices: dict[str, Counter[int]] = defaultdict(Counter)
     for piece in pieces:
         voices[piece.style][piece.voices] += 1
-    for name in STYLE_NAMES:
+    for name in styles or STYLE_NAMES:
         print(f"{name:12s} {counts[name]:6d} pieces  voices {dict(sorted(voices[name].items()))}")
 
 

@@ -1,11 +1,14 @@
 """Styles of music21's bundled corpus: which collections make which style, and their instruments.
 
 A style is a label the composer is conditioned on (``timbre compose --style palestrina``). Each one
-gathers one or more collections (top-level folders) of music21's core corpus. Counts are those of
-music21 9's metadata cache, one entry per piece (a tune inside an ABC file counts once):
+gathers one or more collections (top-level folders) of music21's core corpus. Pieces as counted by
+music21 9's metadata cache (a tune inside an ABC file counts once), after the exclusions below;
+the files are counted from the corpus folder (410 Bach files, 46 quartet movements: Beethoven 22,
+Mozart 15, Haydn 9). The monophonic collections are kept: a one-voice style is still a style, and
+its voice count (``Voices_1``) says so.
 
 ======== =============================================== ========= =========
-style    collections                                     pieces    voices
+style    collections                                     pieces    voices (typical)
 ======== =============================================== ========= =========
 folk     essenFolksong (Essen folksong collection)       8,545     1
 irish    oneills1850 (O'Neill's Music of Ireland)        2,047     1
@@ -13,10 +16,10 @@ palestrina palestrina (mass movements, Humdrum)          1,318     4-8
 fiddle   ryansMammoth (Ryan's Mammoth Collection),
          miscFolk (American fife tunes and others)       1,059+187 1
 scottish airdsAirs (Aird's Airs)                         1,186     1
-bach     bach (chorales and a few other works)           ~410      4
+bach     bach (chorales and a few other works)           410       4
 trecento trecento (14th-century Italian polyphony)       103       2-3
 monteverdi monteverdi (madrigals, books 3-5)             48        5
-quartet  beethoven, mozart, haydn string quartets        50        4
+quartet  beethoven, mozart, haydn string quartets        46        4
 ======== =============================================== ========= =========
 
 Left out: Roman-numeral analyses (``.rntxt``: chord labels, not voices), the Josquin ABC files
