@@ -138,8 +138,8 @@ class InfillControl:
 
     Each new bar opens with a ``Bar`` token and the original bar's ``TimeSig`` token (forced), no
     more than ``bars`` Bar tokens are allowed, and ``Infill_End`` only once all bars are open and
-    the row is between notes. Past ``budget`` tokens a row may only close the current note, open
-    the next bar, or end.
+    the row is between notes. Once past ``budget`` tokens and between notes, a row may only open
+    the next bar or end.
     """
 
     def __init__(
@@ -165,9 +165,6 @@ class InfillControl:
             mask = torch.zeros(size, dtype=torch.bool)
             mask[token] = True
             self.signature_masks[token] = mask
-        self.closing = grammar.type_masks["Duration"] | grammar.type_masks.get("Velocity", self.end_mask & False)
-        for kind in ("Pitch",):
-            self.closing |= grammar.type_masks[kind]
 
     def allowed(self) -> torch.Tensor:
         return torch.stack([self._allowed(row) for row in range(len(self.states))])
@@ -176,21 +173,18 @@ class InfillControl:
         state = self.states[row]
         if self.done[row]:
             return self.end_mask
-        if state.last_type == "Bar":
+        if state.last_type == "Bar":  # the bar keeps its original meter, so later bars stay in place
             return self.signature_masks[self.signatures[self.opened[row] - 1]]
-        mask = self.grammar.allowed(state).clone()
-        everything_open = self.opened[row] >= len(self.signatures)
-        if everything_open:
-            mask &= ~self.bar_mask
-        if len(self.tokens[row]) >= self.budget and state.last_type not in (None, "Bar"):
-            # Hurry: finish the note being written, then move on to the next bar or the end.
-            mask &= self.closing if state.inside_note else self.bar_mask & ~self.end_mask
-            if everything_open and not state.inside_note:
-                mask = self.end_mask.clone()
-        if everything_open and state.last_type in ("Duration", "TimeSig"):
-            mask = mask | self.end_mask
-        if not mask.any():
-            mask = self.end_mask.clone() if everything_open else self.bar_mask.clone()
+        all_open = self.opened[row] >= len(self.signatures)
+        between_notes = state.last_type in ("Duration", "TimeSig")
+        if len(self.tokens[row]) >= self.budget and between_notes:
+            # Past the budget: no more notes, only the next bar or the end.
+            return self.end_mask if all_open else self.bar_mask
+        mask = self.grammar.allowed(state)
+        if all_open:
+            mask = mask & ~self.bar_mask
+            if between_notes:
+                mask = mask | self.end_mask
         return mask
 
     def update(self, tokens: torch.Tensor) -> None:
