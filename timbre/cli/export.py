@@ -154,9 +154,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_export_grid(args: argparse.Namespace) -> int:
     """``timbre export-grid``."""
-    _check_out(args.out, _sampler_format(args))  # before the imports: they take seconds
     from timbre.errors import ConfigError
-    from timbre.export import export_grid
 
     if len(args.corners) != len(GRID_CORNERS):
         raise ConfigError(
@@ -165,6 +163,9 @@ def run_export_grid(args: argparse.Namespace) -> int:
         )
     if args.size < 2:
         raise ConfigError(f"--size must be at least 2, got {args.size}")
+    _check_out(args.out, _sampler_format(args))  # before the imports: they take seconds
+    from timbre.export import export_grid
+
     model, options = _setup(args)
     result = export_grid(
         model, args.corners, args.out, size=args.size, weighting=args.weighting, method=args.method, **options
