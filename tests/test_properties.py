@@ -19,7 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import timbre
 from timbre.embedding import Embedding
-from timbre.errors import TimbreError
+from timbre.errors import AudioError, TimbreError
 from timbre.io.midi import load_score
 from timbre.render import render_midi
 
@@ -70,6 +70,12 @@ def test_encode_random_arrays(model, array, sample_rate):
     except TimbreError:
         return
     assert embedding.dim == 16 and torch.isfinite(embedding.tensor).all()
+
+
+@pytest.mark.parametrize("shape", [(0,), (100, 0), (0, 2), (0, 0), (), (2, 3, 100)])
+def test_encode_refuses_arrays_without_a_waveform(model, shape):
+    with pytest.raises(AudioError, match=r"expected a waveform \[samples\] or \[samples, channels\]"):
+        model.encode(np.zeros(shape, dtype=np.float32))
 
 
 @PROPERTY

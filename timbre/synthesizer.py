@@ -91,15 +91,15 @@ class TimbreModel:
             array = array.astype(np.float32)
         if not np.isfinite(array).all():
             raise AudioError("array: the waveform holds NaN, infinite or out-of-range samples")
+        if array.ndim not in (1, 2) or array.size == 0:  # [n, 0] would be averaged into NaN
+            raise AudioError(f"array: expected a waveform [samples] or [samples, channels], got shape {array.shape}")
         if array.ndim == 2:
             # [channels, samples] or [samples, channels]: the longer axis is time.
             channels = array if array.shape[0] >= array.shape[1] else array.T
             array = to_mono(channels)
             warn_if_silent(array, "array", channels)
-        elif array.ndim == 1:
+        else:
             warn_if_silent(array, "array")
-        if array.ndim != 1 or array.size == 0:
-            raise AudioError(f"array: expected a waveform [samples] or [samples, channels], got shape {array.shape}")
         if sample_rate is not None and sample_rate != self.sample_rate:
             array = resample(array, int(sample_rate), self.sample_rate)
         return array, "array"
