@@ -42,8 +42,13 @@ check: install
 	$(VENV)/bin/ruff format --check $(CHECKED)
 	$(VENV)/bin/mypy
 
+# Two pytest workers (pytest-xdist): each test runs on one torch thread (tests/conftest.py), so a
+# single process leaves the second core of a 2-core CI machine idle. --dist loadscope keeps each
+# module on one worker, so its module-scoped fixtures are built once. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: install check
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: install
 	$(PY) -m pytest -q -m "not slow"

@@ -25,7 +25,8 @@ import pytest
 import torch
 
 # The suite's models are tiny: one thread avoids oversubscribing the 2-core CI machine, which makes
-# small convolutions many times slower. Subprocesses inherit the variable.
+# small convolutions many times slower; `make test` uses the cores with two pytest-xdist workers
+# instead (one thread each). Subprocesses inherit the variable.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
