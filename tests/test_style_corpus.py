@@ -174,3 +174,15 @@ def test_masked_loss_ignores_conditions_and_a_few_steps_learn(tokenizer) -> None
         step_loss.backward()
         optimizer.step()
     assert step_loss.item() < 0.8 * loss.item()
+
+
+def test_a_conversion_that_never_ends_is_cut_off() -> None:
+    import time
+
+    from timbre.data.music21_corpus import _time_limit
+
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError, match="longer than 1 s"), _time_limit(1):
+        while True:  # what music21's repeat expansion does on a few ABC tunes
+            time.sleep(0.05)
+    assert time.perf_counter() - started < 3

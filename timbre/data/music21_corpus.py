@@ -17,6 +17,8 @@ import contextlib
 import io
 import json
 import logging
+import signal
+import threading
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
@@ -96,6 +98,34 @@ def corpus_sources(styles: Sequence[str] | None = None) -> list[SourceFile]:
     ]
 
 
+# music21's repeat expansion never returns on a few ABC tunes (e.g. Aird's "Yanky Doodle"): past
+# this many seconds a piece keeps its repeats as written; past PIECE_SECONDS it is skipped.
+REPEAT_EXPANSION_SECONDS = 20
+PIECE_SECONDS = 120
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: int) -> Iterator[None]:
+    """Raise TimeoutError in the block after ``seconds`` (SIGALRM: main thread on POSIX only;
+    elsewhere there is no limit)."""
+    if not hasattr(signal, "SIGALRM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise TimeoutError(f"took longer than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    remaining = signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+        if remaining:  # an outer limit keeps running
+            signal.alarm(remaining)
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
     """Silence music21: its warnings, its logging and what it prints to stderr."""
@@ -135,8 +165,9 @@ def music21_to_score(work: Any, programs: Sequence[int]) -> symusic.Score:
     from music21 import meter
 
     try:
-        work = work.expandRepeats()
-    except Exception:  # noqa: BLE001 - badly formed repeats: keep the score as written
+        with _time_limit(REPEAT_EXPANSION_SECONDS):
+            work = work.expandRepeats()
+    except Exception:  # noqa: BLE001 - badly formed (or endless) repeats: keep the score as written
         pass
     parts = list(work.parts) if hasattr(work, "parts") and len(work.parts) else [work]
     first_measure = parts[0].getElementsByClass("Measure").first()
@@ -269,7 +300,8 @@ def build_music21_corpus(
                     try:
                         if isinstance(work, Exception):
                             raise work
-                        score = music21_to_score(work, style.programs)
+                        with _time_limit(PIECE_SECONDS):
+                            score = music21_to_score(work, style.programs)
                     except Exception as error:  # noqa: BLE001 - one bad piece must not stop the corpus
                         manifest["skipped"][piece_id] = f"{type(error).__name__}: {error}"[:300]
                         skipped_now += 1
