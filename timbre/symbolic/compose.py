@@ -6,6 +6,11 @@ within a bar; only the programs of the training corpus) and decodes to exactly t
 spells. The only repair left is at the end: once a token budget is spent, time tokens are masked
 until the note being written is complete, and trailing time tokens are dropped before decoding.
 The same seed gives the same MIDI.
+
+A many-style composer (trained on ``data=music21``) opens every sequence with ``BOS Style Voices``
+(:class:`timbre.symbolic.tokens.ConditionTokens`): ``style`` and ``voices`` choose them (None:
+``any``), and the grammar then allows only the programs of that style's voices. Rewriting chosen
+bars of a MIDI file is :mod:`timbre.symbolic.infill`.
 """
 
 from __future__ import annotations
