@@ -107,6 +107,15 @@ def test_autoregressive_decode_shows_progress(notes, wavenet_checkpoint, tmp_pat
     assert main(["decode", str(tmp_path / "z.npy"), "--seconds", "0.2", "--out", str(tmp_path / "ar.wav"), *model]) == 0
     assert wav(tmp_path / "ar.wav").shape == (3200,)
     assert "decoding" in capsys.readouterr().err
+    # int8 weights decode it too; a parallel model refuses them before writing anything.
+    int8 = ["decode", str(tmp_path / "z.npy"), "--seconds", "0.2", "--weights", "int8"]
+    int8 += ["--out", str(tmp_path / "q.wav")]
+    assert main([*int8, *model]) == 0
+    assert wav(tmp_path / "q.wav").shape == (3200,)
+    int8[-1] = str(tmp_path / "p.wav")
+    assert main(int8) == 1
+    assert "int8 weights apply to autoregressive (wavenet) decoders only" in capsys.readouterr().err
+    assert not (tmp_path / "p.wav").exists()
 
 
 @pytest.mark.parametrize(
