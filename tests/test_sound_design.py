@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -92,6 +94,9 @@ def test_chunked_decoding_matches_one_batch_and_bounds_each_pass(model, monkeypa
     whole = model.synthesize_batch(embeddings, [60] * 4, seconds=[0.5] * 4, seed=3)
     one_chunk = list(synthesize_in_chunks(model, embeddings, pitch=60, seconds=0.5, seed=3))
     np.testing.assert_array_equal(np.stack(one_chunk), whole)  # fits in one chunk: the same notes
+    # Another batch may round differently (a pass synthesizes as many partials as its widest note
+    # needs, which changes the order of the sums), never by more than float32 rounding.
+    same_notes = partial(np.testing.assert_allclose, rtol=0, atol=1e-5)
 
     passes = []
     original = model.synthesize_batch
@@ -104,7 +109,7 @@ def test_chunked_decoding_matches_one_batch_and_bounds_each_pass(model, monkeypa
     chunked = list(synthesize_in_chunks(model, embeddings, pitch=60, seconds=0.5, seed=3, chunk_samples=16000))
     assert passes == [2, 2]  # 8000 samples a note, 16000 a pass
     assert len(chunked) == 4 and all(note.shape == (8000,) for note in chunked)
-    np.testing.assert_array_equal(np.stack(chunked[:2]), whole[:2])  # chunk 0 keeps the seed
+    same_notes(np.stack(chunked[:2]), whole[:2])  # chunk 0 keeps the seed
 
 
 def test_staged_directory_gets_every_file_or_none(tmp_path):

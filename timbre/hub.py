@@ -16,8 +16,8 @@ from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {
-    "default": "fast",
-    "fast": "fast",
+    "default": "fast-v2",
+    "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, still training (see its model card)
     "wavenet-small": "wavenet-small",
     "wavenet": "wavenet-small",
