@@ -13,11 +13,11 @@ import symusic
 import torch
 from styled_composer import PIECES_PER_STYLE, TEST_STYLES, styled_bundle, styled_cache  # noqa: F401
 
+from timbre.data.midi import collate_tokens
 from timbre.data.music21_corpus import build_music21_corpus, corpus_folder, corpus_sources
 from timbre.data.style_corpus import (
     StyledPiece,
     StyledWindows,
-    collate_masked,
     create_style_tokenizer,
     fit_context,
     style_conditions,
@@ -156,7 +156,7 @@ def test_masked_loss_ignores_conditions_and_a_few_steps_learn(tokenizer) -> None
     pieces = synthetic_pieces(tokenizer, {"folk": 2, "bach": 2}, bars=4)
     data = windows(tokenizer, pieces, transpose=0)
     torch.manual_seed(0)
-    batch = collate_masked([data[i] for i in range(len(data))], special_token_id(tokenizer, "PAD"))
+    batch = collate_tokens([data[i] for i in range(len(data))], special_token_id(tokenizer, "PAD"))
     model = Composer(data.conditions.vocab_size, dim=32, layers=1, heads=2, ff_mult=2, dropout=0.0, max_context=128)
     loss, _ = model.training_loss(batch)
     # The loss averages the music's tokens only: Style and Voices (positions 1, 2) are no targets.

@@ -116,6 +116,17 @@ def probability(text: str) -> float:
     return value
 
 
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    """The composer's sampling flags: ``--temperature``, ``--top-k``, ``--top-p``."""
+    parser.add_argument(
+        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)"
+    )
+    parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
+    parser.add_argument(
+        "--top-p", type=probability, help="sample among the most likely tokens holding probability P only"
+    )
+
+
 def note_seconds(text: str) -> float:
     value = positive_float(text)
     if value > MAX_NOTE_SECONDS:

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from timbre.cli.common import bounded_positive_int, check_inputs_exist, check_output_file, positive_int
+from timbre.cli.common import (
+    add_sampling_arguments,
+    bounded_positive_int,
+    check_inputs_exist,
+    check_output_file,
+)
 
 # Names --model accepts for the bundled composer, like the autoencoder commands accept "default".
 BUNDLED_COMPOSER_NAMES = ("default", "chorales", "composer-chorales")
@@ -137,26 +142,6 @@ def _render(midi: Path, out: Path, model_name: str) -> None:
     print(f"rendered {out}: {result.seconds:.1f} s of music in {result.wall_seconds:.1f} s")
 
 
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
-    return value
-
-
-def probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not in (0, 1]")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``timbre compose``."""
     parser = subparsers.add_parser(
@@ -184,13 +169,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--tokens", type=bounded_positive_int(MAX_TOKENS),
         help=f"new tokens to sample instead of --bars, at most {MAX_TOKENS} (the last note is completed)",
     )  # fmt: skip
-    parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)"
-    )
-    parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
-    parser.add_argument(
-        "--top-p", type=probability, help="sample among the most likely tokens holding probability P only"
-    )
+    add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     styles = parser.add_argument_group("styles (a many-style composer such as composer-styles)")
     styles.add_argument("--style", help="style to write in, e.g. bach, palestrina, folk, irish, quartet (default: any)")

@@ -12,13 +12,13 @@ from pathlib import Path
 
 from timbre.cli.common import (
     add_device_argument,
+    add_sampling_arguments,
     bounded_positive_int,
     check_inputs_exist,
     check_output_dir,
     non_negative_float,
     positive_float,
     positive_int,
-    probability,
 )
 from timbre.errors import ConfigError
 
@@ -86,13 +86,7 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
         "--bars", type=bounded_positive_int(MAX_BARS), default=16,
         help=f"bars per generated piece, at most {MAX_BARS} (default: 16)",
     )  # fmt: skip
-    parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0, help="sampling temperature; 0 is greedy (default: 1.0)"
-    )
-    parser.add_argument("--top-k", type=positive_int, help="sample among the K most likely tokens only")
-    parser.add_argument(
-        "--top-p", type=probability, help="sample among the most likely tokens holding probability P only"
-    )
+    add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generated pieces (default: 0)")
     parser.add_argument("--cache-dir", help="corpus cache root (default: $TIMBRE_CACHE or ~/.cache/timbre)")
     parser.set_defaults(handler=_composer)

@@ -366,14 +366,15 @@ def collate_tokens(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[st
 
     Returns:
         ``{"tokens": LongTensor [batch, length], "mask": BoolTensor [batch, length]}``; ``mask``
-        is True at real tokens.
+        is False on padding, and elsewhere the item's own ``mask`` if it has one (tokens the loss
+        skips), else True.
     """
     length = max(len(item["tokens"]) for item in items)
     tokens = torch.full((len(items), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(items), length), dtype=torch.bool)
     for row, item in enumerate(items):
         tokens[row, : len(item["tokens"])] = item["tokens"]
-        mask[row, : len(item["tokens"])] = True
+        mask[row, : len(item["tokens"])] = item.get("mask", True)
     return {"tokens": tokens, "mask": mask}
 
 

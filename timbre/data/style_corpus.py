@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
-from timbre.data.midi import split_by_piece
+from timbre.data.midi import TokenCollator, split_by_piece
 from timbre.data.music21_corpus import CorpusPiece, build_music21_corpus, corpus_folder, style_programs
 from timbre.data.styles import STYLE_NAMES
 from timbre.errors import ConfigError, DatasetError, MidiError
@@ -348,31 +348,6 @@ def _transposed(window: np.ndarray, table: tuple[np.ndarray, np.ndarray, int, in
     return shifted
 
 
-def collate_masked(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:
-    """Pad items to the longest; ``mask`` keeps each item's own mask and is False on padding.
-
-    Returns:
-        ``{"tokens": LongTensor [batch, length], "mask": BoolTensor [batch, length]}``.
-    """
-    length = max(len(item["tokens"]) for item in items)
-    tokens = torch.full((len(items), length), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(items), length), dtype=torch.bool)
-    for row, item in enumerate(items):
-        tokens[row, : len(item["tokens"])] = item["tokens"]
-        mask[row, : len(item["mask"])] = item["mask"]
-    return {"tokens": tokens, "mask": mask}
-
-
-@dataclass
-class MaskedCollator:
-    """Picklable ``collate_fn`` (DataLoader workers) of :func:`collate_masked`."""
-
-    pad_id: int
-
-    def __call__(self, items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        return collate_masked(items, self.pad_id)
-
-
 def style_conditions(tokenizer: miditok.MusicTokenizer, styles: Sequence[str]) -> ConditionTokens:
     """The condition tokens of a many-style composer over ``tokenizer``."""
     return ConditionTokens(len(tokenizer), tuple(styles))
@@ -434,7 +409,7 @@ def build_music21_bundle(
     return DataBundle(
         train=train,
         valid=StyledWindows(valid_pieces, random_crops=False, **common) if valid_pieces else None,
-        collate_fn=MaskedCollator(pad_id),
+        collate_fn=TokenCollator(pad_id),
         model_overrides={"vocab_size": conditions.vocab_size, "pad_id": pad_id},
         artifacts={
             "tokenizer": tokenizer_to_dict(tokenizer),
