@@ -311,7 +311,7 @@ class TokenWindows(Dataset):
         self.max_tokens = max_tokens
         self.random_crops = random_crops
         self.transpose = transpose
-        self._pitch_table = self._pitch_lookup(pitch_of_token or {}) if transpose else None
+        self._pitch_table = pitch_lookup(pitch_of_token or {}) if transpose else None
         if random_crops:
             self.windows = [(i, 0) for i in range(len(self.pieces))]
         else:
@@ -319,19 +319,6 @@ class TokenWindows(Dataset):
             self.windows = [
                 (i, start) for i, piece in enumerate(self.pieces) for start in range(0, max(len(piece) - 1, 1), step)
             ]
-
-    @staticmethod
-    def _pitch_lookup(pitch_of_token: dict[int, int]) -> tuple[np.ndarray, np.ndarray, int, int]:
-        """``pitch[token]`` (-1 if not a pitch), ``token_of_pitch[pitch]``, pitch range."""
-        vocab = max(pitch_of_token) + 1
-        pitch = np.full(vocab, -1, dtype=np.int64)
-        for token, value in pitch_of_token.items():
-            pitch[token] = value
-        low, high = min(pitch_of_token.values()), max(pitch_of_token.values())
-        token_of_pitch = np.zeros(high + 1, dtype=np.int64)
-        for token, value in pitch_of_token.items():
-            token_of_pitch[value] = token
-        return pitch, token_of_pitch, low, high
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -359,6 +346,18 @@ class TokenWindows(Dataset):
         shifted = window.copy()
         shifted[is_pitch] = token_of_pitch[pitches[is_pitch] + shift]
         return shifted
+
+
+def pitch_lookup(pitch_of_token: dict[int, int]) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """``pitch[token]`` (-1 if not a pitch), ``token_of_pitch[pitch]``, lowest and highest pitch."""
+    pitch = np.full(max(pitch_of_token) + 1, -1, dtype=np.int64)
+    for token, value in pitch_of_token.items():
+        pitch[token] = value
+    low, high = min(pitch_of_token.values()), max(pitch_of_token.values())
+    token_of_pitch = np.zeros(high + 1, dtype=np.int64)
+    for token, value in pitch_of_token.items():
+        token_of_pitch[value] = token
+    return pitch, token_of_pitch, low, high
 
 
 def collate_tokens(items: list[dict[str, torch.Tensor]], pad_id: int) -> dict[str, torch.Tensor]:

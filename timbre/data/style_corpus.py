@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
-from timbre.data.midi import TokenCollator, split_by_piece
+from timbre.data.midi import TokenCollator, pitch_lookup, split_by_piece
 from timbre.data.music21_corpus import CorpusPiece, build_music21_corpus, corpus_folder, style_programs
 from timbre.data.styles import STYLE_NAMES
 from timbre.errors import ConfigError, DatasetError, MidiError
@@ -250,7 +250,7 @@ class StyledWindows(Dataset):
             self.by_style.setdefault(piece.style, []).append(piece)
         self.styles = list(self.by_style)
         self.bar_starts = {id(piece): bar_token_starts(piece.tokens, bar) for piece in pieces}
-        self.pitch_table = _pitch_lookup(pitch_of_token) if transpose and pitch_of_token else None
+        self.pitch_table = pitch_lookup(pitch_of_token) if transpose and pitch_of_token else None
         if random_crops:
             tokens = np.array([sum(len(p.tokens) for p in self.by_style[s]) for s in self.styles], dtype=np.float64)
             weights = tokens**style_balance
@@ -318,18 +318,6 @@ class StyledWindows(Dataset):
         mask = np.ones(len(sequence), dtype=bool)
         mask[1:CONDITION_PREFIX] = False  # Style and Voices are given, never predicted
         return {"tokens": torch.from_numpy(np.ascontiguousarray(sequence)), "mask": torch.from_numpy(mask)}
-
-
-def _pitch_lookup(pitch_of_token: dict[int, int]) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """``pitch[token]`` (-1 if not a pitch), ``token_of_pitch[pitch]``, lowest and highest pitch."""
-    pitch = np.full(max(pitch_of_token) + 1, -1, dtype=np.int64)
-    for token, value in pitch_of_token.items():
-        pitch[token] = value
-    low, high = min(pitch_of_token.values()), max(pitch_of_token.values())
-    token_of_pitch = np.zeros(high + 1, dtype=np.int64)
-    for token, value in pitch_of_token.items():
-        token_of_pitch[value] = token
-    return pitch, token_of_pitch, low, high
 
 
 def _transposed(window: np.ndarray, table: tuple[np.ndarray, np.ndarray, int, int], most: int) -> np.ndarray:
