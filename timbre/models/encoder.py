@@ -99,6 +99,11 @@ class WaveNetEncoder(nn.Module):
         n_mels: mel bands of the ``"mel"`` front end.
         n_fft: window of the ``"mel"`` front end.
         sample_rate: audio samples per second (``"mel"`` front end only).
+        bottleneck_inputs: what reaches the bottleneck besides the residual stack (``"mel"``
+            front end only): ``"level"``, the frame's overall level; ``"mel"``, the level and
+            every log-mel band. With ``"mel"`` the spectral envelope has a linear path into the
+            embedding, as the level has: the stack alone handed a 16-dim bottleneck an envelope
+            so smoothed that every instrument decoded with nearly the same partial profile.
     """
 
     def __init__(
@@ -114,8 +119,11 @@ class WaveNetEncoder(nn.Module):
         n_mels: int = 80,
         n_fft: int = 1024,
         sample_rate: int = 16000,
+        bottleneck_inputs: str = "level",
     ) -> None:
         super().__init__()
+        if bottleneck_inputs not in ("level", "mel"):
+            raise ValueError(f"encoder bottleneck_inputs must be 'level' or 'mel', got {bottleneck_inputs!r}")
         if kernel_size % 2 != 1:
             raise ValueError(f"encoder kernel_size must be odd for centred padding, got {kernel_size}")
         if downsample < 1 or hop_length % downsample:
@@ -126,6 +134,7 @@ class WaveNetEncoder(nn.Module):
         if frontend not in ("waveform", "mel"):
             raise ValueError(f"encoder frontend must be 'waveform' or 'mel', got {frontend!r}")
         self.frontend = frontend
+        self.bottleneck_inputs = bottleneck_inputs if frontend == "mel" else "none"
         if frontend == "mel":
             if downsample < 2:
                 raise ValueError("the mel front end needs downsample >= 2 (its hop)")
@@ -139,7 +148,10 @@ class WaveNetEncoder(nn.Module):
         # The mel front end's level channel also skips the residual stack into the bottleneck: a
         # linear path from loudness in dB to the embedding, learned from the first step, where
         # through the stack alone the level came out compressed (a 40 dB range decoded as 17 dB).
-        self.bottleneck = nn.Conv1d(channels + (1 if frontend == "mel" else 0), latent_dim, 1)
+        # The bands follow it with bottleneck_inputs="mel"; the stack's channels come first so a
+        # model can grow from one without them (timbre.train.warm_start).
+        skipped = {"none": 0, "level": 1, "mel": 1 + n_mels}[self.bottleneck_inputs]
+        self.bottleneck = nn.Conv1d(channels + skipped, latent_dim, 1)
 
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
         """Args: audio ``[batch, samples]`` in [-1, 1], samples a multiple of ``hop_length``.
@@ -152,16 +164,17 @@ class WaveNetEncoder(nn.Module):
             raise ValueError(
                 f"encoder input length {audio.shape[-1]} is not a multiple of hop_length {self.hop_length}"
             )
-        level = None
+        skipped = None
         if self.frontend == "mel":
             features = self.mel(audio)
-            level = features[:, -1:]
+            # [level, bands]: the level first, where models without the bands have it.
+            skipped = features[:, -1:] if self.bottleneck_inputs == "level" else features.roll(1, dims=1)
             x = self.start(features)
         else:
             _, scaled = quantize_and_scale(audio)
             x = self.start(scaled.unsqueeze(1))
         for layer in self.layers:
             x = layer(x)
-        if level is not None:
-            x = torch.cat([x, level], dim=1)
+        if skipped is not None:
+            x = torch.cat([x, skipped], dim=1)
         return F.avg_pool1d(self.bottleneck(x), self.hop_length // self.downsample)

@@ -283,10 +283,17 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
                 "resume with the same model= and data settings as the original run"
             )
         model = instantiate_model(model_config)
+        warm_source = None
+        if settings.init_from and resume_state is None:  # a resumed run's weights come from its checkpoint
+            from timbre.train.warm_start import warm_start
+
+            warm_source = warm_start(model, settings.init_from)
         if context.is_main:
             _claim_config(run_dir, config, resuming=resume_state is not None)
             parameters = sum(p.numel() for p in model.parameters())
             print(f"timbre-train: {type(model).__name__} with {parameters:,} parameters, run dir {run_dir}", flush=True)
+            if warm_source:
+                print(f"timbre-train: weights from {warm_source} (optimizer and schedule start afresh)", flush=True)
         threads = torch.get_num_threads()
         run_info = {
             "command": describe_command(),

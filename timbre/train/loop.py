@@ -54,6 +54,7 @@ class TrainerSettings:
     precision: str = "bf16"
     device: str = "auto"
     resume: str | None = None
+    init_from: str | None = None
     progress: bool = True
 
     @classmethod
