@@ -192,11 +192,16 @@ def test_cli_errors_are_one_line_and_exit_1(fast_checkpoint: Path, timbre_set: P
         (MIDI_FIXTURES / "primer_melody.mid", ["--morph", "0=gm:0"], "--morph 0: a morph needs at least two timbres"),
         (MIDI_FIXTURES / "primer_melody.mid", ["--gain", "0=loud"], "--gain 0: the gain must be a number of dB"),
         (MIDI_FIXTURES / "primer_melody.mid", ["--timbre", "flute.wav"], "--timbre 'flute.wav': expected TRACK=VALUE"),
+        (MIDI_FIXTURES / "primer_melody.mid", ["--start", "10", "--end", "5"], "--end 5 must be after --start 10"),
     ]:
         assert main(["render", str(midi), *common, *extra]) == 1
         error = capsys.readouterr().err.strip().splitlines()
         assert len(error) == 1 and error[0].startswith("timbre render: error:") and message in error[0]
     assert not Path(out).exists()
+    # A negative time is refused by the parser (usage line, exit 2) before anything loads.
+    with pytest.raises(SystemExit) as exit_info:
+        main(["render", str(MIDI_FIXTURES / "primer_melody.mid"), *common, "--start", "-1"])
+    assert exit_info.value.code == 2 and "-1 is not a number >= 0" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------- notes and planning

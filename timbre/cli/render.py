@@ -20,6 +20,7 @@ from timbre.cli.common import (
     positive_int,
 )
 from timbre.constants import DEFAULT_SOUNDFONT
+from timbre.errors import ConfigError
 
 # Bundled model for each decoder when --model is not given.
 DEFAULT_MODELS = {"fast": "default", "wavenet": "wavenet-small"}
@@ -28,12 +29,12 @@ OPTION_OF_ARGUMENT = {"timbres": "--timbre", "morphs": "--morph", "gains": "--ga
 
 
 def _render(args: argparse.Namespace) -> int:
-    # Imported here so that `timbre --help` does not load torch.
+    check_inputs_exist([args.midi])
+    _check_window(args)
+    # Imported after the cheap checks, so that a mistake is reported before torch loads.
     import timbre
-    from timbre.errors import ConfigError
     from timbre.render import DEFAULT_TIMBRE_SET, onset_f_measure, render_fluidsynth, render_midi
 
-    check_inputs_exist([args.midi])
     if args.list:
         return _list_tracks(args)
     if args.out is None:
@@ -97,6 +98,12 @@ def _render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_window(args: argparse.Namespace) -> None:
+    """``--end`` after ``--start``, in the flags' terms (the library names its own arguments)."""
+    if args.end is not None and args.end <= args.start:
+        raise ConfigError(f"--end {args.end:g} must be after --start {args.start:g} (seconds)")
+
+
 def _files_named(assignments: list[str]) -> list[str]:
     """Existing files among the sources of ``TRACK=SOURCE`` options (an output must spare them)."""
     words = [word for text in assignments for word in re.split(r"[=,:]", text)]
@@ -105,7 +112,6 @@ def _files_named(assignments: list[str]) -> list[str]:
 
 def _assignments(option: str, texts: list[str]) -> dict[str, str]:
     """``{TRACK: VALUE}`` of the repeated ``option TRACK=VALUE``; errors name the option."""
-    from timbre.errors import ConfigError
     from timbre.render import parse_assignment
 
     try:
@@ -115,8 +121,6 @@ def _assignments(option: str, texts: list[str]) -> dict[str, str]:
 
 
 def _decibels(option: str, key: str, text: str) -> float:
-    from timbre.errors import ConfigError
-
     try:
         value = float(text)
     except ValueError:
@@ -144,8 +148,6 @@ def _c_library_stderr_silenced() -> Iterator[None]:
 @contextlib.contextmanager
 def _in_option_terms() -> Iterator[None]:
     """Restate render_midi's ``timbres key 'Piano': ...`` errors as ``--timbre Piano: ...``."""
-    from timbre.errors import ConfigError
-
     try:
         yield
     except ConfigError as error:
@@ -224,13 +226,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--timbre-set", metavar="DIR", help="timbre set for gm:N and unassigned tracks (default: the bundled set)"
     )
-    parser.add_argument("--start", type=float, default=0.0, help="render from this time in seconds (default: 0)")
     parser.add_argument(
-        "--end", type=float, help="render notes starting before this time in seconds (default: the end)"
+        "--start", type=non_negative_float, default=0.0, help="render from this time in seconds (default: 0)"
+    )
+    parser.add_argument(
+        "--end", type=non_negative_float, help="render notes starting before this time in seconds (default: the end)"
     )
     parser.add_argument(
         "--release",
-        type=float,
+        type=non_negative_float,
         help="cap each note's release at this many seconds (default: the timbre's full release)",
     )
     parser.add_argument(
