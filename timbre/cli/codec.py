@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from timbre.cli.common import (
+    add_device_argument,
     add_model_argument,
     add_synthesis_arguments,
     check_inputs_exist,
@@ -15,6 +16,7 @@ from timbre.cli.common import (
     report_written,
     warn_if_outside_training_range,
 )
+from timbre.cli.render import DEFAULT_MODELS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,12 +40,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="precision of the wavenet decoder's weights: bfloat16 and int8 decode faster at NSynth size "
         "(default: float32)",
     )
-    add_model_argument(decode)
+    decode.add_argument(
+        "--decoder",
+        choices=sorted(DEFAULT_MODELS),
+        help="decode with the bundled model of this decoder: fast (parallel) or wavenet (autoregressive); "
+        "an embedding of the default model decodes with either when they share its encoder (default: --model's)",
+    )
+    decode.add_argument(
+        "--model",
+        help="bundled model name (default, fast, wavenet-small) or a checkpoint / run directory "
+        "(default: the bundled model of --decoder, else default)",
+    )
+    add_device_argument(decode)
     decode.set_defaults(handler=run_decode)
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    """Encode an audio file into a temporal embedding [frames, 16] saved as .npy (+ .json metadata)."""
+    """Encode an audio file into a temporal embedding [frames, dims] saved as .npy (+ .json metadata)."""
     check_inputs_exist([args.input])
     out = check_output_file(args.out, [args.input], (".npy",))
     check_output_file(out.with_suffix(".json"), [args.input], (".json",))
@@ -56,8 +69,10 @@ def run_encode(args: argparse.Namespace) -> int:
 
 
 def run_decode(args: argparse.Namespace) -> int:
-    """Synthesize a note at --pitch from an embedding written by `timbre encode`."""
+    """Synthesize a note at --pitch from an embedding written by `timbre encode` (with --decoder: by that decoder)."""
     from timbre.embedding import Embedding
+    from timbre.errors import ConfigError
+    from timbre.hub import load
     from timbre.io.audio import save_wav
 
     check_inputs_exist([args.input])
@@ -65,9 +80,24 @@ def run_decode(args: argparse.Namespace) -> int:
     if args.plot:
         check_output_file(out.with_suffix(".png"), [args.input], (".png",))
     embedding = Embedding.load(args.input)
-    model = load_model(args)
-    if embedding.model and embedding.model != model.name:
-        print(f"warning: {args.input} was encoded by {embedding.model}, decoding with {model.name}")
+    model_name = args.model or DEFAULT_MODELS[args.decoder or "fast"]
+    model = load(model_name, device=args.device)
+    if args.decoder and model.decoder_kind != args.decoder:
+        raise ConfigError(
+            f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for"
+        )
+    if embedding.dim != model.autoencoder.latent_dim or embedding.hop_length != model.hop_length:
+        raise ConfigError(
+            f"{args.input}: z [frames, {embedding.dim}] at hop {embedding.hop_length} from "
+            f"{embedding.model or 'an unnamed model'} does not fit the {model.decoder_kind} decoder of {model.name}, "
+            f"which takes z [frames, {model.autoencoder.latent_dim}] at hop {model.hop_length} from its own encoder: "
+            f"encode with --model {model.name}, or decode with the model that encoded it"
+        )
+    if embedding.model and embedding.model != model.name and not _shares_encoder(embedding.model, model):
+        print(
+            f"warning: {args.input} was encoded by {embedding.model}, whose encoder is not {model.name}'s: "
+            f"its decoder reads the embedding as its own encoder's"
+        )
     warn_if_outside_training_range(model, args.pitch)
     audio = model.synthesize(
         embedding, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, temperature=args.temperature,
@@ -84,3 +114,23 @@ def run_decode(args: argparse.Namespace) -> int:
         written.append(png)
     report_written(written)
     return 0
+
+
+def _shares_encoder(encoded_by: str, model) -> bool:
+    """Whether the model named ``encoded_by`` (an embedding's ``model``) has ``model``'s encoder,
+    weight for weight: then its embeddings are ``model``'s own. False when it cannot be loaded."""
+    import torch
+
+    from timbre.errors import TimbreError
+    from timbre.hub import load
+
+    try:
+        encoder = load(encoded_by).autoencoder.encoder
+    except TimbreError:  # a path that is gone, or a model of another installation
+        return False
+    mine, theirs = model.autoencoder.encoder.state_dict(), encoder.state_dict()
+    return (
+        type(encoder) is type(model.autoencoder.encoder)
+        and mine.keys() == theirs.keys()
+        and all(mine[key].shape == theirs[key].shape and torch.equal(mine[key].cpu(), theirs[key]) for key in mine)
+    )

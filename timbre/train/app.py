@@ -267,6 +267,10 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
         from timbre.train.finetune import run_finetune  # the model comes from a base checkpoint
 
         return run_finetune(config, run_dir, resume_state)
+    if config.get("encoder_from") is not None:
+        from timbre.train.decoder_on_encoder import run_decoder_on_encoder  # the encoder is a trained model's
+
+        return run_decoder_on_encoder(config, run_dir, resume_state)
     if run_dir is None:
         run_dir = Path(HydraConfig.get().runtime.output_dir)
     context = init_distributed(settings.resolved_device().type)
