@@ -136,6 +136,8 @@ def test_a_resumed_run_continues_as_if_uninterrupted(base_model, note_dataset, t
     train(run_config(base_model, note_dataset, 2), run_dir=tmp_path / "half")
     resumed = train(resume(tmp_path / "half", 4))
     assert resumed.step == 4 and resumed.run_dir == tmp_path / "half"
+    # The notes drawn so far (of 6), each encoded once and kept for the resumed launch.
+    assert 0 < len(list((tmp_path / "half" / "embeddings").glob("*.npy"))) <= 6
     assert resumed.train_losses == whole.train_losses[2:]
     after, uninterrupted = load_checkpoint(tmp_path / "half"), load_checkpoint(tmp_path / "whole")
     assert all(torch.equal(after["model"][key], value) for key, value in uninterrupted["model"].items())
@@ -167,13 +169,13 @@ def test_decode_with_the_wavenet_decoder(base_model, trained, note_dataset, tmp_
     assert "--decoder wavenet" in capsys.readouterr().err
 
 
-def test_crops_carry_the_frames_of_the_whole_note_embedding(base_model, note_dataset):
+def test_crops_carry_the_frames_of_the_whole_note_embedding(base_model, note_dataset, tmp_path):
     from timbre.data.nsynth import NoteDataset
     from timbre.train.decoder_on_encoder import EncodedCrops
 
     base = timbre.load(base_model)
     notes = NoteDataset(note_dataset, "train", crop_samples=2048)
-    crops = EncodedCrops(notes, base.autoencoder)
+    crops = EncodedCrops(notes, base.autoencoder, tmp_path / "embeddings")
     torch.manual_seed(3)
     item = crops[1]
     torch.manual_seed(3)  # the same draw: where the crop starts
@@ -184,3 +186,9 @@ def test_crops_carry_the_frames_of_the_whole_note_embedding(base_model, note_dat
     whole = base.encode(audio).tensor.T  # [latent, frames] of the whole note, as at inference
     assert torch.equal(item["z"], whole[:, start // 512 : start // 512 + 4])
     assert item["pitch"] == notes.examples[1]["pitch"]
+    # Encoded once: the second time the embedding comes from the run's folder, the same to the bit.
+    assert len(list((tmp_path / "embeddings").glob("*.npy"))) == 1
+    assert torch.equal(crops.embedding(1, audio), whole)
+    assert torch.equal(
+        EncodedCrops(notes, base.autoencoder, tmp_path / "embeddings", from_start=True)[1]["z"], whole[:, :4]
+    )

@@ -16,8 +16,9 @@ The ``encoder_from`` config section turns a training run into this:
 - Each training note is encoded whole, as ``TimbreModel.encode`` encodes a sound at inference,
   and the frames of its crop are cut from that embedding: an encoder with context beyond the
   crop (the default's sees 0.5 s) gives edge frames on a crop that a whole note never has. The
-  embedding of each note is kept in memory after its first use (``[frames, latent_dim]`` float32
-  per note: 32 kB for a 4 s note at 64 dims, 0.5 GB for 15,000 notes).
+  encoder is frozen, so each note is encoded once, at its first use, and its embedding kept in
+  ``RUN_DIR/embeddings/`` for the rest of the run and its resumptions (``[frames, latent_dim]``
+  float32 per note: 32 kB for a 4 s note at 64 dims, 0.5 GB for 15,000 notes).
 - Crops start on frame boundaries; held-out notes are validated from their start, where decoding
   starts at inference, and (``valid_pitch``) decoded free-running from their embedding, their
   pitch tracked by PESTO: the ``pitch_accuracy`` column of ``metrics.csv`` (within 50 cents).
@@ -47,6 +48,7 @@ from timbre.data import DataBundle
 from timbre.data.nsynth import NoteDataset
 from timbre.errors import CheckpointError, ConfigError, TimbreError, TimbreWarning
 from timbre.io.audio import load_audio
+from timbre.io.files import atomic_write
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.encoder import WaveNetEncoder
@@ -59,6 +61,8 @@ from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_co
 # Seed of the sampling noise of the free-running validation decodes: the same noise every time,
 # so the pitch accuracy of two validations differs by the weights only.
 VALID_PITCH_SEED = 0
+# Where a run keeps the embeddings of its notes, in its run directory.
+EMBEDDINGS_DIR = "embeddings"
 
 
 @dataclass
@@ -195,10 +199,12 @@ class EncodedCrops(Dataset):
         notes: cropping notes (``crop_samples`` a multiple of the encoder's hop).
         encoder: a model holding the frozen encoder; notes are encoded as it encodes at inference
             (:meth:`timbre.synthesizer.TimbreModel.encode`), on the CPU.
+        cache_dir: where each note's embedding is kept once computed (``.npy``), named by the
+            note file's path, size and modification time: valid for this encoder only.
         from_start: every crop starts at its note's start (validation), instead of where the notes draw it.
     """
 
-    def __init__(self, notes: NoteDataset, encoder: Autoencoder, from_start: bool = False) -> None:
+    def __init__(self, notes: NoteDataset, encoder: Autoencoder, cache_dir: Path, from_start: bool = False) -> None:
         from timbre.synthesizer import TimbreModel
 
         if notes.crop_samples is None:
@@ -210,25 +216,29 @@ class EncodedCrops(Dataset):
         self.notes.crop_hop = math.lcm(notes.crop_hop, hop)
         self.crop_samples = notes.crop_samples
         self.hop_length = hop
+        self.cache_dir = Path(cache_dir)
         self.from_start = from_start
         self.encoder = TimbreModel(copy.deepcopy(encoder), name="frozen encoder")
-        self._embeddings: dict[int, torch.Tensor] = {}
 
     def __len__(self) -> int:
         return len(self.notes)
 
     def embedding(self, index: int, audio: np.ndarray) -> torch.Tensor:
-        """The whole-note embedding ``[latent_dim, frames]`` of note ``index`` (waveform ``audio``), cached."""
-        cached = self._embeddings.get(index)
-        if cached is None:
-            with warnings.catch_warnings():
-                # A silent or very short training note is encoded all the same, without a warning per note.
-                warnings.simplefilter("ignore", TimbreWarning)
-                tensor = self.encoder.encode(audio).tensor
-            # encode runs in inference mode; a clone outside it is an ordinary tensor the decoder may use.
-            cached = tensor.T.clone(memory_format=torch.contiguous_format)
-            self._embeddings[index] = cached
-        return cached
+        """The whole-note embedding ``[latent_dim, frames]`` of note ``index`` (waveform ``audio``)."""
+        path = self.notes.audio_path(index)
+        status = path.stat()
+        key = hashlib.sha256(f"{path.resolve()}:{status.st_size}:{status.st_mtime_ns}".encode()).hexdigest()[:24]
+        cached = self.cache_dir / f"{key}.npy"
+        if cached.is_file():
+            return torch.from_numpy(np.load(cached))
+        with warnings.catch_warnings():
+            # A silent or very short training note is encoded all the same, without a warning per note.
+            warnings.simplefilter("ignore", TimbreWarning)
+            tensor = self.encoder.encode(audio).tensor
+        z = np.ascontiguousarray(tensor.T.numpy())
+        with atomic_write(cached) as handle:
+            np.save(handle, z)
+        return torch.from_numpy(z)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         audio = load_audio(self.notes.audio_path(index), self.notes.sample_rate)
@@ -248,14 +258,17 @@ class EncodedCrops(Dataset):
         }
 
 
-def encoded_data(bundle: DataBundle, model: Autoencoder) -> DataBundle:
-    """``bundle``'s notes as :class:`EncodedCrops` of ``model``'s encoder (held-out notes from their start)."""
+def encoded_data(bundle: DataBundle, model: Autoencoder, cache_dir: Path) -> DataBundle:
+    """``bundle``'s notes as :class:`EncodedCrops` of ``model``'s encoder (held-out notes from their start),
+    their embeddings kept in ``cache_dir``."""
     for split, notes in (("train", bundle.train), ("valid", bundle.valid)):
         if notes is not None and not isinstance(notes, NoteDataset):
             raise ConfigError(f"encoder_from needs notes in the NSynth layout (data=nsynth); the {split} set is not")
     assert isinstance(bundle.train, NoteDataset)
-    train = EncodedCrops(bundle.train, model)
-    valid = EncodedCrops(bundle.valid, model, from_start=True) if isinstance(bundle.valid, NoteDataset) else None
+    train = EncodedCrops(bundle.train, model, cache_dir)
+    valid = (
+        EncodedCrops(bundle.valid, model, cache_dir, from_start=True) if isinstance(bundle.valid, NoteDataset) else None
+    )
     return DataBundle(train=train, valid=valid, artifacts=bundle.artifacts)
 
 
@@ -315,14 +328,19 @@ def run_decoder_on_encoder(
             assert resume_state is not None
             load_state(model, resume_state["model"], source)  # the encoder the data encodes with
             _check_encoder(model, origin, source)
-        data = encoded_data(build_data(config.data), model)
+        data = encoded_data(build_data(config.data), model, run_dir / EMBEDDINGS_DIR)
         if context.is_main:
             _claim_config(run_dir, config, resuming=resume_state is not None)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+            named = (
+                origin.get("base")
+                if origin.get("base") == origin.get("path")
+                else f"{origin.get('base')} ({origin.get('path')})"
+            )
             print(
-                f"timbre-train: {type(model.decoder).__name__} on the frozen encoder of {origin.get('base')} "
-                f"({origin.get('path')}): latent_dim {model.latent_dim}, hop {model.hop_length}; "
+                f"timbre-train: {type(model.decoder).__name__} on the frozen encoder of {named}: "
+                f"latent_dim {model.latent_dim}, hop {model.hop_length}; "
                 f"{trainable:,} weights train, {frozen:,} frozen; run dir {run_dir}",
                 flush=True,
             )
