@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -143,7 +144,7 @@ def test_a_resumed_run_continues_as_if_uninterrupted(base_model, note_dataset, t
     assert all(torch.equal(after["model"][key], value) for key, value in uninterrupted["model"].items())
 
 
-def test_decode_with_the_wavenet_decoder(base_model, trained, note_dataset, tmp_path, capsys):
+def test_decode_with_the_wavenet_decoder(base_model, trained, note_dataset, wavenet_checkpoint, tmp_path, capsys):
     run, _ = trained
     note = sorted((note_dataset / "nsynth-valid" / "audio").glob("*.wav"))[0]
     timbre.load(base_model).encode(str(note)).save(tmp_path / "z.npy")
@@ -162,6 +163,13 @@ def test_decode_with_the_wavenet_decoder(base_model, trained, note_dataset, tmp_
     assert f"z [frames, {BASE_LATENT}]" in error and "z [frames, 16]" in error
     assert str(base_model) in error and "wavenet" in error
     assert not (tmp_path / "other.wav").exists()
+
+    # An embedding of the same shape from another encoder decodes, with a warning naming that encoder's model.
+    metadata = json.loads((tmp_path / "z.json").read_text())
+    (tmp_path / "z.json").write_text(json.dumps({**metadata, "model": str(wavenet_checkpoint)}))
+    assert timbre_cli(["decode", str(tmp_path / "z.npy"), "--decoder", "wavenet", "--model", str(run),
+                       "--seconds", "0.1", "--out", str(tmp_path / "warned.wav")]) == 0  # fmt: skip
+    assert f"was encoded by {wavenet_checkpoint}, whose encoder is not" in capsys.readouterr().out
 
     # A parallel model asked for as the wavenet decoder.
     assert timbre_cli(["decode", str(tmp_path / "z.npy"), "--decoder", "wavenet", "--model", str(base_model),

@@ -86,17 +86,22 @@ def run_decode(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"--model {model_name} has a {model.decoder_kind} decoder, but --decoder {args.decoder} was asked for"
         )
+    if args.weights != "float32" and not model.is_autoregressive:  # the flag's mistake before the file's
+        raise ConfigError(
+            f"--weights {args.weights}: {args.weights} weights apply to autoregressive (wavenet) decoders only, "
+            f"and {model.name} has a {model.decoder_kind} decoder"
+        )
     if embedding.dim != model.autoencoder.latent_dim or embedding.hop_length != model.hop_length:
         raise ConfigError(
             f"{args.input}: z [frames, {embedding.dim}] at hop {embedding.hop_length} from "
             f"{embedding.model or 'an unnamed model'} does not fit the {model.decoder_kind} decoder of {model.name}, "
-            f"which takes z [frames, {model.autoencoder.latent_dim}] at hop {model.hop_length} from its own encoder: "
+            f"which takes z [frames, {model.autoencoder.latent_dim}] at hop {model.hop_length}: "
             f"encode with --model {model.name}, or decode with the model that encoded it"
         )
     if embedding.model and embedding.model != model.name and not _shares_encoder(embedding.model, model):
         print(
             f"warning: {args.input} was encoded by {embedding.model}, whose encoder is not {model.name}'s: "
-            f"its decoder reads the embedding as its own encoder's"
+            f"{model.name}'s decoder was not trained on that encoder's embeddings"
         )
     warn_if_outside_training_range(model, args.pitch)
     audio = model.synthesize(
