@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 import timbre
 from timbre.cli import main as timbre_cli
+from timbre.errors import ConfigError
 from timbre.io.audio import load_audio
 from timbre.train.app import CONFIG_DIR, train
 from timbre.train.checkpoint import load_checkpoint, model_spec, save_checkpoint
@@ -130,6 +131,17 @@ def test_the_run_loads_without_hydra_and_encodes_exactly_as_the_base(base_model,
     assert encoder_fingerprint(model.autoencoder.encoder) == encoder_fingerprint(base.autoencoder.encoder)
     audio = model.synthesize(z, pitch=62, seconds=0.1)
     assert audio.shape == (1600,) and abs(audio).max() > 0
+
+
+def test_settings_that_do_not_apply_are_refused_by_name(base_model, note_dataset, tmp_path):
+    with pytest.raises(ConfigError, match=r"^encoder_from\.freeze is not a setting"):
+        train(run_config(base_model, note_dataset, 2, **{"+encoder_from.freeze": True}), run_dir=tmp_path / "a")
+    with pytest.raises(ConfigError, match="trainer.init_from does not combine with encoder_from"):
+        train(run_config(base_model, note_dataset, 2, **{"trainer.init_from": str(base_model)}), run_dir=tmp_path / "b")
+    with pytest.raises(ConfigError, match="model.decoder._target_ 'timbre.models.encoder.WaveNetEncoder' is not"):
+        overrides = {"model.decoder._target_": "timbre.models.encoder.WaveNetEncoder"}
+        train(run_config(base_model, note_dataset, 2, **overrides), run_dir=tmp_path / "c")
+    assert not any(tmp_path.iterdir())  # refused before a run directory was made
 
 
 def test_a_resumed_run_continues_as_if_uninterrupted(base_model, note_dataset, tmp_path):

@@ -297,6 +297,11 @@ def run_decoder_on_encoder(
 
     settings = EncoderFromSettings.from_config(_container(config.encoder_from))
     trainer_settings = TrainerSettings.from_config(_container(config.trainer))
+    if trainer_settings.init_from and resume_state is None:
+        raise ConfigError(
+            "trainer.init_from does not combine with encoder_from: the encoder's weights come from "
+            f"encoder_from.base ({settings.base}) and the decoder starts from scratch"
+        )
     base_weights = None
     if resume_state is not None:  # every weight, the encoder's included, comes from the run's checkpoint
         spec = resume_state["model_config"]
