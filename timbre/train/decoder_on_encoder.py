@@ -23,8 +23,9 @@ The ``encoder_from`` config section turns a training run into this:
   starts at inference, and (``valid_pitch``) decoded free-running from their embedding, their
   pitch tracked by PESTO: the ``pitch_accuracy`` column of ``metrics.csv`` (within 50 cents).
 
-It resumes like any run (``timbre-train trainer.resume=RUN_DIR``); the encoder's weights are
-checked against the base's fingerprint when the run starts, resumes and ends.
+It resumes like any run (``timbre-train trainer.resume=RUN_DIR``). The fingerprint of the base's
+encoder weights is recorded in the run (``run["encoder_from"]`` of every checkpoint) and checked
+when the run resumes and when it ends.
 """
 
 from __future__ import annotations
