@@ -8,17 +8,18 @@ turns every note it can trust into an NSynth note (4 s, 16 kHz mono, the attack 
    decodes; other files are counted as ignored. Unreadable files are rejected with the decoder's
    reason. The folder is only read, never written (an output inside it is refused).
 2. Notes: the first sound starts one; each later onset of librosa's spectral-flux detector
-   (backtracked to the energy minimum before the attack) that raises the level by at least
-   :data:`ONSET_RISE_DB` starts another (tremolo, vibrato and noise flicker do not). A note runs
-   to the next onset or to the point where it decays :data:`TAIL_DB` below its peak.
+   (:mod:`timbre.data.onsets`; backtracked to the energy minimum before the attack) that raises
+   the level by at least :data:`ONSET_RISE_DB` starts another (tremolo, vibrato and noise flicker
+   do not; a file whose level never rises that much is not searched). A note runs to the next
+   onset or to the point where it decays :data:`TAIL_DB` below its peak.
 3. Pitch by PESTO (an independent tracker; its weights ship inside the ``pesto-pitch`` wheel), every
    80 ms over the note's first :data:`PITCH_WINDOW_SECONDS`, on frames within 30 dB of the note's
-   loudest. The note's pitch is the median, checked against its octave and twelfth by the spectrum
-   (see :data:`OCTAVE_CANDIDATES`); it is *pitched* when at least :data:`MIN_STEADY_FRACTION` of
-   the frames lie within 50 cents of the median or an octave of it (noise and drums wander, real
-   notes hold). PESTO's confidence is kept as metadata but not used to reject:
-   it stays low on many real instrument notes whose pitch it tracks exactly (see
-   :mod:`timbre.evaluation.metrics`).
+   loudest (the network runs on those frames only). The note's pitch is the median, checked
+   against its octave and twelfth by the spectrum (see :data:`OCTAVE_CANDIDATES`); it is
+   *pitched* when at least :data:`MIN_STEADY_FRACTION` of the frames lie within 50 cents of the
+   median or an octave of it (noise and drums wander, real notes hold). PESTO's confidence is kept
+   as metadata but not used to reject: it stays low on many real instrument notes whose pitch it
+   tracks exactly (see :mod:`timbre.evaluation.metrics`).
 4. Rejections, each with a reason in the report: unreadable, silent, too short (less than
    :data:`MIN_NOTE_SECONDS` of sound), clipped (at least :data:`CLIPPED_RUNS` runs of
    :data:`CLIP_RUN` samples stuck at full scale in the original file), unpitched, pitch outside
@@ -45,6 +46,7 @@ every few seconds, and when interrupted), so a re-run skips files already done a
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import multiprocessing
@@ -60,14 +62,16 @@ from typing import Any
 import numpy as np
 import soundfile
 import torch
+import torchaudio.transforms
 from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from timbre.data.augment import shift_pitch
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_QUALITIES, NSYNTH_SOURCES
 from timbre.data.nsynth import AUDIO_DIR, EXAMPLES_FILE
+from timbre.data.onsets import detect_onsets
 from timbre.errors import ConfigError, DatasetError
-from timbre.io.audio import SAMPLE_RATE, resample, save_wav, to_mono
+from timbre.io.audio import SAMPLE_RATE, save_wav, to_mono
 from timbre.io.files import atomic_write
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".aifc", ".au", ".caf", ".w64")
@@ -215,14 +219,48 @@ class _Note:
 
 
 def _frame_levels(audio: np.ndarray) -> np.ndarray:
-    """RMS level in dBFS of ``LEVEL_WINDOW``-sample frames every ``LEVEL_HOP`` samples, frame k at k * hop."""
-    padded = np.pad(audio.astype(np.float64), (0, LEVEL_WINDOW))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, LEVEL_WINDOW)[: audio.shape[0] : LEVEL_HOP]
-    return 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
+    """``[ceil(samples / LEVEL_HOP)]`` RMS level (dBFS) of ``LEVEL_WINDOW``-sample frames, frame k from k * hop."""
+    count = -(-audio.shape[0] // LEVEL_HOP)
+    per_hop = LEVEL_WINDOW // LEVEL_HOP
+    # Each window is whole hops: sum the energy of every hop once, then neighbouring hops.
+    squares = np.pad(audio.astype(np.float64), (0, (count + per_hop) * LEVEL_HOP - audio.shape[0])) ** 2
+    hop_energy = squares.reshape(-1, LEVEL_HOP).sum(axis=1)
+    energy = np.lib.stride_tricks.sliding_window_view(hop_energy, per_hop)[:count].sum(axis=1)
+    return 10.0 * np.log10(energy / LEVEL_WINDOW + 1e-20)
+
+
+def _level_rises(levels: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``[frames]`` the rise of ``levels [frames]`` at each frame.
+
+    The loudest 50 ms from the frame on against the median of the 150 ms up to it, in dB.
+    """
+    after, before = round(0.05 * sample_rate) // LEVEL_HOP, round(0.15 * sample_rate) // LEVEL_HOP
+    ahead = np.pad(levels, (0, after), constant_values=-np.inf)
+    loudest_after = np.lib.stride_tricks.sliding_window_view(ahead, after + 1).max(axis=1)
+    median_before = np.empty_like(levels)
+    median_before[:before] = [np.median(levels[: frame + 1]) for frame in range(min(before, levels.shape[0]))]
+    if levels.shape[0] > before:
+        median_before[before:] = np.median(np.lib.stride_tricks.sliding_window_view(levels, before + 1), axis=1)
+    return loudest_after - median_before
+
+
+def _resample(audio: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
+    """:func:`timbre.io.audio.resample` (the same samples), its filter computed once per pair of rates."""
+    if orig_rate == new_rate:
+        return audio.astype(np.float32, copy=False)
+    with torch.inference_mode():
+        return _resampler(orig_rate, new_rate)(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32))).numpy()
+
+
+@functools.lru_cache(maxsize=8)
+def _resampler(orig_rate: int, new_rate: int) -> torchaudio.transforms.Resample:
+    return torchaudio.transforms.Resample(orig_rate, new_rate, dtype=torch.float32)
 
 
 def _clip_runs(channels: np.ndarray) -> np.ndarray:
     """Start samples (at the file's rate) of runs of ``CLIP_RUN`` samples at full scale, in any channel."""
+    if -CLIP_LEVEL < channels.min() and channels.max() < CLIP_LEVEL:
+        return np.zeros(0, dtype=np.int64)
     at_rail = (np.abs(channels) >= CLIP_LEVEL).any(axis=1).astype(np.int8)
     if not at_rail.any():
         return np.zeros(0, dtype=np.int64)
@@ -233,26 +271,24 @@ def _clip_runs(channels: np.ndarray) -> np.ndarray:
 
 def _onsets(audio: np.ndarray, sample_rate: int) -> list[int]:
     """Note starts in samples: the first sound, then the spectral-flux onsets that raise the level."""
-    import librosa
-
     levels = _frame_levels(audio)
     peak_level = levels.max()
     sounding = np.flatnonzero(levels > max(peak_level - TAIL_DB, 20 * math.log10(SILENCE_PEAK)))
     if sounding.size == 0:
         return []
-    envelope = librosa.onset.onset_strength(y=audio, sr=sample_rate, hop_length=ONSET_HOP)
-    detected = librosa.onset.onset_detect(
-        onset_envelope=envelope, sr=sample_rate, hop_length=ONSET_HOP, backtrack=True, units="samples"
-    )
-    after, before = round(0.05 * sample_rate) // LEVEL_HOP, round(0.15 * sample_rate) // LEVEL_HOP
     first_sound = int(sounding[0]) * LEVEL_HOP
     onsets = [first_sound]
-    for onset in (int(sample) for sample in detected):
-        if onset - onsets[-1] < MERGE_SECONDS * sample_rate:
-            continue
+    rises = _level_rises(levels, sample_rate)
+    # A second note needs a rise somewhere after the first one's attack: most files (one-shots)
+    # have none, and the spectral flux is not needed to know that they hold one note.
+    earliest = math.ceil((first_sound + MERGE_SECONDS * sample_rate) / LEVEL_HOP)
+    if not (rises[earliest:] >= ONSET_RISE_DB).any():
+        return onsets
+    for onset in (int(sample) for sample in detect_onsets(audio, sample_rate, ONSET_HOP)):
         frame = onset // LEVEL_HOP
-        rise = levels[frame : frame + after + 1].max() - np.median(levels[max(0, frame - before) : frame + 1])
-        if rise >= ONSET_RISE_DB:
+        if onset - onsets[-1] < MERGE_SECONDS * sample_rate or frame >= rises.shape[0]:
+            continue
+        if rises[frame] >= ONSET_RISE_DB:
             onsets.append(onset)
     return onsets
 
@@ -268,37 +304,58 @@ def _note_end(audio: np.ndarray, start: int, stop: int) -> int:
 
 
 class _PitchTracker:
-    """PESTO, loaded once per build."""
+    """PESTO, loaded once per process, run on the frames a note's pitch is judged on."""
 
     def __init__(self, sample_rate: int) -> None:
         import pesto
 
         self.sample_rate = sample_rate
         self.model = pesto.load_model(PESTO_MODEL, step_size=PITCH_STEP_MS, sampling_rate=sample_rate).eval()
+        self.reduce_activations = pesto.utils.reduce_activations
         self.hop = round(PITCH_STEP_MS * sample_rate / 1000)
+        # PESTO's output bins are rolled by its tuning offset before they are reduced to a pitch.
+        self.roll = -round(float(self.model.shift) * self.model.bins_per_semitone)
+
+    def judged_frames(self, windows: np.ndarray, frames: int) -> np.ndarray:
+        """``[notes, frames]`` True for the frames of ``windows [notes, samples]`` within 30 dB of their note's loudest.
+
+        Frame k of PESTO is centred on sample k * hop; its level is that of the ``LEVEL_WINDOW``
+        samples around it.
+        """
+        padded = np.pad(windows.astype(np.float64), ((0, 0), (LEVEL_WINDOW // 2, LEVEL_WINDOW // 2)))
+        around = np.lib.stride_tricks.sliding_window_view(padded, LEVEL_WINDOW, axis=1)[:, :: self.hop][:, :frames]
+        levels = 10.0 * np.log10(np.mean(around**2, axis=2) + 1e-20)
+        return levels >= levels.max(axis=1, keepdims=True) - PITCH_FRAME_RANGE_DB
 
     @torch.inference_mode()
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Fractional MIDI pitch and confidence ``[notes, frames]`` of ``windows [notes, samples]``."""
+        """Fractional MIDI pitch and confidence ``[notes, frames]`` of ``windows [notes, samples]`` (NaN: not judged).
+
+        PESTO's network sees one frame at a time and costs more per frame than everything else
+        the analysis does: it runs on the judged frames only (:meth:`judged_frames`), the steps
+        of ``PESTO.forward`` after its constant-Q transform applied to them alone.
+        """
+        model = self.model
         pitches, confidences = [], []
         for start in range(0, len(windows), _PITCH_BATCH):  # bounds memory on long phrases
-            chunk = torch.from_numpy(windows[start : start + _PITCH_BATCH])
-            pitch, confidence, *_ = self.model(
-                chunk, sr=self.sample_rate, convert_to_freq=False, return_activations=False
-            )
-            pitches.append(pitch.reshape(len(chunk), -1).double().numpy())
-            confidences.append(confidence.reshape(len(chunk), -1).double().numpy())
+            chunk = np.ascontiguousarray(windows[start : start + _PITCH_BATCH])
+            decibels = model.preprocessor(torch.from_numpy(chunk), sr=self.sample_rate)  # [notes, frames, 1, bins]
+            judged = self.judged_frames(chunk, decibels.shape[1])
+            # PESTO scales its dB spectrum to log power in place; the exp of that feeds its confidence.
+            log_power = decibels[torch.from_numpy(judged)].mul_(math.log(10) / 10.0)  # [judged frames, 1, bins]
+            confidence = model.confidence(log_power.exp().squeeze(1))
+            activations = model.encoder(model.crop_cqt(log_power)).roll(self.roll, -1)
+            pitch = self.reduce_activations(activations, reduction=model.reduction)
+            pitches.append(np.full(judged.shape, np.nan))
+            pitches[-1][judged] = pitch.double().numpy()
+            confidences.append(np.full(judged.shape, np.nan))
+            confidences[-1][judged] = confidence.double().numpy()
         return np.concatenate(pitches), np.concatenate(confidences)
 
 
-def _judge_pitch(pitch: np.ndarray, confidence: np.ndarray, window: np.ndarray, hop: int) -> tuple[float, float, float]:
-    """``(median pitch, confidence, steady fraction)`` of one note's frames within 30 dB of its loudest."""
-    padded = np.pad(window.astype(np.float64), (LEVEL_WINDOW // 2, LEVEL_WINDOW // 2))
-    frames = np.lib.stride_tricks.sliding_window_view(padded, LEVEL_WINDOW)[::hop][: pitch.shape[0]]
-    levels = 10.0 * np.log10(np.mean(frames**2, axis=1) + 1e-20)
-    count = min(len(levels), len(pitch))
-    levels, pitch, confidence = levels[:count], pitch[:count], confidence[:count]
-    used = levels >= levels.max() - PITCH_FRAME_RANGE_DB
+def _judge_pitch(pitch: np.ndarray, confidence: np.ndarray) -> tuple[float, float, float]:
+    """``(median pitch, confidence, steady fraction)`` of one note's judged frames (not NaN in ``pitch [frames]``)."""
+    used = ~np.isnan(pitch)
     median = float(np.median(pitch[used]))
     # Octave slips of the tracker on a held note count as steady; noise lands anywhere.
     distance = np.abs((pitch[used] - median + 6.0) % 12.0 - 6.0)
@@ -325,11 +382,9 @@ def _harmonic_contrast(spectrum: np.ndarray, sample_rate: int, f0: float) -> flo
 
 def _check_octave(estimate: float, window: np.ndarray, sample_rate: int) -> float:
     """``estimate`` (fractional MIDI) moved to the octave or twelfth the spectrum supports best."""
-    import librosa
-
-    spectrum = np.abs(
-        librosa.stft(window, n_fft=OCTAVE_CHECK_FFT, hop_length=OCTAVE_CHECK_FFT // 4, center=False)
-    ).mean(axis=1)
+    frames = np.lib.stride_tricks.sliding_window_view(window, OCTAVE_CHECK_FFT)[:: OCTAVE_CHECK_FFT // 4]
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(OCTAVE_CHECK_FFT) / OCTAVE_CHECK_FFT)  # periodic
+    spectrum = np.abs(np.fft.rfft(frames * hann, axis=1)).mean(axis=0)
     f0 = 440.0 * 2.0 ** ((estimate - 69.0) / 12.0)
     contrasts = [_harmonic_contrast(spectrum, sample_rate, f0 * factor) for factor in OCTAVE_CANDIDATES]
     own = contrasts[OCTAVE_CANDIDATES.index(1.0)]
@@ -370,7 +425,7 @@ def analyse_file(
     if not np.isfinite(channels).all():
         return [], [(None, "unreadable (NaN or infinite samples)")]
     rate = settings.sample_rate
-    audio = resample(to_mono(channels), int(file_rate), rate)
+    audio = _resample(to_mono(channels), int(file_rate), rate)
     if np.abs(audio).max() < SILENCE_PEAK:
         return [], [(None, f"silent (peak below {20 * math.log10(SILENCE_PEAK):.0f} dBFS)")]
     clip_starts = _clip_runs(channels) * rate / file_rate
@@ -405,7 +460,7 @@ def analyse_file(
     notes: list[tuple[_Note, np.ndarray]] = []
     length = round(settings.seconds * rate)
     for row, (start, end, seconds) in enumerate(candidates):
-        estimate, confidence, steady = _judge_pitch(pitches[row], confidences[row], windows[row], tracker.hop)
+        estimate, confidence, steady = _judge_pitch(pitches[row], confidences[row])
         if steady < MIN_STEADY_FRACTION:
             rejected.append(
                 (seconds, f"unpitched (pitch steady within {STEADY_CENTS:.0f} cents on {100 * steady:.0f}% of frames)")
@@ -470,6 +525,17 @@ def _worker_init() -> None:
     threadpool_limits(1)
 
 
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """Forkserver where there is one (a fresh process that imports torch and PESTO once, then forks
+    each worker: they start without importing them again), spawn elsewhere. Never plain fork:
+    forking a process whose torch threads are running can deadlock."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__, "pesto"])
+    return context
+
+
 def _run_jobs(
     jobs: list[_FileJob], workers: int
 ) -> Iterator[tuple[_FileJob, list[tuple[_Note, np.ndarray]], list[tuple[float | None, str]]]]:
@@ -478,9 +544,7 @@ def _run_jobs(
     if workers <= 1:
         yield from map(_analyse_job, jobs)
         return
-    # spawn, not fork: forking a process whose torch threads are running can deadlock.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_worker_init) as pool:
+    with _worker_context().Pool(workers, initializer=_worker_init) as pool:
         yield from pool.imap(_analyse_job, jobs, chunksize=2)
 
 
