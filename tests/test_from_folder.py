@@ -10,11 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from timbre.cli import main as timbre_main
 from timbre.data.augment import shift_pitch
-from timbre.data.from_folder import STATE_FILE, build_from_folder
+from timbre.data.from_folder import STATE_FILE, _PitchTracker, build_from_folder
 from timbre.data.nsynth import NoteDataset
+from timbre.data.onsets import detect_onsets
 from timbre.io.audio import resample
 from timbre.io.fluidsynth import render_note
 
@@ -171,3 +173,37 @@ def test_shift_pitch_moves_every_partial():
     peak_hz = np.argmax(spectrum) * 16000 / 8000
     assert peak_hz == pytest.approx(440.0 * 2 ** ((62 - 69) / 12), abs=2.0)
     assert len(shifted) == pytest.approx(len(tone) / 2 ** (2 / 12), abs=2)
+
+
+def test_the_pitch_tracker_gives_pestos_own_pitches_on_the_judged_frames():
+    tracker = _PitchTracker(16000)
+    windows = np.stack([harmonic_tone(pitch, 1.0, 16000) for pitch in (45.0, 62.5, 81.2)])
+    windows[1, 9000:] = 0.0  # a note cut short: its last frames are silent and not judged
+    pitch, confidence = tracker(windows)
+    with torch.inference_mode():
+        own_pitch, own_confidence, _ = tracker.model(
+            torch.from_numpy(windows), sr=16000, convert_to_freq=False, return_activations=False
+        )
+    judged = ~np.isnan(pitch)
+    assert judged[0].all() and judged[2].all() and 4 <= (~judged[1]).sum() <= 7
+    assert np.array_equal(judged, ~np.isnan(confidence))
+    np.testing.assert_allclose(pitch[judged], own_pitch.numpy()[judged], atol=1e-4)
+    np.testing.assert_allclose(confidence[judged], own_confidence.numpy()[judged], atol=1e-5)
+    medians = [np.median(row[~np.isnan(row)]) for row in pitch]
+    assert medians == pytest.approx([45.0, 62.5, 81.2], abs=0.25)
+
+
+def test_onsets_are_librosas():
+    import librosa
+
+    rng = np.random.default_rng(1)
+    tones = np.concatenate([harmonic_tone(pitch, 0.6, 16000) for pitch in (50, 57, 62, 69)])
+    bursts = (rng.standard_normal(30000) * np.repeat(rng.random(60), 500)).astype(np.float32)
+    for audio in (tones, bursts, tones[:2500]):
+        envelope = librosa.onset.onset_strength(y=audio, sr=16000, hop_length=256)
+        expected = librosa.onset.onset_detect(
+            onset_envelope=envelope, sr=16000, hop_length=256, backtrack=True, units="samples"
+        )
+        assert detect_onsets(audio, 16000, 256).tolist() == expected.tolist()
+    # The detector finds the attacks after the first (from-folder starts a file's first note at its first sound).
+    assert detect_onsets(tones, 16000, 256).tolist() == pytest.approx([9600, 19200, 28800], abs=512)
