@@ -6,11 +6,15 @@ octaves, 0.8-4 s long, as 44.1 kHz stereo 24-bit WAV, 48 kHz mono float WAV and 
 four phrases of four notes in a row (one every 0.75 s); and junk: a silent file, a noise file, a
 snare hit and a text file. 80 notes in all, each with the pitch it was rendered at.
 
-    python benchmarks/from_folder_speed.py [--workers 2] [--baseline REV] [--repeats 1]
+    python benchmarks/from_folder_speed.py [--workers 2] [--baseline REV] [--repeats 1] [--recordings DIR]
 
-For each build: notes kept, how many have the rendered pitch, wall time, start-up (until the first
-file's analysis came back: imports, PESTO, worker processes), notes per second after start-up (the
-figure ``FolderSummary.notes_per_second`` reports, the issue's target) and end to end.
+Each build runs in a fresh Python process, as a ``timbre dataset from-folder`` command would (its
+own imports before the build are not timed). For each: notes kept, how many have the rendered
+pitch, wall time of the build, start-up (until the first file's analysis came back: worker
+processes, their imports, PESTO), notes per second after start-up (the figure
+``FolderSummary.notes_per_second`` reports, the issue's target) and end to end.
+``--recordings DIR`` measures an existing folder instead (no rendered pitches to compare with),
+e.g. the one ``benchmarks/finetune_own_sounds.py --out DIR`` renders (72 clarinet notes).
 
 ``--baseline REV`` also runs the analysis of ``timbre/data/from_folder.py`` as it was at git
 revision ``REV`` (loaded from ``git show``, the rest of the package as it is now) on the same
@@ -22,16 +26,13 @@ cents, and the same rejection reasons. The table reports the load average: other
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -85,8 +86,22 @@ def render_folder(folder: Path, soundfont: Path) -> dict[str, list[int]]:
     return truth
 
 
-def baseline_module(revision: str, where: Path) -> ModuleType:
-    """``timbre/data/from_folder.py`` at git ``revision`` as an importable module (worker processes import it too)."""
+# One build in a fresh interpreter; argv: module, folder holding it ("": the package's), recordings, dataset, workers.
+BUILD = """
+import json, sys, time
+if sys.argv[2]:
+    sys.path.insert(0, sys.argv[2])
+module = __import__(sys.argv[1], fromlist=["build_from_folder"])
+started = time.perf_counter()
+workers = int(sys.argv[5])
+summary = module.build_from_folder(sys.argv[3], sys.argv[4], instrument="pack", progress=False, workers=workers)
+print(json.dumps({"wall": time.perf_counter() - started, "startup": summary.startup_seconds,
+                  "rate": summary.notes_per_second}))
+"""
+
+
+def baseline_source(revision: str, where: Path) -> None:
+    """Write ``timbre/data/from_folder.py`` at git ``revision`` to ``where/from_folder_baseline.py``."""
     source = subprocess.run(
         ["git", "show", f"{revision}:timbre/data/from_folder.py"],
         cwd=REPOSITORY,
@@ -95,8 +110,13 @@ def baseline_module(revision: str, where: Path) -> ModuleType:
         text=True,
     ).stdout
     (where / "from_folder_baseline.py").write_text(source)
-    sys.path.insert(0, str(where))
-    return importlib.import_module("from_folder_baseline")
+
+
+def build(module: str, module_folder: str, recordings: Path, dataset: Path, workers: int) -> dict[str, float]:
+    """Wall time, start-up and notes per second of one build in a fresh process."""
+    command = [sys.executable, "-c", BUILD, module, module_folder, str(recordings), str(dataset), str(workers)]
+    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def outcome(dataset: Path) -> tuple[dict[tuple[str, float], dict[str, Any]], dict[str, list[str]]]:
@@ -116,20 +136,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="from-folder processes (default: 2)")
     parser.add_argument("--baseline", metavar="REV", help="also run from_folder.py of this git revision")
     parser.add_argument("--repeats", type=int, default=1, help="builds of each analysis (default: 1)")
+    parser.add_argument("--recordings", default=None, help="measure this folder (default: render one)")
     parser.add_argument("--out", default=None, help="keep the recordings and datasets here (default: a temp dir)")
     args = parser.parse_args()
 
-    from timbre.data import from_folder
-
     work = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="from-folder-bench-"))
-    recordings = work / "recordings"
-    shutil.rmtree(recordings, ignore_errors=True)
-    truth = render_folder(recordings, Path(args.soundfont))
-    analyses: dict[str, ModuleType] = {"current": from_folder}
+    work.mkdir(parents=True, exist_ok=True)
+    if args.recordings:
+        recordings, truth = Path(args.recordings), None
+        print(f"folder {recordings}; workers {args.workers}")
+    else:
+        recordings = work / "recordings"
+        shutil.rmtree(recordings, ignore_errors=True)
+        truth = render_folder(recordings, Path(args.soundfont))
+        print(f"{sum(map(len, truth.values()))} rendered notes in {len(truth)} audio files; workers {args.workers}")
+    analyses = {"current": ("timbre.data.from_folder", "")}
     if args.baseline:
-        analyses = {f"at {args.baseline}": baseline_module(args.baseline, work), **analyses}
-
-    print(f"{sum(map(len, truth.values()))} rendered notes in {len(truth)} audio files; workers {args.workers}")
+        baseline_source(args.baseline, work)
+        analyses = {f"at {args.baseline}": ("from_folder_baseline", str(work)), **analyses}
     print(f"load average at start: {os.getloadavg()[0]:.1f}\n")
     header = f"{'analysis':>16} {'run':>3} | {'kept':>4} {'right':>5} | {'wall s':>6} {'start s':>7} | "
     header += f"{'notes/s after start':>19} {'end to end':>10}"
@@ -137,20 +161,16 @@ def main() -> None:
     print("-" * len(header))
     outcomes = {}
     for repeat in range(args.repeats):
-        for label, module in analyses.items():
+        for label, (module, module_folder) in analyses.items():
             dataset = work / f"dataset-{label.replace(' ', '-')}-{repeat}"
             shutil.rmtree(dataset, ignore_errors=True)
-            started = time.perf_counter()
-            summary = module.build_from_folder(
-                recordings, dataset, instrument="pack", progress=False, workers=args.workers
-            )
-            wall = time.perf_counter() - started
+            timing = build(module, module_folder, recordings, dataset, args.workers)
             notes, reasons = outcome(dataset)
             outcomes[label] = notes, reasons
-            right = sum(fields["pitch"] in truth[fields["source_file"]] for fields in notes.values())
+            right = sum(f["pitch"] in truth[f["source_file"]] for f in notes.values()) if truth else "-"
             print(
-                f"{label:>16} {repeat + 1:>3} | {len(notes):>4} {right:>5} | {wall:>6.1f} "
-                f"{summary.startup_seconds:>7.1f} | {summary.notes_per_second:>19.1f} {len(notes) / wall:>10.1f}"
+                f"{label:>16} {repeat + 1:>3} | {len(notes):>4} {right:>5} | {timing['wall']:>6.1f} "
+                f"{timing['startup']:>7.1f} | {timing['rate']:>19.1f} {len(notes) / timing['wall']:>10.1f}"
             )
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
     if args.baseline:

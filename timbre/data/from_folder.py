@@ -70,6 +70,7 @@ from timbre.data.augment import shift_pitch
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_QUALITIES, NSYNTH_SOURCES
 from timbre.data.nsynth import AUDIO_DIR, EXAMPLES_FILE
 from timbre.data.onsets import detect_onsets
+from timbre.data.pesto_fast import ConstantQFrames, fast_encoder
 from timbre.errors import ConfigError, DatasetError
 from timbre.io.audio import SAMPLE_RATE, save_wav, to_mono
 from timbre.io.files import atomic_write
@@ -311,6 +312,8 @@ class _PitchTracker:
 
         self.sample_rate = sample_rate
         self.model = pesto.load_model(PESTO_MODEL, step_size=PITCH_STEP_MS, sampling_rate=sample_rate).eval()
+        self.constant_q = ConstantQFrames(self.model.preprocessor)
+        self.encoder = fast_encoder(self.model.encoder)
         self.reduce_activations = pesto.utils.reduce_activations
         self.hop = round(PITCH_STEP_MS * sample_rate / 1000)
         # PESTO's output bins are rolled by its tuning offset before they are reduced to a pitch.
@@ -331,20 +334,21 @@ class _PitchTracker:
     def __call__(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Fractional MIDI pitch and confidence ``[notes, frames]`` of ``windows [notes, samples]`` (NaN: not judged).
 
-        PESTO's network sees one frame at a time and costs more per frame than everything else
-        the analysis does: it runs on the judged frames only (:meth:`judged_frames`), the steps
-        of ``PESTO.forward`` after its constant-Q transform applied to them alone.
+        PESTO sees one frame at a time, and costs more per frame than everything else the
+        analysis does: ``PESTO.forward`` runs here on the judged frames only
+        (:meth:`judged_frames`), its constant-Q transform and encoder in their faster forms
+        (:mod:`timbre.data.pesto_fast`).
         """
         model = self.model
         pitches, confidences = [], []
         for start in range(0, len(windows), _PITCH_BATCH):  # bounds memory on long phrases
             chunk = np.ascontiguousarray(windows[start : start + _PITCH_BATCH])
-            decibels = model.preprocessor(torch.from_numpy(chunk), sr=self.sample_rate)  # [notes, frames, 1, bins]
-            judged = self.judged_frames(chunk, decibels.shape[1])
+            judged = self.judged_frames(chunk, self.constant_q.frames(chunk.shape[1]))
+            decibels = self.constant_q(torch.from_numpy(chunk), torch.from_numpy(judged))  # [judged frames, bins]
             # PESTO scales its dB spectrum to log power in place; the exp of that feeds its confidence.
-            log_power = decibels[torch.from_numpy(judged)].mul_(math.log(10) / 10.0)  # [judged frames, 1, bins]
+            log_power = decibels.mul_(math.log(10) / 10.0).unsqueeze(1)  # [judged frames, 1 harmonic, bins]
             confidence = model.confidence(log_power.exp().squeeze(1))
-            activations = model.encoder(model.crop_cqt(log_power)).roll(self.roll, -1)
+            activations = self.encoder(model.crop_cqt(log_power)).roll(self.roll, -1)
             pitch = self.reduce_activations(activations, reduction=model.reduction)
             pitches.append(np.full(judged.shape, np.nan))
             pitches[-1][judged] = pitch.double().numpy()
