@@ -523,8 +523,8 @@ def _analyse_job(job: _FileJob) -> tuple[_FileJob, list[tuple[_Note, np.ndarray]
 
 def _worker_init() -> None:
     # Workers already use every core between them; more threads per worker would only contend:
-    # torch's and the BLAS under librosa's mel filterbank (OpenBLAS spins a thread per core by
-    # default; one thread per worker analysed 35% more notes per second with a training running).
+    # torch's and numpy's BLAS (OpenBLAS spins a thread per core by default; one thread per worker
+    # analysed 35% more notes per second with a training running).
     torch.set_num_threads(1)
     threadpool_limits(1)
 
