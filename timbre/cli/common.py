@@ -83,6 +83,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _integer(text, "value")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is not a whole number >= 0")
+    return value
+
+
 def bounded_positive_int(largest: int):
     """An argparse type: an integer in ``[1, largest]``."""
 

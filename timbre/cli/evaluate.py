@@ -151,6 +151,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
         device=args.device,
         progress=True,
         reference=args.reference,
+        refine=args.refine,
     )
     print(summary_table(report))
     print(f"report in {args.out}/report.md")
@@ -206,6 +207,11 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         help="whose pitch PESTO judges (~0.3 s per note): the originals and the model's (default), "
         "all systems, or none",
     )
+    parser.add_argument(
+        "--refine", type=_count, default=0, metavar="STEPS",
+        help="refine each encoding by STEPS gradient steps through the decoder, as encode --refine does "
+        "(parallel decoder; default: 0)",
+    )  # fmt: skip
     parser.add_argument("--sweeps", type=_count, default=4, help="interpolation sweeps, 0 for none (default: 4)")
     parser.add_argument("--steps", type=_steps, default=7, help="steps per sweep, endpoints included (default: 7)")
     parser.add_argument(

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from timbre import __version__, plots
 from timbre.embedding import Embedding
@@ -118,6 +119,7 @@ def evaluate_autoencoder(
     device: str = "cpu",
     progress: bool = False,
     reference: str | Path | None = None,
+    refine: int = 0,
 ) -> dict[str, Any]:
     """Evaluate an autoencoder on a folder of notes; write the report files.
 
@@ -144,6 +146,8 @@ def evaluate_autoencoder(
             if they were reconstructions: e.g. the test set rendered from another soundfont
             (``timbre evaluate build-testset --soundfont ...``) says how often another maker's
             version of each instrument is identified as that instrument.
+        refine: refinement steps of the model's encoding (``model.encode(..., refine=N)``, at each
+            note's labelled pitch); the baselines are encoded without.
 
     Returns:
         The report written to ``report.json``.
@@ -152,7 +156,7 @@ def evaluate_autoencoder(
         "model": str(model), "data": str(data), "split": split, "notes": notes, "seed": seed,
         "baselines": list(baselines), "track_pitch": track_pitch, "sweeps": sweeps, "steps": steps,
         "seconds": seconds, "pitch_range": pitch_range, "batch_size": batch_size, "temperature": temperature,
-        "device": device, "reference": None if reference is None else str(reference),
+        "device": device, "reference": None if reference is None else str(reference), "refine": refine,
     }  # fmt: skip
     _check_settings(settings)
     out_dir = Path(out_dir)
@@ -173,7 +177,7 @@ def evaluate_autoencoder(
 
     reference_audio = None if reference is None else _reference_notes(reference, chosen, sample_rate, samples)
     started = time.perf_counter()
-    embeddings = _encode(trained, chosen, inputs, lengths)
+    embeddings = _encode(trained, chosen, inputs, lengths, refine)
     outputs = {MODEL: decode_notes(trained, embeddings, pitches, samples, **decode_options)}
     timings["model_seconds"] = time.perf_counter() - started
     if FIXED_EMBEDDING in baselines:
@@ -271,7 +275,7 @@ def _reference_facts(folder: Path) -> dict[str, Any]:
 
 
 def _check_settings(settings: dict[str, Any]) -> None:
-    for name, lowest in {"notes": 1, "steps": 2, "batch_size": 1, "sweeps": 0}.items():
+    for name, lowest in {"notes": 1, "steps": 2, "batch_size": 1, "sweeps": 0, "refine": 0}.items():
         if settings[name] is not None and settings[name] < lowest:
             raise ConfigError(f"{name} must be at least {lowest}, got {settings[name]}")
     unknown = sorted(set(settings["baselines"]) - set(BASELINES))
@@ -286,11 +290,17 @@ def _check_settings(settings: dict[str, Any]) -> None:
         raise ConfigError(f"temperature must be >= 0, got {settings['temperature']}")
 
 
-def _encode(model: TimbreModel, notes: Sequence[Note], inputs: np.ndarray, lengths: Sequence[int]) -> list[Embedding]:
+def _encode(
+    model: TimbreModel, notes: Sequence[Note], inputs: np.ndarray, lengths: Sequence[int], refine: int = 0
+) -> list[Embedding]:
     """Each note's embedding; from its file, as a user would, when the note is evaluated whole."""
     return [
-        model.encode(note.path if length == inputs.shape[1] else audio, pitch=note.pitch, velocity=note.velocity)
-        for note, audio, length in zip(notes, inputs, lengths)
+        model.encode(
+            note.path if length == inputs.shape[1] else audio, pitch=note.pitch, velocity=note.velocity, refine=refine
+        )
+        for note, audio, length in tqdm(
+            list(zip(notes, inputs, lengths)), desc="refining", unit="note", disable=not refine, leave=False
+        )
     ]
 
 
@@ -298,7 +308,7 @@ def _command(settings: dict[str, Any]) -> str:
     """The ``timbre evaluate autoencoder`` command line that repeats this run."""
     words = ["timbre", "evaluate", "autoencoder"]
     for key, value in settings.items():
-        if value is None:
+        if value is None or (key == "refine" and not value):
             continue
         if key == "pitch_range":
             key, value = "pitches", f"{value[0]}-{value[1]}"

@@ -296,13 +296,16 @@ class HarmonicNoiseDecoder(nn.Module):
             self._stft_loss = MultiResolutionSTFTLoss(self.fft_sizes)
         return self._stft_loss
 
-    def reconstruction_loss(self, audio: Tensor, z: Tensor, pitch: Tensor) -> tuple[Tensor, dict[str, float]]:
+    def reconstruction_loss(
+        self, audio: Tensor, z: Tensor, pitch: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, dict[str, float]]:
         """Multi-resolution STFT loss (L1 of log and of linear magnitudes), plus the bend's supervision.
 
         Args:
             audio: ``[batch, samples]`` target.
             z: ``[batch, latent_dim, frames]`` its embedding.
             pitch: ``[batch]`` MIDI pitches.
+            generator: source of the output's noise; the global one when ``None`` (training).
 
         Returns:
             The scalar loss and ``{"stft", "log_magnitude", "linear_magnitude"}`` as floats
@@ -318,7 +321,7 @@ class HarmonicNoiseDecoder(nn.Module):
                 f"{max(self.fft_sizes)}: use crops longer than {max(self.fft_sizes) // 2} samples or smaller fft_sizes"
             )
         controls = self.controls(z, pitch)
-        prediction = self._render(controls, pitch, audio.shape[-1], None)
+        prediction = self._render(controls, pitch, audio.shape[-1], generator)
         stft_loss = self._spectral_loss().to(audio.device)
         loss, log_magnitude, linear_magnitude = stft_loss(prediction, audio)
         n_resolutions = len(self.fft_sizes)

@@ -1,0 +1,95 @@
+"""Refining an embedding through the decoder: the loss falls, reproducibly, and the API and CLI offer it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+import timbre
+from timbre.cli import main
+from timbre.errors import ConfigError
+from timbre.models.refine import estimate_midi_pitch, refine_embedding
+
+
+@pytest.fixture(scope="module")
+def bundled() -> timbre.TimbreModel:
+    """The bundled default: refinement matters for a trained decoder."""
+    return timbre.load()
+
+
+@pytest.fixture(scope="module")
+def violin(note_dataset: Path) -> tuple[Path, int]:
+    """A real FluidR3_GM violin note (1 s) and its MIDI pitch."""
+    notes = sorted((note_dataset / "nsynth-train" / "audio").glob("*.wav"))
+    path = next(path for path in notes if "string" in path.name)
+    return path, int(path.stem.split("-")[-2])
+
+
+def test_refining_lowers_the_decoders_loss_on_the_note_and_is_reproducible(bundled, violin):
+    path, pitch = violin
+    audio, _ = soundfile.read(path, dtype="float32")
+    x = torch.from_numpy(audio[: 16 * 512])[None]
+    decoder = bundled.autoencoder.decoder
+    with torch.inference_mode():
+        z = bundled.autoencoder.encode(x)
+    midi = torch.tensor([pitch])
+
+    refined = refine_embedding(decoder, x, z, midi, steps=8)
+    again = refine_embedding(decoder, x, z, midi, steps=8)
+    assert refined.shape == z.shape and not refined.requires_grad
+    assert torch.equal(refined, again)  # a fixed noise draw: the same steps every time
+    assert not torch.equal(refined, z)
+
+    def loss(embedding: torch.Tensor) -> float:
+        with torch.no_grad():
+            value, _ = decoder.reconstruction_loss(x, embedding, midi, generator=torch.Generator().manual_seed(0))
+        return value.item()
+
+    assert loss(refined) < 0.97 * loss(z)
+    assert refine_embedding(decoder, x, z, midi, steps=0) is z
+
+
+def test_bad_refinements_are_refused(bundled, wavenet_checkpoint: Path):
+    z = torch.zeros(1, bundled.autoencoder.latent_dim, 4)
+    with pytest.raises(ConfigError, match="steps must be >= 0"):
+        refine_embedding(bundled.autoencoder.decoder, torch.zeros(1, 2048), z, torch.tensor([60]), steps=-1)
+    wavenet = timbre.load(str(wavenet_checkpoint))
+    with pytest.raises(ConfigError, match="only a parallel decoder"):
+        refine_embedding(wavenet.autoencoder.decoder, torch.zeros(1, 2048), z, torch.tensor([60]), steps=1)
+    with pytest.raises(ConfigError, match="autoregressive decoder: only a parallel one can refine"):
+        wavenet.encode(np.zeros(2048, dtype=np.float32), refine=1)
+    for steps in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="refine must be a whole number"):
+            bundled.encode(np.zeros(2048, dtype=np.float32), refine=steps)
+
+
+def test_the_pitch_of_a_real_note_is_estimated(violin):
+    path, pitch = violin
+    audio, _ = soundfile.read(path, dtype="float32")
+    padded = np.concatenate([audio, np.zeros(8000, dtype=np.float32)])  # silence after must not matter
+    assert estimate_midi_pitch(torch.from_numpy(padded), 16000) == pitch
+
+
+def test_encode_refines_short_and_long_sounds_keeping_their_frames(bundled, violin):
+    path, pitch = violin
+    plain = bundled.encode(path, pitch=pitch)
+    refined = bundled.encode(path, pitch=pitch, refine=3)
+    assert refined.tensor.shape == plain.tensor.shape and not torch.equal(refined.tensor, plain.tensor)
+    assert refined.pitch == pitch
+    # Shorter than half the loss's largest FFT: encoded padded with silence, cut back to its frames.
+    click = bundled.encode(np.sin(np.linspace(0, 60, 700)).astype(np.float32), pitch=60, refine=2)
+    assert click.tensor.shape == (2, bundled.autoencoder.latent_dim) and click.tensor.isfinite().all()
+
+
+def test_cli_encode_refine(bundled, violin, tmp_path, capsys):
+    path, _ = violin
+    out = tmp_path / "z.npy"
+    assert main(["encode", str(path), "--out", str(out), "--refine", "2"]) == 0  # pitch estimated
+    assert np.load(out).shape[1] == bundled.autoencoder.latent_dim
+    with pytest.raises(SystemExit) as exit_info:
+        main(["encode", str(path), "--out", str(tmp_path / "y.npy"), "--refine", "-3"])
+    assert exit_info.value.code == 2 and "-3 is not a whole number >= 0" in capsys.readouterr().err
