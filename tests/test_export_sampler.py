@@ -66,8 +66,13 @@ FLUX_BOUND = 1.5
 
 @pytest.fixture(scope="module")
 def model() -> timbre.TimbreModel:
+    # The bounds above were calibrated on version 2's renderings, and these tests judge the
+    # exporter (zones, loops, players), so they keep version 2. Version 3, the default since
+    # session 4, renders the piano-violin blend a semitone from a root 3.8 dB away from the
+    # transposed root (bound 3.5) and its key-61 seam at 1.50x the note's own flux (bound 1.5):
+    # its timbre moves more between neighbouring pitches (see the README, Use it in your DAW).
     torch.set_num_threads(1)
-    return timbre.load()
+    return timbre.load("fast-v2")
 
 
 @pytest.fixture(scope="module")

@@ -43,16 +43,20 @@ def test_wavenet_small_decodes_a_short_note(wavenet_small: timbre.TimbreModel) -
 def test_default_model_loads_and_decodes_a_short_note() -> None:
     model = timbre.load()
     assert not model.is_autoregressive and model.decoder_kind == "fast"
+    # Version 3: the 64-dim embedding, whose bottleneck reads the log-mel bands too.
+    assert model.autoencoder.latent_dim == 64 and model.autoencoder.encoder.bottleneck_inputs == "mel"
+    assert model.info["path"] == timbre.load("fast-v3").info["path"]
     audio = model.synthesize(model.encode(FLUTE), pitch=67, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)
     assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
 
 
-def test_fast_v2_plays_the_asked_pitch_with_its_expressive_parts_on() -> None:
-    """The version-2 parallel model: bend, inharmonicity and room enabled; notes come back at their pitch."""
+@pytest.mark.parametrize("name", ["fast-v2", "default"])
+def test_fast_v2_and_v3_play_the_asked_pitch_with_their_expressive_parts_on(name: str) -> None:
+    """Versions 2 and 3 of the parallel model: bend, inharmonicity and room enabled; notes come back at their pitch."""
     from timbre.evaluation.metrics import pitch_scores
 
-    model = timbre.load("fast-v2")
+    model = timbre.load(name)
     decoder = model.autoencoder.decoder
     assert decoder.pitch_deviation_cents > 0 and decoder.max_inharmonicity > 0 and decoder.reverb_taps > 0
     embedding = model.encode(FLUTE)

@@ -30,6 +30,7 @@ MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml
 BUNDLED = {
     "fast": "autoencoder",
     "fast-v2": "autoencoder",
+    "fast-v3": "autoencoder",
     "wavenet-small": "autoencoder",
     "composer-chorales": "composer",
 }

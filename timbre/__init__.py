@@ -7,7 +7,7 @@ WaveNet), compose MIDI with a transformer and render it through the learned timb
 >>> import timbre
 >>> model = timbre.load()                                    # the bundled default model
 >>> a, b = model.encode("flute.wav"), model.encode("cello.wav")
->>> mid = timbre.interpolate.slerp(a, b, 0.5)               # [frames, 16]
+>>> mid = timbre.interpolate.slerp(a, b, 0.5)               # [frames, dim]
 >>> audio = model.synthesize(mid, pitch=60, seconds=4.0, velocity=100)
 >>> timbre.save_wav("out.wav", audio, model.sample_rate)
 

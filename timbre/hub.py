@@ -16,9 +16,10 @@ from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {
-    "default": "fast-v2",
+    "default": "fast-v3",
     "fast": "fast",  # the version-1 parallel model, the default until session 3
-    "fast-v2": "fast-v2",  # the version-2 parallel model, still training (see its model card)
+    "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
+    "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), still training (see its model card)
     "wavenet-small": "wavenet-small",
     "wavenet": "wavenet-small",
 }
@@ -47,8 +48,8 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
-    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"wavenet-small"``), or any
-    checkpoint file or run directory written by ``timbre-train``.
+    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"fast-v3"``,
+    ``"wavenet-small"``), or any checkpoint file or run directory written by ``timbre-train``.
 
     Raises:
         CheckpointError: unknown name, missing or corrupt file, or not an autoencoder checkpoint.

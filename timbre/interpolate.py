@@ -1,7 +1,7 @@
 """Interpolation of timbre embeddings: lerp, slerp, N-way blends, 2-D grids, morphs over time.
 
 Every function is pure: it takes embeddings and returns a new ``torch.Tensor``. An embedding is a
-tensor ``[frames, dim]`` (``dim`` is 16 for the NSynth autoencoder, one frame per 512 samples), or a
+tensor ``[frames, dim]`` (``dim`` is the model's ``latent_dim``, one frame per 512 samples), or a
 batch ``[..., frames, dim]``; numpy arrays and :class:`timbre.Embedding` objects (their ``tensor``)
 are accepted and converted. Integer inputs become the
 default float dtype; float64 stays float64.
