@@ -32,6 +32,16 @@ CONFIGS = {
     "wide": dict(residual_channels=70, skip_channels=66, layers=3, stages=3, kernel_size=3, pitch_embedding_dim=0),
     # dilations up to 512 like NSynth's: receptive field 2049 samples
     "deep": dict(residual_channels=8, skip_channels=8, layers=10, stages=10, kernel_size=3, pitch_embedding_dim=4),
+    # the sample-rate pitch clock in every layer; MIDI 100 (2.6 kHz at 16 kHz) loses harmonics 4-5 to Nyquist
+    "clock": dict(
+        residual_channels=8,
+        skip_channels=8,
+        layers=6,
+        stages=3,
+        kernel_size=3,
+        pitch_embedding_dim=4,
+        source_harmonics=5,
+    ),
 }
 
 native_available = native.load_library() is not None
@@ -93,6 +103,23 @@ def test_cached_step_logits_equal_teacher_forced_forward(config, options):
     assert cached.shape == expected.shape == (batch, 256, samples)
     assert expected.std() > 0.01  # a degenerate (constant) network would prove nothing
     assert (cached - expected).abs().max().item() < 1e-4
+
+
+@pytest.mark.parametrize("options", BACKENDS)
+def test_the_pitch_clock_of_each_note_follows_its_own_pitch(options):
+    """Four notes (MIDI 100 loses two harmonics to Nyquist), one thread or two splitting them."""
+    decoder = make_decoder("clock")
+    samples = 2 * decoder.receptive_field + 37
+    z, pitch = note_inputs(decoder, 4, samples)
+    inputs = torch.rand(4, samples, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    inputs[:, 0] = 0.0
+    with torch.inference_mode():
+        expected = decoder(inputs, z, pitch)
+    assert (cached_logits(decoder, inputs, z, pitch, **options) - expected).abs().max().item() < 1e-4
+    with torch.no_grad():  # the clock's share is not lost on the way: without it the logits move
+        for layer in decoder.gated_layers:
+            layer.source.weight.zero_()
+    assert (cached_logits(decoder, inputs, z, pitch, **options) - expected).abs().max().item() > 0.01
 
 
 @pytest.mark.parametrize("options", BACKENDS)
@@ -216,7 +243,7 @@ NATIVE_TOLERANCE = {torch.bfloat16: 2e-6, torch.int8: 5e-4}
 
 @pytest.mark.parametrize("dtype", REDUCED_DTYPES)
 @pytest.mark.parametrize("options", BACKENDS)
-@pytest.mark.parametrize("config", ["kernel3", "wide", "deep"])
+@pytest.mark.parametrize("config", ["kernel3", "wide", "deep", "clock"])
 def test_reduced_precision_weights_stay_close_to_float32(config, options, dtype):
     """bfloat16 and int8 weights move the teacher-forced logits by a percent or two of their spread."""
     decoder = make_decoder(config)
@@ -353,6 +380,16 @@ def test_the_step_layout_refuses_inconsistent_shapes():
     with pytest.raises(ValueError, match=r"layers\[1\]\.skip_weight has shape \(8, 7\), expected \(8, 8\)"):
         dataclasses.replace(
             step, layers=(step.layers[0], dataclasses.replace(step.layers[1], skip_weight=torch.zeros(8, 7)))
+        )
+    one_clock = dataclasses.replace(step.layers[1], source_weight=torch.zeros(4, 16))
+    with pytest.raises(ValueError, match="every layer has a source_weight or none has"):
+        dataclasses.replace(step, layers=(step.layers[0], one_clock))
+    clocked = make_decoder("clock").step_weights()
+    assert clocked.source_harmonics == 5 and clocked.sample_rate == 16000
+    with pytest.raises(ValueError, match=r"layers\[0\]\.source_weight has shape \(10, 15\), expected \(10, 16\)"):
+        dataclasses.replace(
+            clocked,
+            layers=(dataclasses.replace(clocked.layers[0], source_weight=torch.zeros(10, 15)), *clocked.layers[1:]),
         )
 
 

@@ -10,7 +10,7 @@ import torch
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.encoder import WaveNetEncoder
-from timbre.models.wavenet import causal_receptive_field, dilations
+from timbre.models.wavenet import causal_receptive_field, dilations, pitch_source, source_cycles
 
 
 def tiny_decoder(**overrides) -> WaveNetDecoder:
@@ -67,11 +67,12 @@ def test_mel_encoder_reads_levels_in_decibels_and_keeps_the_latent_shape():
         WaveNetEncoder(frontend="mel", downsample=1)
 
 
+@pytest.mark.parametrize("clock", [0, 3], ids=["nsynth", "pitch-clock"])
 @pytest.mark.parametrize("kernel_size", [2, 3])
-def test_decoder_is_causal(kernel_size):
+def test_decoder_is_causal(kernel_size, clock):
     """Logits at time t do not change when inputs after t change."""
     torch.manual_seed(0)
-    decoder = tiny_decoder(kernel_size=kernel_size)
+    decoder = tiny_decoder(kernel_size=kernel_size, source_harmonics=clock)
     inputs = torch.rand(2, 1024) * 2 - 1
     z, pitch = torch.randn(2, 16, 2), torch.tensor([48, 72])
     t = 600
@@ -106,6 +107,37 @@ def test_pitch_conditioning_changes_the_prediction():
     assert not torch.allclose(decoder(inputs, z, torch.tensor([40])), decoder(inputs, z, torch.tensor([80])))
     with pytest.raises(ValueError, match="out of range"):
         decoder(inputs, z, torch.tensor([128]))
+
+
+def test_the_pitch_clock_is_sines_and_cosines_of_the_harmonics_below_nyquist():
+    cycles = source_cycles(torch.tensor([69, 117]), 16000)  # 440 Hz; 7040 Hz: only harmonic 1 below 8 kHz
+    assert cycles.dtype == torch.float64 and cycles[0].item() == pytest.approx(440 / 16000)
+    clock = pitch_source(cycles, torch.arange(2000), harmonics=3)
+    assert clock.shape == (2, 6, 2000) and clock.dtype == torch.float32
+    t = torch.arange(2000, dtype=torch.float64)
+    for k in (1, 2, 3):
+        angle = 2 * math.pi * k * 440 / 16000 * t
+        assert torch.allclose(clock[0, k - 1].double(), angle.sin(), atol=1e-6)
+        assert torch.allclose(clock[0, 3 + k - 1].double(), angle.cos(), atol=1e-6)
+    assert clock[1, 0].abs().max() > 0.99 and clock[1, [1, 2, 4, 5]].abs().max() == 0.0  # 14 and 21 kHz: silent
+    # A step at time t sees what the whole-crop clock has at t, even hours into a note.
+    late = torch.tensor([57_600_000 + 123])
+    whole = pitch_source(cycles, torch.arange(late.item() - 3, late.item() + 1), harmonics=3)[..., -1:]
+    assert torch.equal(pitch_source(cycles, late, harmonics=3), whole)
+
+
+def test_the_pitch_clock_steers_every_layer_and_nsynth_decoders_have_none():
+    torch.manual_seed(0)
+    decoder = tiny_decoder(source_harmonics=2)
+    inputs, z = torch.rand(1, 256) * 2 - 1, torch.randn(1, 16, 1)
+    assert all(layer.source is not None and layer.source.weight.shape == (16, 4, 1) for layer in decoder.gated_layers)
+    with torch.no_grad():  # the same pitch embedding for two pitches: only the clock tells them apart
+        decoder.pitch_embedding.weight[62] = decoder.pitch_embedding.weight[60]
+    assert not torch.allclose(decoder(inputs, z, torch.tensor([60])), decoder(inputs, z, torch.tensor([62])))
+    # Without a clock the parameters are NSynth's, so checkpoints saved before the clock still load.
+    assert not any("source" in name for name in tiny_decoder().state_dict())
+    with pytest.raises(ValueError, match="needs a pitch"):
+        tiny_decoder(source_harmonics=2, pitch_embedding_dim=0)
 
 
 def test_nsynth_size_matches_the_paper():

@@ -7,7 +7,9 @@ are generated together, each with its own embedding and pitch.
 
 The engine reads a decoder only through ``step_weights()`` (the step layout of
 :mod:`timbre.models.decoder_step`, which :class:`~timbre.models.decoder.WaveNetDecoder` owns) and
-its frame-rate ``conditioning(z, pitch)``. Two interchangeable steppers run the step:
+its frame-rate ``conditioning(z, pitch)``; a decoder with a pitch clock gets it from the pitch,
+the time and the layout's ``sample_rate`` (:func:`timbre.models.wavenet.pitch_source`). Two
+interchangeable steppers run the step:
 
 * ``native`` (CPU, the default there): the C kernel ``fastgen.c``, built when the package is
   installed (see :mod:`timbre.generation.native`), which removes the per-layer Python/dispatch
@@ -54,7 +56,7 @@ from timbre.generation.folded import REDUCED_DTYPES, FoldedWeights
 from timbre.generation.torch_stepper import TorchStepper
 from timbre.io.audio import mu_law_decode, mu_law_encode
 from timbre.models.decoder_step import DecoderStepWeights
-from timbre.models.wavenet import class_to_input
+from timbre.models.wavenet import class_to_input, source_cycles
 
 Backend = Literal["auto", "native", "torch"]
 # How the step's matrices can be stored (see the module docstring), and the names users give them.
@@ -82,8 +84,15 @@ class _Stepper:
     """Runs chunks of steps (all within one conditioning frame) on the native kernel or a TorchStepper."""
 
     def __init__(
-        self, weights: FoldedWeights, batch: int, backend: Backend, threads: int | None, weight_dtype: torch.dtype
+        self,
+        weights: FoldedWeights,
+        cycles: torch.Tensor,
+        backend: Backend,
+        threads: int | None,
+        weight_dtype: torch.dtype,
     ) -> None:
+        """``cycles``: the pitch clock's cycles per sample of each note, ``float64 [batch]``."""
+        batch = cycles.shape[0]
         if weight_dtype not in WEIGHT_DTYPES:
             raise ValueError(f"weights are stored as torch.float32, torch.bfloat16 or torch.int8, not {weight_dtype}")
         device = weights.start_bias.device
@@ -94,6 +103,7 @@ class _Stepper:
             library = native.load_library()
             if library is not None:
                 self.native = native.NativeStepper(library, weights, batch, threads, weight_dtype)
+                self.native.source_cycles.copy_(cycles)
             elif backend == "native":
                 raise RuntimeError(f"the native decoding kernel is unavailable: {native.unavailable_reason()}")
             else:
@@ -108,6 +118,7 @@ class _Stepper:
             if weight_dtype != torch.float32:
                 weights = weights.with_matrices_rounded_to(weight_dtype)
             self.torch_stepper = TorchStepper(weights, batch, weights.hop_length)
+            self.torch_stepper.source_cycles.copy_(cycles)
         self.graph: torch.cuda.CUDAGraph | None = None
         # Only the conditioning maps are kept: the native stepper has its own copy of the rest.
         self.conditioning = weights.conditioning
@@ -168,8 +179,9 @@ class _Stepper:
 
 def _prepare(
     decoder: SteppableDecoder, z: torch.Tensor, pitch: torch.Tensor | int, samples: int
-) -> tuple[FoldedWeights, torch.Tensor]:
-    """The decoder's folded step and its validated frame-rate conditioning ``[batch, C, frames]``."""
+) -> tuple[FoldedWeights, torch.Tensor, torch.Tensor]:
+    """The decoder's folded step, its validated frame-rate conditioning ``[batch, C, frames]`` and
+    the pitch clock's cycles per sample of each note (``float64 [batch]``)."""
     if z.dim() != 3:
         raise ValueError(f"z must be [batch, latent, frames], got shape {tuple(z.shape)}")
     step = decoder.step_weights()
@@ -183,7 +195,8 @@ def _prepare(
     pitch = torch.as_tensor(pitch, dtype=torch.long, device=z.device)
     if pitch.dim() == 0:
         pitch = pitch.expand(z.shape[0])
-    return FoldedWeights.from_step(step), decoder.conditioning(z, pitch)
+    condition = decoder.conditioning(z, pitch)  # validates the pitch
+    return FoldedWeights.from_step(step), condition, source_cycles(pitch, step.sample_rate)
 
 
 def _frames(samples: int, hop: int) -> Iterator[tuple[int, int, int]]:
@@ -229,9 +242,9 @@ def generate(
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
     """
     inverse_temperature = _inverse_temperature(temperature)
-    weights, condition = _prepare(decoder, z, pitch, n_samples)
+    weights, condition, cycles = _prepare(decoder, z, pitch, n_samples)
     batch = z.shape[0]
-    stepper = _Stepper(weights, batch, backend, threads, weight_dtype)
+    stepper = _Stepper(weights, cycles, backend, threads, weight_dtype)
     if cuda_graph and z.is_cuda and stepper.torch_stepper is not None:
         stepper.capture_cuda_graph(inverse_temperature)
     random_device = generator.device if generator is not None else torch.device("cpu")
@@ -273,8 +286,8 @@ def cached_logits(
     """
     if inputs.dim() != 2 or inputs.shape[0] != z.shape[0]:
         raise ValueError(f"inputs must be [batch={z.shape[0]}, samples], got shape {tuple(inputs.shape)}")
-    weights, condition = _prepare(decoder, z, pitch, inputs.shape[-1])
-    stepper = _Stepper(weights, inputs.shape[0], backend, threads, weight_dtype)
+    weights, condition, cycles = _prepare(decoder, z, pitch, inputs.shape[-1])
+    stepper = _Stepper(weights, cycles, backend, threads, weight_dtype)
     inputs = inputs.to(torch.float32)
     chunks = []
     for frame, start, steps in _frames(inputs.shape[-1], weights.hop_length):

@@ -29,7 +29,7 @@
 #define TIMBRE_PANEL 64
 #define BATCH_BLOCK 4
 /* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
-#define TIMBRE_FASTGEN_ABI 4
+#define TIMBRE_FASTGEN_ABI 5
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #if __GNUC__ >= 11
@@ -75,6 +75,10 @@ typedef struct {
     const void *logits;            /* packed: skip -> padded classes */
     const float *logits_bias;      /* [padded classes] */
     const timbre_layer *layer;     /* [layers] */
+    /* The pitch clock (timbre.models.wavenet.pitch_source): H harmonics, 0 for none, and every
+     * layer's float32 map of its 2H channels [layers][2H][2 * padded R], gate half pre-halved. */
+    int64_t source_harmonics;
+    const float *source_weight;
 } timbre_decoder;
 
 /* The state of one batch of notes, all zero at time 0 (the causal convolutions' zero padding). */
@@ -87,6 +91,7 @@ typedef struct {
      * [layers][batch][2 * padded R], and the output conditioning plus hidden bias [batch][padded skip] */
     const float *layer_bias;
     const float *output_bias;
+    const double *source_cycles; /* [batch]: the pitch clock's cycles per sample (read only with a clock) */
 } timbre_state;
 
 static int padded(int64_t size) { return (int)((size + TIMBRE_PANEL - 1) / TIMBRE_PANEL * TIMBRE_PANEL); }
@@ -466,6 +471,36 @@ static void fill_rows(float *restrict out, int ld, const float *restrict row, in
     for (int b = 0; b < batch; ++b) memcpy(out + (size_t)b * ld, row, (size_t)width * sizeof(float));
 }
 
+/* The pitch clock of rows [0, rows) at time t into clock [rows][2H]: sin then cos of harmonics
+ * 1..H of phase frac(cycles * t), zero at or above Nyquist; as pitch_source computes it (float64
+ * phase and angles, rounded to float32). */
+static void clock_rows(const double *cycles, int rows, int harmonics, int64_t t, float *restrict clock)
+{
+    for (int b = 0; b < rows; ++b) {
+        double phase = cycles[b] * (double)t;
+        phase -= floor(phase);
+        for (int k = 1; k <= harmonics; ++k) {
+            const double audible = (double)k * cycles[b] < 0.5 ? 1.0 : 0.0;
+            const double angle = 6.283185307179586 * (double)k * phase;
+            clock[(size_t)b * 2 * harmonics + k - 1] = (float)(sin(angle) * audible);
+            clock[(size_t)b * 2 * harmonics + harmonics + k - 1] = (float)(cos(angle) * audible);
+        }
+    }
+}
+
+/* rows[b][c] += clock[b] @ weight[:, c] for columns [c0, c1): the clock's share of a pre-activation. */
+static void add_clock(const float *restrict clock, int channels, const float *restrict weight, int ld, int c0,
+                      int c1, int rows, float *restrict out)
+{
+    for (int b = 0; b < rows; ++b)
+        for (int k = 0; k < channels; ++k) {
+            const float v = clock[(size_t)b * channels + k];
+            const float *restrict w = weight + (size_t)k * ld;
+            float *restrict o = out + (size_t)b * ld;
+            for (int c = c0; c < c1; ++c) o[c] += v * w[c];
+        }
+}
+
 static inline int64_t ring_slot(int64_t time, int64_t length) { return ((time % length) + length) % length; }
 
 static inline void thread_share(int items, int thread, int threads, int *first, int *last)
@@ -509,8 +544,10 @@ static int check(const timbre_decoder *d, const timbre_state *s, int64_t n_steps
     if (d->residual < 1 || d->residual > limit || d->skip < 1 || d->skip > limit || d->kernel < 1 ||
         d->kernel > 64 || d->weight_format < TIMBRE_FLOAT32 || d->weight_format > TIMBRE_INT8 || d->layers < 1 ||
         d->layers > 4096 || d->classes < 2 || d->classes > limit ||
-        s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024)
+        s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024 ||
+        d->source_harmonics < 0 || d->source_harmonics > 1024)
         return TIMBRE_BAD_GEOMETRY;
+    if (d->source_harmonics && (!d->source_weight || !s->source_cycles)) return TIMBRE_MISSING_BUFFER;
     for (int64_t l = 0; l < d->layers; ++l) {
         const timbre_layer *layer = d->layer + l;
         if (layer->dilation < 1 || layer->dilation > limit) return TIMBRE_BAD_GEOMETRY;
@@ -561,12 +598,13 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
     float *inputs = state->inputs, *input_ring = state->input_ring;
     float *const *layer_ring = state->layer_ring;
     const int ld_pre = 2 * pad_r, ld_rs = pad_s + pad_r;
+    const int harmonics = (int)decoder->source_harmonics;
 
     /* Shared scratch, one row per note: pre-activations, skip|residual outputs, skip sum, hidden, logits. */
     const size_t shared_floats = (size_t)batch * (ld_pre + ld_rs + pad_s + pad_s + pad_c);
-    /* Per-thread scratch: gated activations / relu inputs, softmax CDF. */
+    /* Per-thread scratch: gated activations / relu inputs, softmax CDF, pitch clock. */
     const int widest = residual > skip ? residual : skip;
-    const size_t private_floats = (size_t)batch * widest + classes;
+    const size_t private_floats = (size_t)batch * widest + classes + (size_t)batch * 2 * harmonics;
     float *scratch = calloc(shared_floats + (size_t)threads * private_floats, sizeof(float));
     const float **taps = malloc((size_t)threads * kernel * sizeof(float *));
     if (!scratch || !taps) {
@@ -594,6 +632,7 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
         float *skip_sum = skip_all + (size_t)row0 * pad_s, *hidden = hidden_all + (size_t)row0 * pad_s;
         float *logits = logits_all + (size_t)row0 * pad_c;
         float *mine = private_base + (size_t)thread * private_floats, *cdf = mine + (size_t)batch * widest;
+        float *clock = cdf + classes;
         const float **my_taps = taps + (size_t)thread * kernel;
         int p0, p1, b0, b1;
 
@@ -628,6 +667,7 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
                                 pad_s);
             }
             SYNC_PANELS();
+            if (harmonics) clock_rows(state->source_cycles + row0, rows, harmonics, t, clock);
             for (int l = 0; l < layers; ++l) {
                 const timbre_layer *lw = layer_weights + l;
                 const int64_t length = (int64_t)(kernel - 1) * lw->dilation + 1;
@@ -640,6 +680,9 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
                     memcpy(pre + (size_t)b * ld_pre + p0 * TIMBRE_PANEL,
                            layer_bias + ((size_t)l * batch + row0 + b) * ld_pre + p0 * TIMBRE_PANEL,
                            (size_t)(p1 - p0) * TIMBRE_PANEL * sizeof(float));
+                if (harmonics)
+                    add_clock(clock, 2 * harmonics, decoder->source_weight + (size_t)l * 2 * harmonics * ld_pre, ld_pre,
+                              p0 * TIMBRE_PANEL, p1 * TIMBRE_PANEL, rows, pre);
                 panels_multiply(lw->dilated, kernel, residual, p0, p1, my_taps, residual, rows, pre, ld_pre);
                 SYNC_PANELS();
                 /* Every panel thread gates all its notes' rows, so the next product needs no barrier. */

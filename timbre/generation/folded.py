@@ -83,6 +83,10 @@ class FoldedWeights:
     hidden_weight: torch.Tensor  # [S, S]
     logits_weight: torch.Tensor  # [S, classes]
     logits_bias: torch.Tensor  # [classes]
+    # The pitch clock's map of every layer, gate half halved: [layers, 2H, 2R] ([layers, 0, 2R]
+    # without a clock); kept float32 in every weight format (a few rows, read once per sample).
+    source_weight: torch.Tensor
+    sample_rate: int
 
     @classmethod
     def from_step(cls, step: DecoderStepWeights) -> FoldedWeights:
@@ -90,6 +94,7 @@ class FoldedWeights:
         # Gate half of every pre-activation: sigmoid(x) = (1 + tanh(x / 2)) / 2.
         gate_scale = torch.cat([torch.ones(residual), torch.full((residual,), 0.5)]).to(step.start_weight)
         zeros = step.start_weight.new_zeros(residual, residual)
+        no_clock = step.start_weight.new_zeros(0, 2 * residual)  # a layer's clock map without a clock
 
         def stacked(tensors: list[torch.Tensor], *empty_shape: int) -> torch.Tensor:
             if not tensors:  # a single layer has no residual projection
@@ -97,6 +102,7 @@ class FoldedWeights:
             return torch.stack(tensors).float().contiguous()
 
         layers, residual_layers = step.layers, step.layers[:-1]
+        source_weights = [layer.source_weight for layer in layers]
         with torch.no_grad():
             return cls(
                 kernel_size=step.kernel_size,
@@ -129,6 +135,8 @@ class FoldedWeights:
                 hidden_weight=step.hidden_weight.float().contiguous(),
                 logits_weight=step.logits_weight.float().contiguous(),
                 logits_bias=step.logits_bias.float(),
+                source_weight=stacked([(no_clock if w is None else w) * gate_scale for w in source_weights]),
+                sample_rate=step.sample_rate,
             )
 
     def with_matrices_rounded_to(self, dtype: torch.dtype) -> FoldedWeights:
@@ -159,6 +167,11 @@ class FoldedWeights:
     @property
     def residual_channels(self) -> int:
         return self.start_weight.shape[1]
+
+    @property
+    def source_harmonics(self) -> int:
+        """``H`` of the pitch clock (0: none)."""
+        return self.source_weight.shape[1] // 2
 
     @property
     def skip_channels(self) -> int:

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from timbre.generation.folded import FoldedWeights
 
 # Must match TIMBRE_FASTGEN_ABI in fastgen.c (bumped with any change of its structures or signature).
-ABI_VERSION = 4
+ABI_VERSION = 5
 
 # Status codes of timbre_fastgen_run, as in fastgen.c.
 _STATUS_MESSAGES = {
@@ -79,6 +79,8 @@ class _Decoder(ctypes.Structure):
         ("logits", ctypes.c_void_p),
         ("logits_bias", _pointer_type),
         ("layer", ctypes.POINTER(_Layer)),
+        ("source_harmonics", ctypes.c_int64),
+        ("source_weight", _pointer_type),
     ]
 
 
@@ -92,6 +94,7 @@ class _State(ctypes.Structure):
         ("inputs", _pointer_type),
         ("layer_bias", _pointer_type),
         ("output_bias", _pointer_type),
+        ("source_cycles", ctypes.POINTER(ctypes.c_double)),
     ]
 
 
@@ -347,6 +350,10 @@ class NativeStepper:
                 for index, dilation in enumerate(weights.dilations)
             )
         )
+        # The pitch clock's maps stay float32 in every format, padded like the pre-activations.
+        self._source_weight = halves(weights.source_weight).contiguous()  # [layers, 2H, 2 * padded R]
+        self.source_cycles = torch.zeros(batch, dtype=torch.float64)  # per note; the engine sets them
+        harmonics = weights.source_harmonics
         self._decoder = _Decoder(
             residual,
             skip,
@@ -362,6 +369,8 @@ class NativeStepper:
             logits,
             logits_bias,
             ctypes.cast(self._layers, ctypes.POINTER(_Layer)),
+            harmonics,
+            _float_pointer(self._source_weight) if harmonics else None,
         )
 
         self._input_ring = torch.zeros(kernel, batch)
@@ -379,6 +388,7 @@ class NativeStepper:
             _float_pointer(self.inputs),
             _float_pointer(self.layer_biases),
             _float_pointer(self.output_bias),
+            ctypes.cast(self.source_cycles.data_ptr(), ctypes.POINTER(ctypes.c_double)),
         )
         self.threads = default_threads(batch) if threads is None else threads
 

@@ -7,7 +7,7 @@ import math
 import torch
 
 from timbre.generation.folded import FoldedWeights
-from timbre.models.wavenet import class_to_input
+from timbre.models.wavenet import class_to_input, pitch_source
 
 
 class TorchStepper:
@@ -48,6 +48,7 @@ class TorchStepper:
         self.ring = zeros(batch, sum(lengths), residual)
         self.input_ring = zeros(batch, self.past_taps)
         self.position = torch.zeros(1, dtype=torch.long, device=device)
+        self.source_cycles = torch.zeros(batch, dtype=torch.float64, device=device)  # the pitch clock's, per note
         self.inputs = zeros(batch)  # network input of the next step
         self.layer_biases = zeros(layers, batch, 2 * residual)
         self.output_bias = zeros(batch, weights.skip_channels)
@@ -65,14 +66,18 @@ class TorchStepper:
         """Logits for ``self.inputs`` at the current position into ``self.logits``; advance."""
         w = self.weights
         batch, residual = self.inputs.shape[0], w.residual_channels
+        biases = self.layer_biases
+        if w.source_harmonics:
+            clock = pitch_source(self.source_cycles, self.position, w.source_harmonics)[:, :, 0]  # [batch, 2H]
+            biases = biases + torch.matmul(clock, w.source_weight)
         if self.past_taps:
             read = (self.position - self.read_offsets).remainder_(self.read_lengths).add_(self.read_bases)
             past = self.ring.index_select(1, read).view(batch, -1, self.past_taps * residual).transpose(0, 1)
-            pre_activations = torch.baddbmm(self.layer_biases, past, self.past_weight).unbind(0)
+            pre_activations = torch.baddbmm(biases, past, self.past_weight).unbind(0)
             input_read = (self.position - self.input_offsets).remainder_(self.past_taps)
             start_inputs = torch.cat([self.input_ring.index_select(1, input_read), self.inputs.unsqueeze(1)], dim=1)
         else:
-            pre_activations = self.layer_biases.unbind(0)
+            pre_activations = biases.unbind(0)
             start_inputs = self.inputs.unsqueeze(1)
         x = torch.addmm(w.start_bias, start_inputs, w.start_weight)
         layer_inputs, skip_inputs = [], [x]

@@ -9,6 +9,14 @@ MIDI pitch (broadcast over frames), so a timbre encoded at one pitch can be play
 layer maps it through its own 1x1 convolution; since a 1x1 convolution commutes with repeating
 frames, the maps are applied at frame rate and upsampled afterwards (``hop_length`` times cheaper).
 
+Optionally (``source_harmonics > 0``) every layer also adds a 1x1 map of a sample-rate *pitch
+clock*: sines and cosines of the first harmonics of the MIDI pitch
+(:func:`timbre.models.wavenet.pitch_source`), the excitation of a neural source-filter model
+(Wang et al., 2019). NSynth's decoder has to build an oscillator out of its own feedback, which
+takes it hundreds of thousands of steps to hold a pitch when it runs free; with a clock in every
+layer it only has to learn to lock the waveform to it. Its phase starts at 0 where the decoder's
+input starts (a training crop starts at a random point of a note, so no phase is preferred).
+
 Sampling runs in the cached engine (:mod:`timbre.generation.engine`), which reads the decoder only
 through :meth:`WaveNetDecoder.step_weights`: the layout of one step, owned here.
 """
@@ -27,7 +35,9 @@ from timbre.models.wavenet import (
     CausalConv1d,
     causal_receptive_field,
     dilations,
+    pitch_source,
     quantize_and_scale,
+    source_cycles,
     upsample_frames,
 )
 
@@ -39,7 +49,7 @@ class GatedResidualLayer(nn.Module):
 
     Tensors are ``[batch, channels, samples]``. The last layer has no residual projection
     (``has_residual=False``): its residual output would feed nothing, and an unused parameter
-    breaks DDP's gradient reduction.
+    breaks DDP's gradient reduction. ``source_channels > 0`` adds a 1x1 map of the pitch clock.
     """
 
     def __init__(
@@ -50,11 +60,14 @@ class GatedResidualLayer(nn.Module):
         kernel_size: int,
         dilation: int,
         has_residual: bool = True,
+        source_channels: int = 0,
     ) -> None:
         super().__init__()
         self.residual_channels = residual_channels
         self.dilated = CausalConv1d(residual_channels, 2 * residual_channels, kernel_size, dilation)
         self.condition = nn.Conv1d(condition_channels, 2 * residual_channels, 1)
+        # The pitch clock's map; no bias (the conditioning map has one).
+        self.source = nn.Conv1d(source_channels, 2 * residual_channels, 1, bias=False) if source_channels else None
         self.residual = nn.Conv1d(residual_channels, residual_channels, 1) if has_residual else None
         self.skip = nn.Conv1d(residual_channels, skip_channels, 1)
 
@@ -63,13 +76,21 @@ class GatedResidualLayer(nn.Module):
         filter_part, gate_part = pre_activation.split(self.residual_channels, dim=1)
         return torch.tanh(filter_part) * torch.sigmoid(gate_part)
 
-    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Args: x ``[batch, residual, samples]``; condition ``[batch, 2*residual, samples]``.
+    def forward(
+        self, x: torch.Tensor, condition: torch.Tensor, source: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Args: x ``[batch, residual, samples]``; condition ``[batch, 2*residual, samples]``;
+        source ``[batch, source_channels, samples]`` (the pitch clock) when the layer maps one.
 
         Returns: ``(residual output [batch, residual, samples], skip [batch, skip, samples])``;
         without a residual projection the residual output is ``x`` itself.
         """
-        gated = self.gate(self.dilated(x) + condition)
+        pre_activation = self.dilated(x) + condition
+        if self.source is not None:
+            if source is None:
+                raise ValueError("this layer adds a pitch clock: pass source")
+            pre_activation = pre_activation + self.source(source)
+        gated = self.gate(pre_activation)
         residual = x if self.residual is None else x + self.residual(gated)
         return residual, self.skip(gated)
 
@@ -86,6 +107,10 @@ class WaveNetDecoder(nn.Module):
         latent_dim: channels of the embedding ``z`` (NSynth: 16).
         pitch_embedding_dim: channels of the learned MIDI pitch embedding (0 disables pitch).
         hop_length: samples per embedding frame (NSynth: 512).
+        source_harmonics: harmonics ``H`` of the sample-rate pitch clock added in every layer
+            (``2H`` channels; 0, NSynth's decoder, adds none).
+        sample_rate: the audio's rate, which turns a MIDI pitch into the clock's cycles per
+            sample (used only with a clock).
     """
 
     def __init__(
@@ -98,10 +123,19 @@ class WaveNetDecoder(nn.Module):
         latent_dim: int = 16,
         pitch_embedding_dim: int = 16,
         hop_length: int = 512,
+        source_harmonics: int = 0,
+        sample_rate: int = 16000,
     ) -> None:
         super().__init__()
+        if source_harmonics < 0 or (source_harmonics and not pitch_embedding_dim):
+            raise ValueError(
+                f"source_harmonics must be >= 0 and needs a pitch (pitch_embedding_dim > 0), got "
+                f"source_harmonics={source_harmonics}, pitch_embedding_dim={pitch_embedding_dim}"
+            )
         self.latent_dim = latent_dim
         self.hop_length = hop_length
+        self.source_harmonics = source_harmonics
+        self.sample_rate = sample_rate
         self.classes = MU_LAW_CLASSES
         self.receptive_field = causal_receptive_field(layers, stages, kernel_size)
         condition_channels = latent_dim + pitch_embedding_dim
@@ -111,7 +145,13 @@ class WaveNetDecoder(nn.Module):
         layer_dilations = dilations(layers, stages)
         self.layers = nn.ModuleList(
             GatedResidualLayer(
-                residual_channels, skip_channels, condition_channels, kernel_size, d, has_residual=i < layers - 1
+                residual_channels,
+                skip_channels,
+                condition_channels,
+                kernel_size,
+                d,
+                has_residual=i < layers - 1,
+                source_channels=2 * source_harmonics,
             )
             for i, d in enumerate(layer_dilations)
         )
@@ -132,6 +172,13 @@ class WaveNetDecoder(nn.Module):
             raise ValueError(f"MIDI pitch out of range 0..127: {pitch.tolist()}")
         pitch_frames = self.pitch_embedding(pitch).unsqueeze(-1).expand(-1, -1, z.shape[-1])
         return torch.cat([z, pitch_frames], dim=1)
+
+    def pitch_clock(self, pitch: torch.Tensor, samples: int) -> torch.Tensor | None:
+        """The pitch clock over ``samples`` from phase 0: ``[batch, 2H, samples]``; ``None`` without one."""
+        if not self.source_harmonics:
+            return None
+        positions = torch.arange(samples, device=pitch.device)
+        return pitch_source(source_cycles(pitch, self.sample_rate), positions, self.source_harmonics)
 
     def layer_conditions(self, condition: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each layer's conditioning bias at frame rate.
@@ -159,10 +206,11 @@ class WaveNetDecoder(nn.Module):
         """
         samples = inputs.shape[-1]
         layer_biases, output_bias = self.layer_conditions(self.conditioning(z, pitch))
+        source = self.pitch_clock(pitch, samples)
         x = self.start(inputs.unsqueeze(1))
         skip = self.skip_start(x)
         for layer, bias in zip(self.layers, layer_biases, strict=True):
-            x, layer_skip = layer(x, upsample_frames(bias, self.hop_length, samples))
+            x, layer_skip = layer(x, upsample_frames(bias, self.hop_length, samples), source)
             skip = skip + layer_skip
         hidden = self.output_hidden(F.relu(skip)) + upsample_frames(output_bias, self.hop_length, samples)
         return self.logits(F.relu(hidden))
@@ -216,11 +264,13 @@ class WaveNetDecoder(nn.Module):
                 skip_bias=bias(layer.skip),
                 residual_weight=None if layer.residual is None else matrix(layer.residual),
                 residual_bias=None if layer.residual is None else bias(layer.residual),
+                source_weight=None if layer.source is None else matrix(layer.source),
             )
             for layer in self.gated_layers
         )
         return DecoderStepWeights(
             hop_length=self.hop_length,
+            sample_rate=self.sample_rate,
             start_weight=taps(self.start)[:, 0, :].contiguous(),
             start_bias=bias(self.start),
             skip_start_weight=matrix(self.skip_start),

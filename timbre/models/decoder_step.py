@@ -11,6 +11,7 @@ bias`` with ``weight [inputs, outputs]``. With ``c`` one frame of the conditioni
     for layer in layers (dilation d):
         pre = sum_k x_layer(t - (K-1-k) d) @ dilated_weight[k] + dilated_bias
               + c @ condition_weight + condition_bias                              # [2R]
+              + s(t) @ source_weight                 # only with a pitch clock (below)
         gated = tanh(pre[:R]) * sigmoid(pre[R:])                                   # [R]
         skip += gated @ skip_weight + skip_bias
         x = x + gated @ residual_weight + residual_bias      # absent in the last layer
@@ -19,6 +20,11 @@ bias`` with ``weight [inputs, outputs]``. With ``c`` one frame of the conditioni
 
 where ``x_layer(t)`` is the layer's input ``x`` at time ``t`` (zero before time 0). Shapes use
 K = kernel, R = residual, S = skip and C = condition channels.
+
+A decoder with a pitch clock (``source_harmonics = H > 0``) gives every layer a ``source_weight
+[2H, 2R]``; ``s(t)`` is :func:`timbre.models.wavenet.pitch_source` of the note's MIDI pitch at
+``sample_rate`` (:func:`~timbre.models.wavenet.source_cycles`), phase 0 at time 0: a function of
+the pitch and the time only, which the engine computes itself.
 
 This module holds data only, so the engine can depend on it without depending on the model.
 """
@@ -48,6 +54,7 @@ class LayerStepWeights:
     skip_bias: torch.Tensor  # [S]
     residual_weight: torch.Tensor | None  # [R, R]; None: the layer's residual output feeds nothing
     residual_bias: torch.Tensor | None  # [R]
+    source_weight: torch.Tensor | None = None  # [2H, 2R]; None: no pitch clock
 
 
 @dataclass(frozen=True)
@@ -69,12 +76,15 @@ class DecoderStepWeights:
     output_condition_bias: torch.Tensor  # [S]
     logits_weight: torch.Tensor  # [S, classes]
     logits_bias: torch.Tensor  # [classes]
+    sample_rate: int = 16000  # turns a MIDI pitch into the pitch clock's cycles per sample
 
     def __post_init__(self) -> None:
         kernel, residual = self.start_weight.shape
         skip, condition, classes = self.skip_channels, self.condition_channels, self.classes
         if not self.layers:
             raise ValueError("decoder step layout: no layers")
+        source = self.layers[0].source_weight
+        source_channels = 0 if source is None else source.shape[0]
         _expect("start_bias", self.start_bias, (residual,))
         _expect("skip_start_weight", self.skip_start_weight, (residual, skip))
         _expect("skip_start_bias", self.skip_start_bias, (skip,))
@@ -98,6 +108,12 @@ class DecoderStepWeights:
             if layer.residual_weight is not None and layer.residual_bias is not None:
                 _expect(name + "residual_weight", layer.residual_weight, (residual, residual))
                 _expect(name + "residual_bias", layer.residual_bias, (residual,))
+            if (layer.source_weight is None) != (source is None):
+                raise ValueError("decoder step layout: either every layer has a source_weight or none has")
+            if layer.source_weight is not None:
+                _expect(name + "source_weight", layer.source_weight, (source_channels, 2 * residual))
+        if source_channels % 2:
+            raise ValueError(f"decoder step layout: source_weight has {source_channels} rows, expected 2 per harmonic")
 
     @property
     def kernel_size(self) -> int:
@@ -118,6 +134,12 @@ class DecoderStepWeights:
     @property
     def classes(self) -> int:
         return self.logits_bias.shape[0]
+
+    @property
+    def source_harmonics(self) -> int:
+        """``H`` of the pitch clock (0: none)."""
+        source = self.layers[0].source_weight
+        return 0 if source is None else source.shape[0] // 2
 
     @property
     def dilations(self) -> list[int]:

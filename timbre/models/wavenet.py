@@ -6,6 +6,8 @@ Dilations follow NSynth: layer ``i`` of a stack with ``stages`` layers per cycle
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -77,3 +79,34 @@ def upsample_frames(frames: torch.Tensor, hop_length: int, samples: int) -> torc
     if available < samples:
         raise ValueError(f"{frames.shape[-1]} frames at hop {hop_length} cover {available} samples, need {samples}")
     return frames.repeat_interleave(hop_length, dim=-1)[..., :samples]
+
+
+def source_cycles(pitch: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Cycles per sample of the equal-tempered MIDI ``pitch [batch]``: ``float64 [batch]``.
+
+    Float64 because the source's phase is ``cycles * t`` for ``t`` up to minutes of samples.
+    """
+    return 440.0 * torch.pow(2.0, (pitch.to(torch.float64) - 69.0) / 12.0) / sample_rate
+
+
+def pitch_source(cycles: torch.Tensor, positions: torch.Tensor, harmonics: int) -> torch.Tensor:
+    """The sample-rate pitch clock a source-conditioned decoder adds in every layer.
+
+    ``s(t) = [sin(2 pi k phi(t)) for k in 1..H, cos(2 pi k phi(t)) for k in 1..H]`` with
+    ``phi(t) = frac(cycles * t)``; harmonic ``k`` is zero where ``k * cycles >= 1/2`` (at or
+    above Nyquist it would alias). The decoder, both cached steppers and the native kernel compute
+    exactly this (phase in float64, rounded to float32 at the end).
+
+    Args:
+        cycles: ``float64 [batch]`` from :func:`source_cycles`.
+        positions: sample indices, ``[samples]`` (any integer or float dtype, or a one-element
+            tensor for one step).
+        harmonics: ``H``.
+    Returns:
+        ``float32 [batch, 2H, samples]``.
+    """
+    k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=cycles.device)
+    phase = torch.frac(cycles[:, None] * positions.to(torch.float64)[None, :])  # [batch, samples]
+    angles = (2 * math.pi) * k[None, :, None] * phase[:, None, :]  # [batch, H, samples]
+    audible = (k[None, :] * cycles[:, None] < 0.5).to(torch.float64)[:, :, None]
+    return torch.cat([angles.sin() * audible, angles.cos() * audible], dim=1).to(torch.float32)
