@@ -312,12 +312,7 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
         if context.is_main and context.distributed:
             print(f"timbre-train: {context.world_size} DDP replicas identical after step {result.step}", flush=True)
         if context.is_main:
-            how = f"stopped by {result.stopped_by}" if result.stopped_by else "finished"
-            print(
-                f"timbre-train: {how} at step {result.step}; checkpoint {result.last_checkpoint}"
-                + (f"; resume with: timbre-train trainer.resume={run_dir}" if result.stopped_by else ""),
-                flush=True,
-            )
+            print(result.ending(), flush=True)
         return result
     finally:
         shutdown(context)

@@ -31,7 +31,6 @@ when the run resumes and when it ends.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import math
 import warnings
@@ -57,7 +56,7 @@ from timbre.models.parallel import HarmonicNoiseDecoder
 from timbre.models.registry import DECODERS
 from timbre.train.checkpoint import build_model, load_state
 from timbre.train.distributed import init_distributed, shutdown
-from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command
+from timbre.train.loop import Trainer, TrainerSettings, TrainResult, describe_command, refuse_unknown_keys
 
 # Seed of the sampling noise of the free-running validation decodes: the same noise every time,
 # so the pitch accuracy of two validations differs by the weights only.
@@ -80,10 +79,7 @@ class EncoderFromSettings:
         Raises:
             ConfigError: naming an unknown key or an invalid value.
         """
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(f"encoder_from.{unknown[0]} is not a setting (the settings are: {', '.join(names)})")
+        refuse_unknown_keys("encoder_from", "a setting", cls, values)
         settings = cls(**values)
         if not isinstance(settings.base, str) or not settings.base:
             raise ConfigError(f"encoder_from.base must be a bundled model name or a checkpoint path, got {values}")
@@ -364,12 +360,7 @@ def run_decoder_on_encoder(
         result = trainer.fit()
         _check_encoder(model, origin, str(result.last_checkpoint))
         if context.is_main:
-            how = f"stopped by {result.stopped_by}" if result.stopped_by else "finished"
-            print(
-                f"timbre-train: {how} at step {result.step}; checkpoint {result.last_checkpoint}"
-                + (f"; resume with: timbre-train trainer.resume={run_dir}" if result.stopped_by else ""),
-                flush=True,
-            )
+            print(result.ending(), flush=True)
         return result
     finally:
         shutdown(context)

@@ -26,7 +26,6 @@ its checkpoint, not from the base.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import statistics
 import sys
@@ -56,7 +55,15 @@ from timbre.train.checkpoint import (
     load_state,
 )
 from timbre.train.distributed import init_distributed, shutdown
-from timbre.train.loop import EarlyStopping, Trainer, TrainerSettings, TrainResult, describe_command, move_to
+from timbre.train.loop import (
+    EarlyStopping,
+    Trainer,
+    TrainerSettings,
+    TrainResult,
+    describe_command,
+    move_to,
+    refuse_unknown_keys,
+)
 
 # Rough cost of scoring one held-out note (encode and decode by two models, metrics), and of PESTO
 # on three versions of it, in seconds on a shared 2-core CPU: only for the printed estimate.
@@ -88,12 +95,7 @@ class FinetuneSettings:
         Raises:
             ConfigError: naming an unknown key or an invalid value.
         """
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(values) - set(names))
-        if unknown:
-            raise ConfigError(
-                f"finetune.{unknown[0]} is not a fine-tuning setting (the settings are: {', '.join(names)})"
-            )
+        refuse_unknown_keys("finetune", "a fine-tuning setting", cls, values)
         settings = cls(**values)
         checks = [
             (isinstance(settings.base, str) and settings.base != "", "finetune.base must be a model name or path"),

@@ -65,9 +65,7 @@ class TrainerSettings:
             ConfigError: naming an unknown key, a value of the wrong type, or an invalid value.
         """
         fields = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"trainer.{unknown[0]} is not a trainer setting (the settings are: {', '.join(fields)})")
+        refuse_unknown_keys("trainer", "a trainer setting", cls, values)
         for name, value in values.items():
             if not _has_type(value, fields[name]):
                 raise ConfigError(f"trainer.{name} must be {_TYPE_WORDS[fields[name]]}, got {value!r}")
@@ -309,6 +307,24 @@ class TrainResult:
     valid_losses: list[tuple[int, float]]
     finished_early: str | None = None
     best_checkpoint: Path | None = None
+
+    def ending(self) -> str:
+        """The line a training command ends with: how it ended, where its checkpoint is, how to resume."""
+        how = f"stopped by {self.stopped_by}" if self.stopped_by else "finished"
+        resume = f"; resume with: timbre-train trainer.resume={self.run_dir}" if self.stopped_by else ""
+        return f"timbre-train: {how} at step {self.step}; checkpoint {self.last_checkpoint}{resume}"
+
+
+def refuse_unknown_keys(section: str, what: str, settings: type, values: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first key of config ``section`` that is not a field of ``settings``.
+
+    ``what`` says what a key should have been (``"a trainer setting"``); the message lists the
+    settings there are.
+    """
+    names = [f.name for f in dataclasses.fields(settings)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{section}.{unknown[0]} is not {what} (the settings are: {', '.join(names)})")
 
 
 class Trainer:
