@@ -53,9 +53,17 @@ from timbre.models.wavenet import class_to_input
 
 SAMPLE_RATE = 16000
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
-CONFIGS = ("small", "nsynth")  # decoders of conf/model/<name>.yaml
+# Decoders of conf/model/<name>.yaml, and "clock": the one experiment=wavenet_on_default trains
+# (model=small's with the pitch clock, on the default's 64-dim embedding).
+CONFIGS = ("small", "nsynth", "clock")
+CLOCK_EXPERIMENT = CONFIG_DIR.parent / "experiment" / "wavenet_on_default.yaml"
+CLOCK_LATENT_DIM = 64  # the default model's (the experiment takes it from its base at run time)
 # Samples per note for a cached measurement, per configuration and batch (a few seconds each).
-CACHED_SAMPLES = {"small": {1: 16384, 8: 8192, 32: 4096}, "nsynth": {1: 512, 8: 256, 32: 128}}
+CACHED_SAMPLES = {
+    "small": {1: 16384, 8: 8192, 32: 4096},
+    "nsynth": {1: 512, 8: 256, 32: 128},
+    "clock": {1: 16384, 8: 8192, 32: 4096},
+}
 # The peer PyTorch port's NSynth-size batch-1 speed on this CPU, 2 threads (issue 14): samples/s.
 PEER_NSYNTH_BATCH1 = 46
 # Samples per note timed for the reduced-precision rows (batch 1).
@@ -65,20 +73,25 @@ ERROR_STEPS = {"nsynth": 256, "wavenet-small": 1024}
 
 
 def build_decoder(config: str) -> WaveNetDecoder:
-    """The decoder of ``conf/model/<config>.yaml`` with seeded random weights (speed does not depend on them)."""
+    """The decoder of ``config`` (see ``CONFIGS``) with seeded random weights (speed does not depend on them)."""
     from omegaconf import OmegaConf
 
-    settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{config}.yaml").decoder)
+    if config == "clock":
+        settings = OmegaConf.to_container(OmegaConf.load(CLOCK_EXPERIMENT).model.decoder)
+        settings["latent_dim"] = CLOCK_LATENT_DIM
+    else:
+        settings = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{config}.yaml").decoder)
     settings.pop("_target_")
     torch.manual_seed(0)
     return WaveNetDecoder(**settings).eval()
 
 
 def multiply_adds_per_sample(decoder: WaveNetDecoder) -> int:
-    """Multiply-adds of one cached step (start conv, gated layers, output stack; not conditioning)."""
+    """Multiply-adds of one cached step (start conv, gated layers with their pitch clock, output stack;
+    not the frame-rate conditioning)."""
     step = decoder.step_weights()
     kernel, residual, skip = step.kernel_size, step.residual_channels, step.skip_channels
-    per_layer = kernel * residual * 2 * residual + residual * skip
+    per_layer = kernel * residual * 2 * residual + residual * skip + 2 * step.source_harmonics * 2 * residual
     residual_projections = sum(layer.residual_weight is not None for layer in step.layers) * residual * residual
     return (
         kernel * residual
@@ -373,7 +386,7 @@ def main() -> None:
     print("batch 1, other routes for the cached step:")
     for config in args.configs:
         base = {"config": config, "batch": 1, "threads": args.threads}
-        steps = {"small": 2048, "nsynth": 128}[config]
+        steps = {"small": 2048, "nsynth": 128, "clock": 2048}[config]
         result = measure({**base, "kind": "torch-stepper", "steps": steps})
         print(f"  {config:>6}: as torch ops (backend='torch'): {result['samples'] / result['seconds']:8.0f} samples/s")
         if args.threads > 1:
