@@ -10,7 +10,14 @@ import torch
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.decoder import WaveNetDecoder
 from timbre.models.encoder import WaveNetEncoder
-from timbre.models.wavenet import causal_receptive_field, dilations, pitch_source, source_cycles
+from timbre.models.wavenet import (
+    causal_receptive_field,
+    dilations,
+    fundamental_phase,
+    pitch_source,
+    quantize_and_scale,
+    source_cycles,
+)
 
 
 def tiny_decoder(**overrides) -> WaveNetDecoder:
@@ -126,6 +133,22 @@ def test_the_pitch_clock_is_sines_and_cosines_of_the_harmonics_below_nyquist():
     assert torch.equal(pitch_source(cycles, late, harmonics=3), whole)
 
 
+def test_a_training_crop_starts_its_clock_in_phase_with_its_fundamental():
+    """The fitted phase puts the clock's cosine on the note's fundamental, whatever the other partials."""
+    cycles = source_cycles(torch.tensor([60, 45]), 16000)
+    t = torch.arange(6144, dtype=torch.float64)
+    theta = torch.tensor([0.3, 0.85], dtype=torch.float64)
+    fundamental = torch.cos(2 * math.pi * (cycles[:, None] * t + theta[:, None]))
+    overtones = 0.8 * torch.cos(2 * math.pi * (3 * cycles[:, None] * t + 0.1)) + 0.05 * torch.randn(2, 6144)
+    audio = (0.3 * (fundamental + overtones)).float()
+    fitted = fundamental_phase(audio, cycles)
+    assert torch.allclose(fitted, theta, atol=0.005)
+    clock = pitch_source(cycles, torch.arange(6144), harmonics=2, offsets=fitted)
+    assert torch.corrcoef(torch.stack([clock[0, 2].double(), fundamental[0]]))[0, 1] > 0.999
+    # Without a fundamental to fit (silence) the offset is still a phase, not NaN.
+    assert fundamental_phase(torch.zeros(1, 100), cycles[:1]).isfinite().all()
+
+
 def test_the_pitch_clock_steers_every_layer_and_nsynth_decoders_have_none():
     torch.manual_seed(0)
     decoder = tiny_decoder(source_harmonics=2)
@@ -134,6 +157,16 @@ def test_the_pitch_clock_steers_every_layer_and_nsynth_decoders_have_none():
     with torch.no_grad():  # the same pitch embedding for two pitches: only the clock tells them apart
         decoder.pitch_embedding.weight[62] = decoder.pitch_embedding.weight[60]
     assert not torch.allclose(decoder(inputs, z, torch.tensor([60])), decoder(inputs, z, torch.tensor([62])))
+    # Training starts each crop's clock on the crop's fundamental; decoding starts it at phase 0.
+    audio, pitch = 0.5 * torch.sin(torch.arange(256) * 0.3 + 1.0)[None], torch.tensor([60])
+    targets, scaled = quantize_and_scale(audio)
+    previous = torch.nn.functional.pad(scaled[:, :-1], (1, 0))
+    fitted = fundamental_phase(audio, source_cycles(pitch, 16000))
+    with torch.no_grad():
+        loss = decoder.reconstruction_loss(audio, z, pitch)[0]
+        in_phase = torch.nn.functional.cross_entropy(decoder(previous, z, pitch, fitted), targets)
+        from_zero = torch.nn.functional.cross_entropy(decoder(previous, z, pitch), targets)
+    assert torch.allclose(loss, in_phase) and not torch.allclose(loss, from_zero)
     # Without a clock the parameters are NSynth's, so checkpoints saved before the clock still load.
     assert not any("source" in name for name in tiny_decoder().state_dict())
     with pytest.raises(ValueError, match="needs a pitch"):

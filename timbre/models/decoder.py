@@ -14,8 +14,13 @@ clock*: sines and cosines of the first harmonics of the MIDI pitch
 (:func:`timbre.models.wavenet.pitch_source`), the excitation of a neural source-filter model
 (Wang et al., 2019). NSynth's decoder has to build an oscillator out of its own feedback, which
 takes it hundreds of thousands of steps to hold a pitch when it runs free; with a clock in every
-layer it only has to learn to lock the waveform to it. Its phase starts at 0 where the decoder's
-input starts (a training crop starts at a random point of a note, so no phase is preferred).
+layer it only has to learn to lock the waveform to it. Decoding starts the clock at phase 0; in
+training each crop's clock starts at the phase of the crop's own fundamental
+(:func:`timbre.models.wavenet.fundamental_phase`), so that the clock's cosine is in phase with
+the note's fundamental. With a clock of arbitrary phase the past samples tell the next one more
+than the clock does, and teacher forcing gives little reason to follow it: after 1,000 steps
+trained that way, notes decoded at MIDI 60 came out 0.4 to 3.8 semitones sharp, their strongest
+partials on none of the clock's harmonics.
 
 Sampling runs in the cached engine (:mod:`timbre.generation.engine`), which reads the decoder only
 through :meth:`WaveNetDecoder.step_weights`: the layout of one step, owned here.
@@ -35,6 +40,7 @@ from timbre.models.wavenet import (
     CausalConv1d,
     causal_receptive_field,
     dilations,
+    fundamental_phase,
     pitch_source,
     quantize_and_scale,
     source_cycles,
@@ -173,12 +179,15 @@ class WaveNetDecoder(nn.Module):
         pitch_frames = self.pitch_embedding(pitch).unsqueeze(-1).expand(-1, -1, z.shape[-1])
         return torch.cat([z, pitch_frames], dim=1)
 
-    def pitch_clock(self, pitch: torch.Tensor, samples: int) -> torch.Tensor | None:
-        """The pitch clock over ``samples`` from phase 0: ``[batch, 2H, samples]``; ``None`` without one."""
+    def pitch_clock(
+        self, pitch: torch.Tensor, samples: int, offsets: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The pitch clock over ``samples``, from phase ``offsets [batch]`` (cycles; default 0):
+        ``[batch, 2H, samples]``; ``None`` without a clock."""
         if not self.source_harmonics:
             return None
         positions = torch.arange(samples, device=pitch.device)
-        return pitch_source(source_cycles(pitch, self.sample_rate), positions, self.source_harmonics)
+        return pitch_source(source_cycles(pitch, self.sample_rate), positions, self.source_harmonics, offsets)
 
     def layer_conditions(self, condition: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Each layer's conditioning bias at frame rate.
@@ -193,7 +202,9 @@ class WaveNetDecoder(nn.Module):
         """The gated residual layers, in order (``self.layers`` typed)."""
         return [cast(GatedResidualLayer, layer) for layer in self.layers]
 
-    def forward(self, inputs: torch.Tensor, z: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, z: torch.Tensor, pitch: torch.Tensor, clock_offsets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Teacher-forced logits.
 
         Args:
@@ -201,12 +212,14 @@ class WaveNetDecoder(nn.Module):
                 ``inputs`` is the waveform's sample ``t-1``; see :meth:`reconstruction_loss`).
             z: embedding ``[batch, latent_dim, frames]`` with ``frames * hop_length >= samples``.
             pitch: MIDI pitch ``[batch]``.
+            clock_offsets: the pitch clock's phase at sample 0, cycles ``[batch]`` (default 0, as
+                decoding starts it).
         Returns:
             logits ``[batch, 256, samples]``; position ``t`` predicts waveform sample ``t``.
         """
         samples = inputs.shape[-1]
         layer_biases, output_bias = self.layer_conditions(self.conditioning(z, pitch))
-        source = self.pitch_clock(pitch, samples)
+        source = self.pitch_clock(pitch, samples, clock_offsets)
         x = self.start(inputs.unsqueeze(1))
         skip = self.skip_start(x)
         for layer, bias in zip(self.layers, layer_biases, strict=True):
@@ -220,12 +233,18 @@ class WaveNetDecoder(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy of the mu-law classes of ``audio [batch, samples]`` given their past.
 
+        With a pitch clock, each crop's clock is started in phase with its fundamental (see the
+        module docstring).
+
         Returns ``(loss, {"cross_entropy": ..., "accuracy": ...})``.
         """
         targets, scaled = quantize_and_scale(audio)
         # Shift right by one sample: the prediction of sample t sees samples < t only.
         inputs = F.pad(scaled[:, :-1], (1, 0))
-        logits = self(inputs, z, pitch)
+        offsets = None
+        if self.source_harmonics:
+            offsets = fundamental_phase(audio, source_cycles(pitch, self.sample_rate))
+        logits = self(inputs, z, pitch, offsets)
         loss = F.cross_entropy(logits, targets)
         with torch.no_grad():
             accuracy = (logits.argmax(dim=1) == targets).float().mean()

@@ -89,24 +89,55 @@ def source_cycles(pitch: torch.Tensor, sample_rate: int) -> torch.Tensor:
     return 440.0 * torch.pow(2.0, (pitch.to(torch.float64) - 69.0) / 12.0) / sample_rate
 
 
-def pitch_source(cycles: torch.Tensor, positions: torch.Tensor, harmonics: int) -> torch.Tensor:
+def pitch_source(
+    cycles: torch.Tensor, positions: torch.Tensor, harmonics: int, offsets: torch.Tensor | None = None
+) -> torch.Tensor:
     """The sample-rate pitch clock a source-conditioned decoder adds in every layer.
 
     ``s(t) = [sin(2 pi k phi(t)) for k in 1..H, cos(2 pi k phi(t)) for k in 1..H]`` with
-    ``phi(t) = frac(cycles * t)``; harmonic ``k`` is zero where ``k * cycles >= 1/2`` (at or
-    above Nyquist it would alias). The decoder, both cached steppers and the native kernel compute
-    exactly this (phase in float64, rounded to float32 at the end).
+    ``phi(t) = frac(cycles * t + offset)``; harmonic ``k`` is zero where ``k * cycles >= 1/2`` (at
+    or above Nyquist it would alias). The decoder, both cached steppers and the native kernel
+    compute exactly this (phase in float64, rounded to float32 at the end); decoding starts at
+    offset 0.
 
     Args:
         cycles: ``float64 [batch]`` from :func:`source_cycles`.
         positions: sample indices, ``[samples]`` (any integer or float dtype, or a one-element
             tensor for one step).
         harmonics: ``H``.
+        offsets: the phase at position 0 in cycles, ``[batch]`` (default 0; in training, the
+            phase of the crop's own fundamental, :func:`fundamental_phase`).
     Returns:
         ``float32 [batch, 2H, samples]``.
     """
     k = torch.arange(1, harmonics + 1, dtype=torch.float64, device=cycles.device)
-    phase = torch.frac(cycles[:, None] * positions.to(torch.float64)[None, :])  # [batch, samples]
+    phase = cycles[:, None] * positions.to(torch.float64)[None, :]  # [batch, samples]
+    if offsets is not None:
+        phase = phase + offsets.to(torch.float64)[:, None]
+    phase = torch.frac(phase)
     angles = (2 * math.pi) * k[None, :, None] * phase[:, None, :]  # [batch, H, samples]
     audible = (k[None, :] * cycles[:, None] < 0.5).to(torch.float64)[:, :, None]
     return torch.cat([angles.sin() * audible, angles.cos() * audible], dim=1).to(torch.float32)
+
+
+def fundamental_phase(audio: torch.Tensor, cycles: torch.Tensor) -> torch.Tensor:
+    """Phase at sample 0, in cycles in [0, 1), of the component of ``audio`` at ``cycles`` per sample.
+
+    The Hann-windowed Fourier coefficient of each note at its own frequency: for
+    ``A cos(2 pi (cycles t + theta))`` plus other partials, ``theta``. A clock started at that
+    offset keeps its cosine in phase with the note's fundamental (a note a few cents off its
+    MIDI pitch drifts from it by a fraction of a cycle over a crop; the fit is the crop's average).
+
+    Args:
+        audio: ``[batch, samples]``.
+        cycles: ``float64 [batch]``.
+    Returns:
+        ``float64 [batch]``.
+    """
+    samples = audio.shape[-1]
+    t = torch.arange(samples, dtype=torch.float64, device=audio.device)
+    window = torch.hann_window(samples, periodic=False, dtype=torch.float64, device=audio.device)
+    angle = (2 * math.pi) * torch.frac(cycles[:, None] * t[None, :])
+    weighted = audio.detach().to(torch.float64) * window
+    real, imaginary = (weighted * angle.cos()).sum(-1), -(weighted * angle.sin()).sum(-1)
+    return torch.remainder(torch.atan2(imaginary, real) / (2 * math.pi), 1.0)
