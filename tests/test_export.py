@@ -31,3 +31,16 @@ def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):
     assert "# tiny-test" in card and "Training steps: 3" in card and "| spectral distance | 1.234 |" in card
     assert "timbre dataset build ..." in card and "![p]" not in card
     assert "- Model: autoencoder (wavenet encoder, wavenet decoder), " in card
+    assert model.default_temperature == 1.0 and "Sampling temperature" not in card
+
+
+def test_a_model_exported_with_a_temperature_samples_at_it_unless_told_otherwise(note_dataset, tmp_path):
+    result = train(compose_config(tiny_overrides(note_dataset, 2)), run_dir=tmp_path / "run")
+    destination = export_run(result.run_dir, "greedy-test", destination=tmp_path / "bundle", temperature=0.0)
+    model = timbre.load(destination / "model.pt")
+    assert model.default_temperature == 0.0
+    assert "- Sampling temperature by default: 0 " in (destination / "MODEL_CARD.md").read_text()
+    z = torch.randn(8, model.autoencoder.latent_dim)
+    by_default = model.synthesize(z, pitch=60)
+    assert (by_default == model.synthesize(z, pitch=60, temperature=0.0)).all()
+    assert not (by_default == model.synthesize(z, pitch=60, temperature=1.0)).all()

@@ -39,7 +39,7 @@ def interpolation_sweep(
     method: str = "slerp",
     velocity: int | None = None,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Notes moving from timbre ``a`` to timbre ``b`` in ``steps`` equal mixes.
@@ -105,7 +105,7 @@ def timbre_grid(
     method: str = "lerp",
     velocity: int | None = None,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """An NSynth Super style ``size x size`` grid between four corner timbres.
@@ -147,7 +147,7 @@ def synthesize_in_chunks(
     seconds: float | None = 4.0,
     velocity: int | None = None,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     progress: bool = False,
     chunk_samples: int = CHUNK_SAMPLES,
 ) -> Iterator[np.ndarray]:
@@ -188,7 +188,7 @@ def morph_note(
     method: str = "slerp",
     velocity: int | None = None,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """One note whose timbre moves from ``a`` to ``b`` along ``curve`` over ``seconds``; ``[samples]``."""

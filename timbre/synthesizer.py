@@ -61,6 +61,13 @@ class TimbreModel:
         return isinstance(self.autoencoder.decoder, WaveNetDecoder)
 
     @property
+    def default_temperature(self) -> float:
+        """The sampling temperature ``synthesize`` uses when given none: the one the model was exported
+        with (``python -m timbre.train.export --temperature``, stated in its card), else 1.0."""
+        temperature = self.info.get("sampling_temperature")
+        return 1.0 if temperature is None else float(temperature)
+
+    @property
     def decoder_kind(self) -> str:
         return "wavenet" if self.is_autoregressive else "fast"
 
@@ -170,7 +177,7 @@ class TimbreModel:
         pitch: int = 60,
         seconds: float | None = None,
         velocity: int | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         seed: int = 0,
         progress: bool = False,
         weights: str = "float32",
@@ -183,7 +190,8 @@ class TimbreModel:
             seconds: total length including the release; None keeps the embedding's own length.
             velocity: MIDI velocity; scales loudness relative to the source note's velocity
                 (General MIDI curve ``(v/127)**2``). None keeps the encoded loudness.
-            temperature: sampling temperature of the autoregressive decoder (0 = greedy).
+            temperature: sampling temperature of the autoregressive decoder (0 = greedy); None
+                uses the model's own (:attr:`default_temperature`).
             seed: random seed (same seed, same audio).
             progress: show a progress bar (autoregressive decoding).
             weights: how the autoregressive decoder's step stores its matrices: ``"float32"``, or
@@ -237,7 +245,7 @@ class TimbreModel:
         *,
         seconds: Sequence[float | None] | None = None,
         velocities: Sequence[int | None] | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         seed: int = 0,
         progress: bool = False,
         weights: str = "float32",
@@ -261,6 +269,7 @@ class TimbreModel:
         if not (len(pitches) == len(seconds) == len(velocities) == count) or count == 0:
             raise ConfigError("synthesize_batch needs one pitch, duration and velocity per embedding")
         velocities = [None if v is None else midi_number(v, "velocity", 1) for v in velocities]
+        temperature = self.default_temperature if temperature is None else temperature
         check_temperature(temperature)
         from timbre.generation.engine import WEIGHT_NAMES  # deferred: parallel models never need the engine
 

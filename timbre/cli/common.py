@@ -53,7 +53,10 @@ def add_synthesis_arguments(parser: argparse.ArgumentParser, seconds_default: fl
         "--velocity", type=midi_velocity, default=None, help="MIDI velocity 1-127 (default: as encoded)"
     )
     parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0, help="AR sampling temperature, 0 = greedy (default: 1.0)"
+        "--temperature",
+        type=non_negative_float,
+        default=None,
+        help="AR sampling temperature, 0 = greedy (default: the model's, 1.0 unless its card says otherwise)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed: same seed, same audio (default: 0)")
     parser.add_argument("--plot", action="store_true", help="also write rainbowgram PNGs next to the WAVs")

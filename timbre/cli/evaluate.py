@@ -224,8 +224,8 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         help="notes per decoder pass (default: 1 for the fast decoder, 16 for WaveNet)",
     )
     parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0,
-        help="sampling temperature of a WaveNet decoder; 0 is greedy (default: 1.0)",
+        "--temperature", type=non_negative_float, default=None,
+        help="sampling temperature of a WaveNet decoder; 0 is greedy (default: the model's own)",
     )  # fmt: skip
     add_device_argument(parser)
     parser.set_defaults(handler=_autoencoder)

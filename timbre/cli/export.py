@@ -102,8 +102,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timbre-set", metavar="DIR", help="timbre set for gm:N sources (default: the bundled set)")
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
     parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0,
-        help="sampling temperature of the wavenet decoder; 0 is greedy (default: 1.0)",
+        "--temperature", type=non_negative_float, default=None,
+        help="sampling temperature of the wavenet decoder; 0 is greedy (default: the model's own)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     add_device_argument(parser)
@@ -199,7 +199,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         "format": _sampler_format(args),
         "plan": sampling_plan(low, high, args.step, args.velocity_layers, args.seconds),
         "batch_size": args.batch_size,
-        "temperature": args.temperature,
+        "temperature": model.default_temperature if args.temperature is None else args.temperature,
         "seed": args.seed,
         "progress": not args.no_progress,
     }

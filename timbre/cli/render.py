@@ -242,8 +242,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per decoder call (default: 32)")
     parser.add_argument(
-        "--temperature", type=non_negative_float, default=1.0,
-        help="sampling temperature of the wavenet decoder, 0 = greedy (default: 1.0)",
+        "--temperature", type=non_negative_float, default=None,
+        help="sampling temperature of the wavenet decoder, 0 = greedy (default: the model's own)",
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--peak-db", type=float, default=-1.0, help="peak level of the output in dBFS (default: -1)")

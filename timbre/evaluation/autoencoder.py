@@ -115,7 +115,7 @@ def evaluate_autoencoder(
     seconds: float | None = None,
     pitch_range: tuple[int, int] | None = None,
     batch_size: int | None = None,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     device: str = "cpu",
     progress: bool = False,
     reference: str | Path | None = None,
@@ -139,7 +139,7 @@ def evaluate_autoencoder(
         pitch_range: ``(lowest, highest)`` MIDI pitches to draw notes from.
         batch_size: notes per decoder pass (None: 1 for a parallel decoder, as ``model.synthesize``
             does; 16 for an autoregressive one).
-        temperature: sampling temperature of an autoregressive decoder.
+        temperature: sampling temperature of an autoregressive decoder (None: the model's own).
         device: where the models run (metrics run on the CPU).
         progress: show progress bars while decoding autoregressively.
         reference: a folder holding the same notes (same names) from another source, scored as
@@ -162,6 +162,8 @@ def evaluate_autoencoder(
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     trained = load(model, device=device)
+    if temperature is None:  # the report records the temperature used
+        temperature = settings["temperature"] = trained.default_temperature
     sample_rate = trained.sample_rate
     folder = read_note_folder(data, split, pitch_range)
     chosen = [folder.notes[index] for index in select_notes(folder.notes, notes, seed)]
@@ -286,7 +288,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
     seconds = settings["seconds"]
     if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"seconds must be a positive number, got {seconds}")
-    if not settings["temperature"] >= 0:
+    if settings["temperature"] is not None and not settings["temperature"] >= 0:
         raise ConfigError(f"temperature must be >= 0, got {settings['temperature']}")
 
 

@@ -79,7 +79,7 @@ def decode_notes(
     samples: int,
     batch_size: int,
     seed: int = 0,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     progress: bool = False,
 ) -> np.ndarray:
     """Decode each embedding at its pitch into ``samples`` samples, ``batch_size`` notes per pass.

@@ -98,7 +98,7 @@ def export_instruments(
     timbre_set: str | os.PathLike = DEFAULT_TIMBRE_SET,
     interpolation: str = "slerp",
     batch_size: int = DEFAULT_BATCH_SIZE,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> ExportResult:
@@ -158,7 +158,7 @@ def export_grid(
     plan: SamplingPlan | None = None,
     timbre_set: str | os.PathLike = DEFAULT_TIMBRE_SET,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> ExportResult:
@@ -226,7 +226,7 @@ def _export(
     format: str,
     plan: SamplingPlan | None,
     batch_size: int,
-    temperature: float,
+    temperature: float | None,
     seed: int,
     progress: bool,
     started: float,

@@ -90,7 +90,7 @@ def render_instruments(
     plan: SamplingPlan,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    temperature: float = 1.0,
+    temperature: float | None = None,
     seed: int = 0,
     progress: bool = False,
 ) -> list[Instrument]:
@@ -153,7 +153,7 @@ class _PresetSynthesis:
     """The notes of one preset at full velocity (see :func:`render_instruments`)."""
 
     def __init__(
-        self, model: TimbreModel, embedding: Embedding, plan: SamplingPlan, batch_size: int, temperature: float,
+        self, model: TimbreModel, embedding: Embedding, plan: SamplingPlan, batch_size: int, temperature: float | None,
         seed: int, bar: tqdm,
     ) -> None:  # fmt: skip
         self.model, self.embedding, self.plan, self.bar = model, embedding, plan, bar

@@ -171,8 +171,14 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, dict[
     return model.eval(), checkpoint
 
 
-def export_inference_checkpoint(source: str | Path, destination: str | Path) -> Path:
-    """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint."""
+def export_inference_checkpoint(
+    source: str | Path, destination: str | Path, sampling_temperature: float | None = None
+) -> Path:
+    """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint.
+
+    ``sampling_temperature``: the temperature :meth:`timbre.TimbreModel.synthesize` samples an
+    autoregressive decoder at when given none (stored as ``sampling.temperature``; default 1.0).
+    """
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
     exported = {
@@ -182,6 +188,8 @@ def export_inference_checkpoint(source: str | Path, destination: str | Path) -> 
         "step": checkpoint.get("training", {}).get("step"),
         "run": checkpoint.get("run", {}),
     }
+    if sampling_temperature is not None:
+        exported["sampling"] = {"temperature": float(sampling_temperature)}
     return save_checkpoint(destination, exported)
 
 

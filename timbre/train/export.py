@@ -28,13 +28,18 @@ def export_run(
     data_command: str = "",
     report: str | Path | None = None,
     destination: str | Path | None = None,
+    temperature: float | None = None,
 ) -> Path:
-    """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory."""
+    """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory.
+
+    ``temperature``: the sampling temperature the model's autoregressive decoder uses by default
+    (stated in the card; None leaves it at 1.0).
+    """
     destination = Path(destination) if destination else PRETRAINED_DIR / name
     checkpoint = load_checkpoint(run)
-    export_inference_checkpoint(checkpoint["path"], destination / "model.pt")
+    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", temperature)
     model, _ = load_model(destination / "model.pt")
-    card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None)
+    card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None, temperature)
     with atomic_write(destination / "MODEL_CARD.md", mode="w") as handle:
         handle.write(card)
     return destination
@@ -47,6 +52,7 @@ def model_card(
     model: torch.nn.Module,
     data_command: str,
     report: Path | None,
+    temperature: float | None = None,
 ) -> str:
     """The Markdown model card of an exported run."""
     run = checkpoint.get("run", {})
@@ -69,6 +75,11 @@ def model_card(
         f"- Training command: `{run.get('command', 'unknown')}` (interrupted and resumed with "
         "`trainer.resume=RUN_DIR` when needed; resumption is exact).",
         f"- Data command: `{data_command or 'see the training config'}`",
+        *(
+            [f"- Sampling temperature by default: {temperature:g} (when `synthesize` is given none)."]
+            if temperature is not None
+            else []
+        ),
         "",
         "## Resolved training config",
         "",
@@ -104,8 +115,14 @@ def main() -> None:
     parser.add_argument("--data-command", default="")
     parser.add_argument("--report", default=None, help="report.md of an evaluation to paste into the card")
     parser.add_argument("--out", default=None, help="destination directory (default: timbre/pretrained/NAME)")
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="default sampling temperature of an autoregressive decoder"
+    )
     args = parser.parse_args()
-    print(f"wrote {export_run(args.run, args.name, args.description, args.data_command, args.report, args.out)}")
+    destination = export_run(
+        args.run, args.name, args.description, args.data_command, args.report, args.out, args.temperature
+    )
+    print(f"wrote {destination}")
 
 
 if __name__ == "__main__":
