@@ -167,12 +167,12 @@ def test_decode_with_the_wavenet_decoder(base_model, trained, note_dataset, wave
     printed = capsys.readouterr()
     assert "warning" not in printed.out + printed.err and (tmp_path / "note.wav").is_file()
 
-    # Through the bundled wavenet-small (its own 16-dim encoder): one line naming both models and shapes.
+    # Through the bundled wavenet decoder (on the default's 64-dim embedding): one line naming both models and shapes.
     assert timbre_cli(["decode", str(tmp_path / "z.npy"), "--decoder", "wavenet",
                        "--out", str(tmp_path / "other.wav")]) == 1  # fmt: skip
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1, error
-    assert f"z [frames, {BASE_LATENT}]" in error and "z [frames, 16]" in error
+    assert f"z [frames, {BASE_LATENT}]" in error and "z [frames, 64]" in error
     assert str(base_model) in error and "wavenet" in error
     assert not (tmp_path / "other.wav").exists()
 

@@ -1,4 +1,4 @@
-"""The bundled autoencoders load by name and decode: ``timbre.load("wavenet-small")`` and the default."""
+"""The bundled autoencoders load by name and decode: the default, ``timbre.load("wavenet")``, ``"wavenet-small"``."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from timbre.errors import CheckpointError
 
 FLUTE = TIMBRE_SET_DIR / timbre_file_name(73)
 SHORT_NOTE_SECONDS = 0.25
+WAVENET_TEMPERATURE = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +24,6 @@ def test_wavenet_small_is_the_bundled_autoregressive_model(wavenet_small: timbre
     assert wavenet_small.is_autoregressive and wavenet_small.decoder_kind == "wavenet"
     assert wavenet_small.sample_rate == 16000
     assert wavenet_small.info["step"] == 1800  # the training its model card documents
-    assert timbre.load("wavenet").info["path"] == wavenet_small.info["path"]  # the alias
 
 
 def test_wavenet_small_decodes_a_short_note(wavenet_small: timbre.TimbreModel) -> None:
@@ -38,6 +38,24 @@ def test_wavenet_small_decodes_a_short_note(wavenet_small: timbre.TimbreModel) -
     assert not np.array_equal(audio, wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=1))
     higher = wavenet_small.synthesize(embedding, pitch=72, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert not np.allclose(audio, higher, atol=1e-3)
+
+
+def test_the_wavenet_decodes_the_defaults_embeddings_at_their_pitch() -> None:
+    """``timbre.load("wavenet")``: the pitch-clock WaveNet on the default's encoder, at its own temperature."""
+    from timbre.evaluation.metrics import pitch_scores
+
+    wavenet, default = timbre.load("wavenet"), timbre.load()
+    assert wavenet.info["path"] == timbre.load("wavenet-v2").info["path"] and wavenet.is_autoregressive
+    assert wavenet.autoencoder.decoder.source_harmonics == 8
+    embedding = default.encode(FLUTE)  # one embedding, two decoders
+    assert np.array_equal(wavenet.encode(FLUTE).tensor.numpy(), embedding.tensor.numpy())
+    assert wavenet.default_temperature == WAVENET_TEMPERATURE  # its model card's
+    # Two notes this interim model plays in tune (it misses about a third of notes; see its card).
+    notes = [wavenet.synthesize(embedding, pitch=pitch, seconds=0.5, seed=0) for pitch in (64, 67)]
+    for audio in notes:
+        assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
+    scores = pitch_scores(np.stack(notes), [64, 67], 16000)
+    assert all(score.correct for score in scores), [score.cents for score in scores]
 
 
 def test_default_model_loads_and_decodes_a_short_note() -> None:

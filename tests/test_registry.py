@@ -32,6 +32,7 @@ BUNDLED = {
     "fast-v2": "autoencoder",
     "fast-v3": "autoencoder",
     "wavenet-small": "autoencoder",
+    "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",
 }
 

@@ -20,8 +20,11 @@ ALIASES = {
     "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
     "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), still training (see its model card)
-    "wavenet-small": "wavenet-small",
-    "wavenet": "wavenet-small",
+    "wavenet-small": "wavenet-small",  # the NSynth autoencoder at CPU size, its own encoder (holds no pitch)
+    # The AR WaveNet with a pitch clock on the default's frozen encoder: decodes the default's
+    # embeddings (timbre decode --decoder wavenet); still training (see its model card).
+    "wavenet-v2": "wavenet-v2",
+    "wavenet": "wavenet-v2",
 }
 
 
@@ -49,7 +52,8 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
     """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"fast-v3"``,
-    ``"wavenet-small"``), or any checkpoint file or run directory written by ``timbre-train``.
+    ``"wavenet"``, ``"wavenet-v2"``, ``"wavenet-small"``), or any checkpoint file or run directory
+    written by ``timbre-train``.
 
     Raises:
         CheckpointError: unknown name, missing or corrupt file, or not an autoencoder checkpoint.

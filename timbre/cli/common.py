@@ -32,7 +32,8 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="bundled model name (default, fast, wavenet-small) or a checkpoint / run directory (default: %(default)s)",
+        help="bundled model name (default, fast-v3, wavenet, wavenet-small, ...) or a checkpoint / run directory "
+        "(default: %(default)s)",
     )
     add_device_argument(parser)
 

@@ -23,7 +23,7 @@ from timbre.constants import DEFAULT_SOUNDFONT
 from timbre.errors import ConfigError
 
 # Bundled model for each decoder when --model is not given.
-DEFAULT_MODELS = {"fast": "default", "wavenet": "wavenet-small"}
+DEFAULT_MODELS = {"fast": "default", "wavenet": "wavenet"}
 # The option of each render_midi argument that the library names in its errors.
 OPTION_OF_ARGUMENT = {"timbres": "--timbre", "morphs": "--morph", "gains": "--gain"}
 
