@@ -14,8 +14,9 @@ clock*: sines and cosines of the first harmonics of the MIDI pitch
 (:func:`timbre.models.wavenet.pitch_source`), the excitation of a neural source-filter model
 (Wang et al., 2019). NSynth's decoder has to build an oscillator out of its own feedback, which
 it had not done after the training a CPU affords (the bundled ``wavenet-small``: no note within
-50 cents after 1,800 steps); with a clock in every layer it only has to lock the waveform to it. Decoding starts the clock at phase 0; in
-training each crop's clock starts at the phase of the crop's own fundamental
+50 cents after 1,800 steps); with a clock in every layer it only has to lock the waveform to it.
+Decoding starts the clock at phase 0; in training each crop's clock starts at the phase of the
+crop's own fundamental
 (:func:`timbre.models.wavenet.fundamental_phase`), so that the clock's cosine is in phase with
 the note's fundamental. With a clock of arbitrary phase the past samples tell the next one more
 than the clock does, and teacher forcing gives little reason to follow it: after 1,000 steps
