@@ -8,7 +8,7 @@
  * Matrices are packed in panels of TIMBRE_PANEL output columns, [panels][inputs][TIMBRE_PANEL],
  * so every matrix-vector product streams its weights sequentially and keeps
  * TIMBRE_PANEL x BATCH_BLOCK accumulators in registers. Output widths are padded to whole panels
- * (the padding weights are zero): "padded R" below is the residual width rounded up to a panel.
+ * (the padding weights are zero): "padded 2R" below is twice the residual width rounded up to a panel.
  * Packed matrices hold float32, bfloat16 (the upper half of a float32, in pairs of inputs: see
  * panels_multiply_bfloat16) or int8 with a float32 scale per output column (panels_multiply_int8):
  * a half or a quarter of the bytes to stream per sample, which bounds batch-1 decoding at NSynth
@@ -29,7 +29,7 @@
 #define TIMBRE_PANEL 64
 #define BATCH_BLOCK 4
 /* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
-#define TIMBRE_FASTGEN_ABI 5
+#define TIMBRE_FASTGEN_ABI 6
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #if __GNUC__ >= 11
@@ -55,8 +55,12 @@ enum {
 typedef struct {
     int64_t dilation;
     /* dilated conv: kernel*residual inputs (tap-major: tap j reads time t - (kernel-1-j)*dilation)
-     * -> filter half then gate half, each padded R wide; the gate half pre-halved (see gate_rows) */
+     * -> filter half then gate half side by side (R wide each, padded 2R in all: at residual 32 one
+     * panel, not two half-empty ones); the gate half pre-halved (see gate_rows) */
     const void *dilated;
+    /* the pitch clock's 1x1 (timbre.models.wavenet.pitch_source): 2H inputs -> padded 2R laid out
+     * like dilated; NULL without a clock */
+    const void *source;
     /* the halved skip and residual 1x1s side by side: residual -> padded skip + padded R */
     const void *skip_residual;
     /* their bias, padded skip + padded R (the skip part is zero: skip biases are summed in skip_bias) */
@@ -75,10 +79,7 @@ typedef struct {
     const void *logits;            /* packed: skip -> padded classes */
     const float *logits_bias;      /* [padded classes] */
     const timbre_layer *layer;     /* [layers] */
-    /* The pitch clock (timbre.models.wavenet.pitch_source): H harmonics, 0 for none, and every
-     * layer's float32 map of its 2H channels [layers][2H][2 * padded R], gate half pre-halved. */
-    int64_t source_harmonics;
-    const float *source_weight;
+    int64_t source_harmonics; /* the pitch clock's harmonics H (each layer's source), 0 for none */
 } timbre_decoder;
 
 /* The state of one batch of notes, all zero at time 0 (the causal convolutions' zero padding). */
@@ -88,7 +89,7 @@ typedef struct {
     float *const *layer_ring;  /* [layers] rings of [(kernel-1)*dilation + 1][batch][residual] */
     float *inputs;             /* [batch]: the network input of the next step */
     /* the current conditioning frame: each layer's conditioning plus dilated bias
-     * [layers][batch][2 * padded R], and the output conditioning plus hidden bias [batch][padded skip] */
+     * [layers][batch][padded 2R], and the output conditioning plus hidden bias [batch][padded skip] */
     const float *layer_bias;
     const float *output_bias;
     const double *source_cycles; /* [batch]: the pitch clock's cycles per sample (read only with a clock) */
@@ -473,32 +474,24 @@ static void fill_rows(float *restrict out, int ld, const float *restrict row, in
 
 /* The pitch clock of rows [0, rows) at time t into clock [rows][2H]: sin then cos of harmonics
  * 1..H of phase frac(cycles * t), zero at or above Nyquist; as pitch_source computes it (float64
- * phase and angles, rounded to float32). */
+ * phase, rounded to float32). Harmonic k+1 comes from k by angle addition: one sin and cos per
+ * note instead of H of each (the recurrence's float64 error stays far below float32's rounding). */
 static void clock_rows(const double *cycles, int rows, int harmonics, int64_t t, float *restrict clock)
 {
     for (int b = 0; b < rows; ++b) {
         double phase = cycles[b] * (double)t;
         phase -= floor(phase);
+        const double s1 = sin(6.283185307179586 * phase), c1 = cos(6.283185307179586 * phase);
+        double sk = s1, ck = c1;
         for (int k = 1; k <= harmonics; ++k) {
             const double audible = (double)k * cycles[b] < 0.5 ? 1.0 : 0.0;
-            const double angle = 6.283185307179586 * (double)k * phase;
-            clock[(size_t)b * 2 * harmonics + k - 1] = (float)(sin(angle) * audible);
-            clock[(size_t)b * 2 * harmonics + harmonics + k - 1] = (float)(cos(angle) * audible);
+            clock[(size_t)b * 2 * harmonics + k - 1] = (float)(sk * audible);
+            clock[(size_t)b * 2 * harmonics + harmonics + k - 1] = (float)(ck * audible);
+            const double next_sin = sk * c1 + ck * s1;
+            ck = ck * c1 - sk * s1;
+            sk = next_sin;
         }
     }
-}
-
-/* rows[b][c] += clock[b] @ weight[:, c] for columns [c0, c1): the clock's share of a pre-activation. */
-static void add_clock(const float *restrict clock, int channels, const float *restrict weight, int ld, int c0,
-                      int c1, int rows, float *restrict out)
-{
-    for (int b = 0; b < rows; ++b)
-        for (int k = 0; k < channels; ++k) {
-            const float v = clock[(size_t)b * channels + k];
-            const float *restrict w = weight + (size_t)k * ld;
-            float *restrict o = out + (size_t)b * ld;
-            for (int c = c0; c < c1; ++c) o[c] += v * w[c];
-        }
 }
 
 static inline int64_t ring_slot(int64_t time, int64_t length) { return ((time % length) + length) % length; }
@@ -547,11 +540,12 @@ static int check(const timbre_decoder *d, const timbre_state *s, int64_t n_steps
         s->batch < 1 || s->batch > limit || n_steps < 0 || threads < 1 || threads > 1024 ||
         d->source_harmonics < 0 || d->source_harmonics > 1024)
         return TIMBRE_BAD_GEOMETRY;
-    if (d->source_harmonics && (!d->source_weight || !s->source_cycles)) return TIMBRE_MISSING_BUFFER;
+    if (d->source_harmonics && !s->source_cycles) return TIMBRE_MISSING_BUFFER;
     for (int64_t l = 0; l < d->layers; ++l) {
         const timbre_layer *layer = d->layer + l;
         if (layer->dilation < 1 || layer->dilation > limit) return TIMBRE_BAD_GEOMETRY;
-        if (!layer->dilated || !layer->skip_residual || !layer->skip_residual_bias || !s->layer_ring[l])
+        if (!layer->dilated || !layer->skip_residual || !layer->skip_residual_bias || !s->layer_ring[l] ||
+            (d->source_harmonics && !layer->source))
             return TIMBRE_MISSING_BUFFER;
     }
     return TIMBRE_OK;
@@ -597,7 +591,7 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
     const float *layer_bias = state->layer_bias, *out_bias = state->output_bias;
     float *inputs = state->inputs, *input_ring = state->input_ring;
     float *const *layer_ring = state->layer_ring;
-    const int ld_pre = 2 * pad_r, ld_rs = pad_s + pad_r;
+    const int ld_pre = padded(2 * residual), ld_rs = pad_s + pad_r;
     const int harmonics = (int)decoder->source_harmonics;
 
     /* Shared scratch, one row per note: pre-activations, skip|residual outputs, skip sum, hidden, logits. */
@@ -680,13 +674,14 @@ int timbre_fastgen_run(const timbre_decoder *decoder, const timbre_state *state,
                     memcpy(pre + (size_t)b * ld_pre + p0 * TIMBRE_PANEL,
                            layer_bias + ((size_t)l * batch + row0 + b) * ld_pre + p0 * TIMBRE_PANEL,
                            (size_t)(p1 - p0) * TIMBRE_PANEL * sizeof(float));
-                if (harmonics)
-                    add_clock(clock, 2 * harmonics, decoder->source_weight + (size_t)l * 2 * harmonics * ld_pre, ld_pre,
-                              p0 * TIMBRE_PANEL, p1 * TIMBRE_PANEL, rows, pre);
+                if (harmonics) {
+                    const float *clock_in = clock;
+                    panels_multiply(lw->source, 1, 2 * harmonics, p0, p1, &clock_in, 2 * harmonics, rows, pre, ld_pre);
+                }
                 panels_multiply(lw->dilated, kernel, residual, p0, p1, my_taps, residual, rows, pre, ld_pre);
                 SYNC_PANELS();
                 /* Every panel thread gates all its notes' rows, so the next product needs no barrier. */
-                gate_rows(pre, ld_pre, pad_r, residual, 0, rows, mine);
+                gate_rows(pre, ld_pre, residual, residual, 0, rows, mine);
                 const int last = l == layers - 1; /* the last layer's residual output is unused */
                 thread_share((pad_s + (last ? 0 : pad_r)) / TIMBRE_PANEL, panel_thread, panel_team, &p0, &p1);
                 fill_rows(rs + p0 * TIMBRE_PANEL, ld_rs, lw->skip_residual_bias + p0 * TIMBRE_PANEL, rows,

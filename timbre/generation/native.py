@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from timbre.generation.folded import FoldedWeights
 
 # Must match TIMBRE_FASTGEN_ABI in fastgen.c (bumped with any change of its structures or signature).
-ABI_VERSION = 5
+ABI_VERSION = 6
 
 # Status codes of timbre_fastgen_run, as in fastgen.c.
 _STATUS_MESSAGES = {
@@ -56,6 +56,7 @@ class _Layer(ctypes.Structure):
     _fields_ = [
         ("dilation", ctypes.c_int64),
         ("dilated", ctypes.c_void_p),
+        ("source", ctypes.c_void_p),
         ("skip_residual", ctypes.c_void_p),
         ("skip_residual_bias", _pointer_type),
     ]
@@ -80,7 +81,6 @@ class _Decoder(ctypes.Structure):
         ("logits_bias", _pointer_type),
         ("layer", ctypes.POINTER(_Layer)),
         ("source_harmonics", ctypes.c_int64),
-        ("source_weight", _pointer_type),
     ]
 
 
@@ -298,20 +298,20 @@ class NativeStepper:
         def padded(size: int) -> int:
             return -(-size // panel) * panel
 
-        pad_r, pad_s, pad_c = padded(residual), padded(skip), padded(classes)
-        self.pad_residual, self.pad_skip = pad_r, pad_s
+        # Pre-activations are filter then gate side by side, padded as one width (2R).
+        pad_r, pad_pre, pad_s, pad_c = padded(residual), padded(2 * residual), padded(skip), padded(classes)
+        harmonics = weights.source_harmonics
 
         def columns(tensor: torch.Tensor, width: int) -> torch.Tensor:
             return F.pad(tensor, (0, width - tensor.shape[-1]))
-
-        def halves(tensor: torch.Tensor) -> torch.Tensor:  # [..., 2R] -> [..., 2 * padded R]
-            return torch.cat([columns(part, pad_r) for part in tensor.split(residual, dim=-1)], dim=-1)
 
         def packed(matrix: torch.Tensor, segments: int = 1) -> torch.Tensor:
             return packed_matrix(matrix, segments, panel, weight_dtype)
 
         shapes = [(residual, pad_s, 1), (skip, pad_s, 1), (skip, pad_c, 1)]
-        shapes += [(kernel * residual, 2 * pad_r, kernel), (residual, pad_s + pad_r, 1)] * layers
+        layer_shapes = [(kernel * residual, pad_pre, kernel), (residual, pad_s + pad_r, 1)]
+        layer_shapes += [(2 * harmonics, pad_pre, 1)] if harmonics else []
+        shapes += layer_shapes * layers
         matrix_sizes = [packed_size(*shape, weight_dtype) for shape in shapes]
         vector_sizes = [kernel * residual, residual, pad_s, pad_c] + [pad_s + pad_r] * layers
 
@@ -322,9 +322,11 @@ class NativeStepper:
             zeros = torch.zeros(residual, residual)  # the last layer has no residual projection
             for layer in range(layers):
                 residual_weight = weights.residual_weight[layer] if layer < layers - 1 else zeros
-                yield packed(halves(weights.dilated_weight[layer]), kernel)
+                yield packed(columns(weights.dilated_weight[layer], pad_pre), kernel)
                 skip_then_residual = [columns(weights.skip_weight[layer], pad_s), columns(residual_weight, pad_r)]
                 yield packed(torch.cat(skip_then_residual, dim=1))
+                if harmonics:
+                    yield packed(columns(weights.source_weight[layer], pad_pre))
 
         def vectors() -> Iterator[torch.Tensor]:
             yield weights.start_weight
@@ -339,21 +341,20 @@ class NativeStepper:
         self._vectors = _in_one_buffer(vectors(), vector_sizes, torch.float32)
         skip_start, hidden, logits = (matrix.data_ptr() for matrix in self._matrices[:3])
         start_weight, start_bias, skip_bias, logits_bias = (_float_pointer(vector) for vector in self._vectors[:4])
-        self._layers = (_Layer * layers)(
-            *(
-                _Layer(
-                    dilation,
-                    self._matrices[3 + 2 * index].data_ptr(),
-                    self._matrices[4 + 2 * index].data_ptr(),
-                    _float_pointer(self._vectors[4 + index]),
-                )
-                for index, dilation in enumerate(weights.dilations)
+        per_layer = len(layer_shapes)
+
+        def layer(index: int, dilation: int) -> _Layer:
+            dilated, skip_residual, *source = self._matrices[3 + per_layer * index : 3 + per_layer * (index + 1)]
+            return _Layer(
+                dilation,
+                dilated.data_ptr(),
+                source[0].data_ptr() if source else None,
+                skip_residual.data_ptr(),
+                _float_pointer(self._vectors[4 + index]),
             )
-        )
-        # The pitch clock's maps stay float32 in every format, padded like the pre-activations.
-        self._source_weight = halves(weights.source_weight).contiguous()  # [layers, 2H, 2 * padded R]
+
+        self._layers = (_Layer * layers)(*(layer(index, dilation) for index, dilation in enumerate(weights.dilations)))
         self.source_cycles = torch.zeros(batch, dtype=torch.float64)  # per note; the engine sets them
-        harmonics = weights.source_harmonics
         self._decoder = _Decoder(
             residual,
             skip,
@@ -370,7 +371,6 @@ class NativeStepper:
             logits_bias,
             ctypes.cast(self._layers, ctypes.POINTER(_Layer)),
             harmonics,
-            _float_pointer(self._source_weight) if harmonics else None,
         )
 
         self._input_ring = torch.zeros(kernel, batch)
@@ -378,7 +378,7 @@ class NativeStepper:
             torch.zeros((kernel - 1) * dilation + 1, batch, residual) for dilation in weights.dilations
         ]
         self._ring_pointers = (_pointer_type * layers)(*(_float_pointer(ring) for ring in self._layer_rings))
-        self.layer_biases = torch.zeros(layers, batch, 2 * pad_r)
+        self.layer_biases = torch.zeros(layers, batch, pad_pre)
         self.output_bias = torch.zeros(batch, pad_s)
         self.inputs = torch.zeros(batch)  # network input of the next step; 0.0 at time 0
         self._state = _State(
@@ -394,9 +394,7 @@ class NativeStepper:
 
     def set_frame(self, layer_biases: torch.Tensor, output_bias: torch.Tensor) -> None:
         """Biases of the current conditioning frame: ``[layers, batch, 2R]`` and ``[batch, S]``."""
-        residual = self.residual
-        self.layer_biases[..., :residual] = layer_biases[..., :residual]
-        self.layer_biases[..., self.pad_residual : self.pad_residual + residual] = layer_biases[..., residual:]
+        self.layer_biases[..., : layer_biases.shape[-1]] = layer_biases
         self.output_bias[:, : output_bias.shape[1]] = output_bias
 
     def run(
