@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_train import compose_config, tiny_overrides
 
 import timbre
+from timbre.errors import ConfigError
 from timbre.train.app import train
 from timbre.train.checkpoint import load_checkpoint
 from timbre.train.export import export_run
@@ -34,13 +36,29 @@ def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):
     assert model.default_temperature == 1.0 and "Sampling temperature" not in card
 
 
-def test_a_model_exported_with_a_temperature_samples_at_it_unless_told_otherwise(note_dataset, tmp_path):
-    result = train(compose_config(tiny_overrides(note_dataset, 2)), run_dir=tmp_path / "run")
-    destination = export_run(result.run_dir, "greedy-test", destination=tmp_path / "bundle", temperature=0.0)
+def test_a_model_exported_with_sampling_defaults_decodes_with_them_unless_told_otherwise(note_dataset, tmp_path):
+    clocked = tiny_overrides(note_dataset, 2, **{"+model.decoder.source_harmonics": 3})
+    result = train(compose_config(clocked), run_dir=tmp_path / "run")
+    sampling = {"temperature": 0.0, "clock_gain": 2.0}
+    destination = export_run(result.run_dir, "greedy-test", destination=tmp_path / "bundle", sampling=sampling)
     model = timbre.load(destination / "model.pt")
-    assert model.default_temperature == 0.0
-    assert "- Sampling temperature by default: 0 " in (destination / "MODEL_CARD.md").read_text()
+    assert model.has_pitch_clock and model.default_temperature == 0.0 and model.default_clock_gain == 2.0
+    card = (destination / "MODEL_CARD.md").read_text()
+    assert "- Sampling temperature by default: 0 " in card and "- Pitch clock gain by default: 2 " in card
     z = torch.randn(8, model.autoencoder.latent_dim)
     by_default = model.synthesize(z, pitch=60)
-    assert (by_default == model.synthesize(z, pitch=60, temperature=0.0)).all()
+    assert (by_default == model.synthesize(z, pitch=60, temperature=0.0, clock_gain=2.0)).all()
     assert not (by_default == model.synthesize(z, pitch=60, temperature=1.0)).all()
+    assert not (by_default == model.synthesize(z, pitch=60, clock_gain=1.0)).all()
+    with pytest.raises(ConfigError, match="unknown sampling settings"):
+        export_run(result.run_dir, "x", destination=tmp_path / "other", sampling={"temprature": 0.5})
+
+
+def test_a_clock_gain_is_refused_for_a_model_without_a_pitch_clock(note_dataset, tmp_path):
+    result = train(compose_config(tiny_overrides(note_dataset, 1)), run_dir=tmp_path / "run")
+    model = timbre.load(result.last_checkpoint)
+    assert not model.has_pitch_clock and model.default_clock_gain == 1.0
+    with pytest.raises(ConfigError, match="clock_gain applies to WaveNet decoders with a pitch clock only"):
+        model.synthesize(torch.randn(4, model.autoencoder.latent_dim), pitch=60, clock_gain=2.0)
+    with pytest.raises(ConfigError, match="clock_gain must be a finite number >= 0, got nan"):
+        model.synthesize(torch.randn(4, model.autoencoder.latent_dim), pitch=60, clock_gain=float("nan"))

@@ -123,6 +123,28 @@ def test_the_pitch_clock_of_each_note_follows_its_own_pitch(options):
 
 
 @pytest.mark.parametrize("options", BACKENDS)
+def test_a_clock_gain_decodes_as_a_decoder_whose_clock_maps_are_scaled(options):
+    """``clock_gain`` acts on the clock's maps only: the same audio as scaling them in the model."""
+    decoder = make_decoder("clock")
+    z, pitch = note_inputs(decoder, 2, 300)
+
+    def decoded(model: WaveNetDecoder, **gain: float) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(3)
+        return generate(model, z, pitch, 300, temperature=1.0, generator=generator, **gain, **options)
+
+    stronger = make_decoder("clock")
+    with torch.no_grad():
+        for layer in stronger.gated_layers:
+            layer.source.weight.mul_(2.5)
+    as_trained = decoded(decoder)
+    assert torch.equal(decoded(decoder, clock_gain=2.5), decoded(stronger))
+    assert not torch.equal(decoded(decoder, clock_gain=2.5), as_trained)
+    assert torch.equal(decoded(decoder, clock_gain=1.0), as_trained)
+    with pytest.raises(ValueError, match="clock_gain must be a finite number >= 0, got -1"):
+        decoded(decoder, clock_gain=-1.0)
+
+
+@pytest.mark.parametrize("options", BACKENDS)
 def test_greedy_decoding_equals_naive_recomputation(options):
     """Feeding back each argmax, the engine produces exactly the naive loop's classes."""
     decoder = make_decoder("kernel2")

@@ -69,5 +69,7 @@ def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreMod
     name = str(name_or_path) if str(name_or_path) in ALIASES else checkpoint["path"]
     info = {"path": checkpoint["path"], "step": checkpoint.get("step") or checkpoint.get("training", {}).get("step")}
     info.update(checkpoint.get("run", {}))
-    info["sampling_temperature"] = checkpoint.get("sampling", {}).get("temperature")
+    sampling = checkpoint.get("sampling", {})
+    info["sampling_temperature"] = sampling.get("temperature")
+    info["sampling_clock_gain"] = sampling.get("clock_gain")
     return TimbreModel(model, name=name, info=info, device=device)

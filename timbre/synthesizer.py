@@ -68,6 +68,18 @@ class TimbreModel:
         return 1.0 if temperature is None else float(temperature)
 
     @property
+    def has_pitch_clock(self) -> bool:
+        """Whether the decoder is a WaveNet driven by a sample-rate pitch clock (``source_harmonics``)."""
+        return self.is_autoregressive and bool(getattr(self.autoencoder.decoder, "source_harmonics", 0))
+
+    @property
+    def default_clock_gain(self) -> float:
+        """The pitch clock gain ``synthesize`` decodes with when given none: the one the model was
+        exported with (``python -m timbre.train.export --clock-gain``, stated in its card), else 1.0."""
+        gain = self.info.get("sampling_clock_gain")
+        return 1.0 if gain is None else float(gain)
+
+    @property
     def decoder_kind(self) -> str:
         return "wavenet" if self.is_autoregressive else "fast"
 
@@ -181,6 +193,7 @@ class TimbreModel:
         seed: int = 0,
         progress: bool = False,
         weights: str = "float32",
+        clock_gain: float | None = None,
     ) -> np.ndarray:
         """Play ``embedding`` at MIDI ``pitch``; returns a waveform ``[samples]`` float32.
 
@@ -197,6 +210,9 @@ class TimbreModel:
             weights: how the autoregressive decoder's step stores its matrices: ``"float32"``, or
                 ``"bfloat16"`` / ``"int8"`` for faster decoding of large decoders, with logits a little
                 off float32's (``benchmarks/decode_speed.py`` states how far).
+            clock_gain: how strongly a pitch-clock WaveNet is pulled to its pitch (multiplies the
+                clock's maps; 1 decodes as trained); None uses the model's own
+                (:attr:`default_clock_gain`). Only for models with a pitch clock (:attr:`has_pitch_clock`).
         """
         if isinstance(embedding, (list, tuple)):
             raise InvalidTypeError(
@@ -212,8 +228,21 @@ class TimbreModel:
             seed=seed,
             progress=progress,
             weights=weights,
+            clock_gain=clock_gain,
         )
         return audio[0]
+
+    def _clock_gain(self, clock_gain: float | None) -> float:
+        """``clock_gain`` checked (a finite number >= 0, for a model with a pitch clock), or the model's own."""
+        if clock_gain is None:
+            return self.default_clock_gain
+        if isinstance(clock_gain, bool) or not isinstance(clock_gain, numbers.Real):
+            raise InvalidTypeError(f"clock_gain must be a number >= 0, got {clock_gain!r}")
+        if not 0 <= float(clock_gain) < math.inf:
+            raise ConfigError(f"clock_gain must be a finite number >= 0, got {clock_gain}")
+        if not self.has_pitch_clock:
+            raise ConfigError(f"model {self.name}: clock_gain applies to WaveNet decoders with a pitch clock only")
+        return float(clock_gain)
 
     def prepare_embedding(self, embedding: Embedding | torch.Tensor, seconds: float | None) -> Embedding:
         """``embedding`` checked against this model and fitted to a total length of ``seconds``
@@ -249,11 +278,13 @@ class TimbreModel:
         seed: int = 0,
         progress: bool = False,
         weights: str = "float32",
+        clock_gain: float | None = None,
     ) -> np.ndarray:
         """Synthesize several notes in one decoder pass; returns ``[notes, samples]``.
 
         ``pitches``, ``seconds`` and ``velocities`` hold one value per embedding (see
-        :meth:`synthesize`); ``temperature``, ``seed``, ``progress`` and ``weights`` apply to the whole batch.
+        :meth:`synthesize`); ``temperature``, ``seed``, ``progress``, ``weights`` and ``clock_gain``
+        apply to the whole batch.
 
         Notes are fitted to their ``seconds`` and padded (with their last frame) to the longest;
         each output row is cut to its own note's length and zero-padded after it.
@@ -271,6 +302,7 @@ class TimbreModel:
         velocities = [None if v is None else midi_number(v, "velocity", 1) for v in velocities]
         temperature = self.default_temperature if temperature is None else temperature
         check_temperature(temperature)
+        clock_gain = self._clock_gain(clock_gain)
         from timbre.generation.engine import WEIGHT_NAMES  # deferred: parallel models never need the engine
 
         if not isinstance(weights, str):
@@ -291,6 +323,8 @@ class TimbreModel:
         options: dict[str, Any] = {"generator": generator}
         if self.is_autoregressive:
             options.update(temperature=temperature, progress=progress, weight_dtype=WEIGHT_NAMES[weights])
+            if self.has_pitch_clock:
+                options.update(clock_gain=clock_gain)
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         if not np.isfinite(audio).all():
             raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")

@@ -13,6 +13,7 @@ from timbre.cli.common import (
     check_output_file,
     load_model,
     midi_pitch,
+    non_negative_float,
     non_negative_int,
     report_written,
     warn_if_outside_training_range,
@@ -45,6 +46,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="float32",
         help="precision of the wavenet decoder's weights: bfloat16 and int8 decode faster at NSynth size "
         "(default: float32)",
+    )
+    decode.add_argument(
+        "--clock-gain",
+        type=non_negative_float,
+        default=None,
+        help="how strongly a pitch-clock WaveNet is held to its pitch, 1 as trained (default: the model's)",
     )
     decode.add_argument(
         "--decoder",
@@ -112,7 +119,7 @@ def run_decode(args: argparse.Namespace) -> int:
     warn_if_outside_training_range(model, args.pitch)
     audio = model.synthesize(
         embedding, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, temperature=args.temperature,
-        seed=args.seed, progress=True, weights=args.weights,
+        seed=args.seed, progress=True, weights=args.weights, clock_gain=args.clock_gain,
     )  # fmt: skip
     written = [save_wav(out, audio, model.sample_rate)]
     if args.plot:

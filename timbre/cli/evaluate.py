@@ -148,6 +148,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
         pitch_range=args.pitches,
         batch_size=args.batch_size,
         temperature=args.temperature,
+        clock_gain=args.clock_gain,
         device=args.device,
         progress=True,
         reference=args.reference,
@@ -226,6 +227,10 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--temperature", type=non_negative_float, default=None,
         help="sampling temperature of a WaveNet decoder; 0 is greedy (default: the model's own)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--clock-gain", type=non_negative_float, default=None,
+        help="gain of a WaveNet decoder's pitch clock (default: the model's own)",
     )  # fmt: skip
     add_device_argument(parser)
     parser.set_defaults(handler=_autoencoder)

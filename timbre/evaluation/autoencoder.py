@@ -116,6 +116,7 @@ def evaluate_autoencoder(
     pitch_range: tuple[int, int] | None = None,
     batch_size: int | None = None,
     temperature: float | None = None,
+    clock_gain: float | None = None,
     device: str = "cpu",
     progress: bool = False,
     reference: str | Path | None = None,
@@ -140,6 +141,8 @@ def evaluate_autoencoder(
         batch_size: notes per decoder pass (None: 1 for a parallel decoder, as ``model.synthesize``
             does; 16 for an autoregressive one).
         temperature: sampling temperature of an autoregressive decoder (None: the model's own).
+        clock_gain: gain of a WaveNet decoder's pitch clock (None: the model's own; see
+            :meth:`timbre.TimbreModel.synthesize`).
         device: where the models run (metrics run on the CPU).
         progress: show progress bars while decoding autoregressively.
         reference: a folder holding the same notes (same names) from another source, scored as
@@ -156,14 +159,19 @@ def evaluate_autoencoder(
         "model": str(model), "data": str(data), "split": split, "notes": notes, "seed": seed,
         "baselines": list(baselines), "track_pitch": track_pitch, "sweeps": sweeps, "steps": steps,
         "seconds": seconds, "pitch_range": pitch_range, "batch_size": batch_size, "temperature": temperature,
-        "device": device, "reference": None if reference is None else str(reference), "refine": refine,
+        "clock_gain": clock_gain, "device": device, "reference": None if reference is None else str(reference),
+        "refine": refine,
     }  # fmt: skip
     _check_settings(settings)
     out_dir = Path(out_dir)
     timings: dict[str, float] = {}
     trained = load(model, device=device)
-    if temperature is None:  # the report records the temperature used
+    if temperature is None:  # the report records the temperature and clock gain used
         temperature = settings["temperature"] = trained.default_temperature
+    if clock_gain is not None and not trained.has_pitch_clock:
+        raise ConfigError(f"model {model}: --clock-gain applies to WaveNet decoders with a pitch clock only")
+    if clock_gain is None and trained.has_pitch_clock:
+        clock_gain = settings["clock_gain"] = trained.default_clock_gain
     sample_rate = trained.sample_rate
     folder = read_note_folder(data, split, pitch_range)
     chosen = [folder.notes[index] for index in select_notes(folder.notes, notes, seed)]
@@ -175,6 +183,7 @@ def evaluate_autoencoder(
         "seed": seed,
         "temperature": temperature,
         "progress": progress,
+        "clock_gain": clock_gain,
     }
 
     reference_audio = None if reference is None else _reference_notes(reference, chosen, sample_rate, samples)
@@ -288,8 +297,9 @@ def _check_settings(settings: dict[str, Any]) -> None:
     seconds = settings["seconds"]
     if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
         raise ConfigError(f"seconds must be a positive number, got {seconds}")
-    if settings["temperature"] is not None and not settings["temperature"] >= 0:
-        raise ConfigError(f"temperature must be >= 0, got {settings['temperature']}")
+    for name in ("temperature", "clock_gain"):
+        if settings[name] is not None and not 0 <= settings[name] < math.inf:
+            raise ConfigError(f"{name} must be a finite number >= 0, got {settings[name]}")
 
 
 def _encode(

@@ -81,8 +81,10 @@ def decode_notes(
     seed: int = 0,
     temperature: float | None = None,
     progress: bool = False,
+    clock_gain: float | None = None,
 ) -> np.ndarray:
-    """Decode each embedding at its pitch into ``samples`` samples, ``batch_size`` notes per pass.
+    """Decode each embedding at its pitch into ``samples`` samples, ``batch_size`` notes per pass
+    (``temperature`` and ``clock_gain``: see :meth:`timbre.TimbreModel.synthesize`).
 
     Returns:
         ``[notes, samples]`` float32.
@@ -93,7 +95,7 @@ def decode_notes(
         stop = start + batch_size
         decoded = model.synthesize_batch(
             embeddings[start:stop], pitches[start:stop], seconds=[seconds] * len(embeddings[start:stop]),
-            temperature=temperature, seed=seed, progress=progress,
+            temperature=temperature, seed=seed, progress=progress, clock_gain=clock_gain,
         )  # fmt: skip
         length = min(samples, decoded.shape[1])
         audio[start:stop, :length] = decoded[:, :length]
@@ -215,7 +217,8 @@ def run_sweeps(
     Args:
         embeddings: ``[notes]`` embeddings; ``pairs`` index into them and ``pitches``.
         steps: points per sweep from t=0 to t=1, both included.
-        decode_options: ``batch_size``, ``seed``, ``temperature``, ``progress`` of :func:`decode_notes`.
+        decode_options: ``batch_size``, ``seed``, ``temperature``, ``progress``, ``clock_gain`` of
+            :func:`decode_notes`.
         track_pitch: judge every step's pitch with PESTO.
 
     Returns:

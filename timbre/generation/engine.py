@@ -23,6 +23,13 @@ float32 rounding; :func:`cached_logits` exposes the step's logits to check it). 
 one uniform number per note and sample from the given ``torch.Generator`` and inverts the CDF of
 ``softmax(logits / temperature)``, so the same seed gives the same audio; temperature 0 is greedy.
 
+``clock_gain`` scales a pitch clock's share of every layer's pre-activation at decoding time (its
+1x1 maps, so it costs nothing per sample): teacher forcing trains the decoder to follow the clock
+*and* its own past samples, and when sampling, the past drifts; a stronger clock pulls the note
+back to its pitch. On the bundled ``wavenet-v2`` (step 2,021), 120 unseen TimGM6mb notes at
+temperature 0.3: pitch within 50 cents 68% at gain 1, 91% at 1.5, 98% at 2 (the model card has
+the figures with spectral distance and identification).
+
 Weights can be stored in reduced precision: every matrix of the step except the start
 convolution is rounded to bfloat16 (``weight_dtype=torch.bfloat16``) or quantized to int8 with a
 float32 scale per output column (``weight_dtype=torch.int8``, see
@@ -42,6 +49,7 @@ biases); the torch one lives in :mod:`timbre.generation.torch_stepper`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Iterator
@@ -220,6 +228,7 @@ def generate(
     threads: int | None = None,
     cuda_graph: bool = True,
     weight_dtype: torch.dtype = torch.float32,
+    clock_gain: float = 1.0,
 ) -> torch.Tensor:
     """Sample waveforms autoregressively, one batch of notes at once.
 
@@ -238,11 +247,16 @@ def generate(
         cuda_graph: on CUDA, replay the step from a captured CUDA graph.
         weight_dtype: ``torch.float32``, ``torch.bfloat16`` or ``torch.int8``: how the step's
             matrices are stored (faster batch-1 decoding of large decoders; see the module docstring).
+        clock_gain: multiplies the pitch clock's maps (decoders with a clock; see the module docstring).
     Returns:
         audio ``[batch, n_samples]`` float32 in [-1, 1] on ``z``'s device.
     """
     inverse_temperature = _inverse_temperature(temperature)
+    if not 0.0 <= clock_gain < math.inf:
+        raise ValueError(f"clock_gain must be a finite number >= 0, got {clock_gain}")
     weights, condition, cycles = _prepare(decoder, z, pitch, n_samples)
+    if clock_gain != 1.0:
+        weights = dataclasses.replace(weights, source_weight=weights.source_weight * clock_gain)
     batch = z.shape[0]
     stepper = _Stepper(weights, cycles, backend, threads, weight_dtype)
     if cuda_graph and z.is_cuda and stepper.torch_stepper is not None:

@@ -36,6 +36,9 @@ HYDRA_CONFIG_FORMAT = "timbre-checkpoint-v1"
 LAST_CHECKPOINT = "last.pt"
 # The checkpoint of the best validation, kept by runs with early stopping.
 BEST_CHECKPOINT = "best.pt"
+# How an exported model's autoregressive decoder samples when told nothing else (checkpoint key
+# "sampling"; see timbre.TimbreModel.default_temperature and default_clock_gain).
+SAMPLING_DEFAULTS = {"temperature": 1.0, "clock_gain": 1.0}
 
 
 def model_spec(model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -172,13 +175,17 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, dict[
 
 
 def export_inference_checkpoint(
-    source: str | Path, destination: str | Path, sampling_temperature: float | None = None
+    source: str | Path, destination: str | Path, sampling: Mapping[str, float] | None = None
 ) -> Path:
     """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint.
 
-    ``sampling_temperature``: the temperature :meth:`timbre.TimbreModel.synthesize` samples an
-    autoregressive decoder at when given none (stored as ``sampling.temperature``; default 1.0).
+    ``sampling``: how :meth:`timbre.TimbreModel.synthesize` decodes an autoregressive decoder when
+    told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``; each 1.0 unless
+    given), stored as ``sampling``.
     """
+    unknown = sorted(set(sampling or {}) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_DEFAULTS)}")
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
     exported = {
@@ -188,8 +195,8 @@ def export_inference_checkpoint(
         "step": checkpoint.get("training", {}).get("step"),
         "run": checkpoint.get("run", {}),
     }
-    if sampling_temperature is not None:
-        exported["sampling"] = {"temperature": float(sampling_temperature)}
+    if sampling:
+        exported["sampling"] = {key: float(value) for key, value in sampling.items()}
     return save_checkpoint(destination, exported)
 
 

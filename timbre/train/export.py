@@ -12,13 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 
+from timbre.cli.common import non_negative_float
 from timbre.constants import PRETRAINED_DIR
 from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
+
+# The card's words for each sampling default (timbre.train.checkpoint.SAMPLING_DEFAULTS).
+SAMPLING_WORDS = {"temperature": "Sampling temperature", "clock_gain": "Pitch clock gain"}
 
 
 def export_run(
@@ -28,18 +33,18 @@ def export_run(
     data_command: str = "",
     report: str | Path | None = None,
     destination: str | Path | None = None,
-    temperature: float | None = None,
+    sampling: Mapping[str, float] | None = None,
 ) -> Path:
     """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory.
 
-    ``temperature``: the sampling temperature the model's autoregressive decoder uses by default
-    (stated in the card; None leaves it at 1.0).
+    ``sampling``: how the model's autoregressive decoder decodes by default (``temperature``,
+    ``clock_gain``: see :func:`~timbre.train.checkpoint.export_inference_checkpoint`), stated in the card.
     """
     destination = Path(destination) if destination else PRETRAINED_DIR / name
     checkpoint = load_checkpoint(run)
-    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", temperature)
+    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling)
     model, _ = load_model(destination / "model.pt")
-    card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None, temperature)
+    card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None, sampling)
     with atomic_write(destination / "MODEL_CARD.md", mode="w") as handle:
         handle.write(card)
     return destination
@@ -52,7 +57,7 @@ def model_card(
     model: torch.nn.Module,
     data_command: str,
     report: Path | None,
-    temperature: float | None = None,
+    sampling: Mapping[str, float] | None = None,
 ) -> str:
     """The Markdown model card of an exported run."""
     run = checkpoint.get("run", {})
@@ -76,9 +81,8 @@ def model_card(
         "`trainer.resume=RUN_DIR` when needed; resumption is exact).",
         f"- Data command: `{data_command or 'see the training config'}`",
         *(
-            [f"- Sampling temperature by default: {temperature:g} (when `synthesize` is given none)."]
-            if temperature is not None
-            else []
+            f"- {SAMPLING_WORDS[key]} by default: {value:g} (when `synthesize` is given none)."
+            for key, value in (sampling or {}).items()
         ),
         "",
         "## Resolved training config",
@@ -116,12 +120,21 @@ def main() -> None:
     parser.add_argument("--report", default=None, help="report.md of an evaluation to paste into the card")
     parser.add_argument("--out", default=None, help="destination directory (default: timbre/pretrained/NAME)")
     parser.add_argument(
-        "--temperature", type=float, default=None, help="default sampling temperature of an autoregressive decoder"
+        "--temperature",
+        type=non_negative_float,
+        default=None,
+        help="default sampling temperature of an autoregressive decoder (0 is greedy)",
+    )
+    parser.add_argument(
+        "--clock-gain",
+        type=non_negative_float,
+        default=None,
+        help="default gain of a WaveNet decoder's pitch clock (see timbre.generation.engine)",
     )
     args = parser.parse_args()
-    destination = export_run(
-        args.run, args.name, args.description, args.data_command, args.report, args.out, args.temperature
-    )
+    given = {"temperature": args.temperature, "clock_gain": args.clock_gain}
+    sampling = {key: value for key, value in given.items() if value is not None}
+    destination = export_run(args.run, args.name, args.description, args.data_command, args.report, args.out, sampling)
     print(f"wrote {destination}")
 
 
