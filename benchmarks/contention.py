@@ -9,7 +9,7 @@ would. Each job is timed in two settings:
 
 - ``before``: what timbre did before choosing thread counts: OpenMP's default wait policy (idle
   threads spin) and every core for the composer's token loop, the parallel decoder's synthesis
-  in a render, and a single autoregressive note (``ar_note``: 0.5 s of ``wavenet-small``);
+  in a render, and a single autoregressive note (``ar_note``: 0.5 s of ``wavenet``);
 - ``timbre``: what the ``timbre`` and ``timbre-train`` commands do now: idle OpenMP threads sleep
   (``OMP_WAIT_POLICY=PASSIVE``); the token loop, the render's parallel synthesis and a single AR
   note run on one thread (encoding the render's timbres and training keep every core).
@@ -85,7 +85,7 @@ def run_job(job: str, setting: str, repeats: int, steps: int, bars: int) -> floa
 
         if setting == "before":
             native.default_threads = lambda batch: torch.get_num_threads()
-        model = timbre.load("wavenet-small")
+        model = timbre.load("wavenet")
         embedding = model.encode(np.sin(np.linspace(0, 2000, 16000, dtype=np.float32)) * 0.3)
         model.synthesize(embedding, pitch=60, seconds=0.1)  # warm-up: kernel load, weight layout
         for seed in range(repeats):

@@ -19,7 +19,7 @@ on one thread, ``small`` on one thread, also per CPU-second of the process, with
 format's logit error against float32 over a decode from the same state
 (:func:`timbre.generation.engine.weight_precision_error`: largest absolute difference, its ratio to
 the logits' standard deviation, mean KL) on the random NSynth-size decoder and on the bundled,
-trained ``wavenet-small``. ``--precision-only`` prints only that table. With ``--baseline-native FILE`` (another
+trained ``wavenet`` (wavenet-v2). ``--precision-only`` prints only that table. With ``--baseline-native FILE`` (another
 version of ``timbre/generation/native.py``, e.g. ``git show REV:timbre/generation/native.py >
 /tmp/old_native.py``) a last table times the cached step with that binding and with the installed
 kernel, alternately in the same run, and prints their ratio. Weights are random (speed does not depend on
@@ -69,7 +69,7 @@ PEER_NSYNTH_BATCH1 = 46
 # Samples per note timed for the reduced-precision rows (batch 1).
 PRECISION_SAMPLES = {"nsynth": 512, "small": 16384}
 # Steps decoded to measure reduced-precision weights' logit error, per decoder.
-ERROR_STEPS = {"nsynth": 256, "wavenet-small": 1024}
+ERROR_STEPS = {"nsynth": 256, "wavenet": 1024}
 
 
 def build_decoder(config: str) -> WaveNetDecoder:
@@ -134,13 +134,13 @@ def naive_decode(decoder: WaveNetDecoder, batch: int, steps: int, generator: tor
 def logit_errors(name: str) -> dict[str, dict[str, float]]:
     """Each reduced format's :func:`weight_precision_error` at batch 1, MIDI 60, temperature 1.
 
-    ``name``: ``nsynth`` (random weights, random embedding) or ``wavenet-small`` (the bundled,
+    ``name``: ``nsynth`` (random weights, random embedding) or ``wavenet`` (the bundled,
     trained model, on the embedding of a harmonic tone at MIDI 60).
     """
-    if name == "wavenet-small":
+    if name == "wavenet":
         import timbre
 
-        model = timbre.load("wavenet-small")
+        model = timbre.load("wavenet")
         decoder = model.autoencoder.decoder
         time = torch.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
         tone = sum(0.3 / k * torch.sin(2 * math.pi * 261.63 * k * time) for k in range(1, 6))
@@ -312,16 +312,16 @@ def compare_weight_precision(args: argparse.Namespace) -> None:
                 flush=True,
             )
     try:
-        trained = measure({"kind": "logit-error", "config": "wavenet-small", "threads": 1})
+        trained = measure({"kind": "logit-error", "config": "wavenet", "threads": 1})
         for name, error in trained.items():
             print(
-                f"trained wavenet-small, {name}: max logit error {error['max_abs']:.2g} "
+                f"trained wavenet, {name}: max logit error {error['max_abs']:.2g} "
                 f"({100 * error['relative']:.1f}% of the logits' std), mean KL {error['mean_kl']:.1e} nats, "
                 f"max KL {error['max_kl']:.1e} over {ERROR_STEPS['wavenet-small']} samples",
                 flush=True,
             )
     except RuntimeError as error:
-        print(f"trained wavenet-small: error not measured ({error})")
+        print(f"trained wavenet: error not measured ({error})")
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ Models: a bundled name or checkpoint path, or ``untrained:CONFIG`` (random weigh
 on the weights.
 
     python benchmarks/render_speed.py [--midi FILE] [--start 30] [--seconds 60] [--wavenet-seconds 5]
-        [--fast-model default] [--wavenet-model wavenet-small] [--release SECONDS] [--threads 1]
+        [--fast-model default] [--wavenet-model wavenet] [--release SECONDS] [--threads 1]
 """
 
 from __future__ import annotations
@@ -63,9 +63,7 @@ def main() -> None:
         "--wavenet-seconds", type=float, default=5.0, help="window length for the wavenet decoder (0: skip)"
     )
     parser.add_argument("--fast-model", default="default", help="parallel model (default: bundled 'default')")
-    parser.add_argument(
-        "--wavenet-model", default="wavenet-small", help="autoregressive model (default: bundled 'wavenet-small')"
-    )
+    parser.add_argument("--wavenet-model", default="wavenet", help="autoregressive model (default: bundled 'wavenet')")
     parser.add_argument("--timbre-set", type=Path, default=DEFAULT_TIMBRE_SET, help="timbre set (default: bundled)")
     parser.add_argument("--batch-size", type=int, default=32, help="notes per decoder call (default: 32)")
     parser.add_argument("--release", type=float, help="cap on each note's release in seconds (default: full release)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from test_train import compose_config, tiny_overrides
@@ -39,17 +40,24 @@ def test_export_writes_a_loadable_model_and_a_card(note_dataset, tmp_path):
 def test_a_model_exported_with_sampling_defaults_decodes_with_them_unless_told_otherwise(note_dataset, tmp_path):
     clocked = tiny_overrides(note_dataset, 2, **{"+model.decoder.source_harmonics": 3})
     result = train(compose_config(clocked), run_dir=tmp_path / "run")
-    sampling = {"temperature": 0.0, "clock_gain": 2.0}
+    sampling = {"temperature": 0.0, "clock_gain": 2.0, "makeup_db": 6.0}
     destination = export_run(result.run_dir, "greedy-test", destination=tmp_path / "bundle", sampling=sampling)
     model = timbre.load(destination / "model.pt")
     assert model.has_pitch_clock and model.default_temperature == 0.0 and model.default_clock_gain == 2.0
     card = (destination / "MODEL_CARD.md").read_text()
     assert "- Sampling temperature by default: 0 " in card and "- Pitch clock gain by default: 2 " in card
+    assert "- Make-up gain after decoding (dB) by default: 6 " in card
     z = torch.randn(8, model.autoencoder.latent_dim)
     by_default = model.synthesize(z, pitch=60)
     assert (by_default == model.synthesize(z, pitch=60, temperature=0.0, clock_gain=2.0)).all()
     assert not (by_default == model.synthesize(z, pitch=60, temperature=1.0)).all()
     assert not (by_default == model.synthesize(z, pitch=60, clock_gain=1.0)).all()
+    # The make-up gain is a level change at the default clock gain, nothing else.
+    sampling.pop("makeup_db")
+    plain_bundle = export_run(result.run_dir, "plain", destination=tmp_path / "plain", sampling=sampling)
+    plain = timbre.load(plain_bundle / "model.pt")
+    assert plain.makeup_db == 0.0 and model.makeup_db == 6.0
+    assert np.allclose(by_default, np.clip(plain.synthesize(z, pitch=60) * 10 ** (6 / 20), -1, 1), atol=1e-6)
     with pytest.raises(ConfigError, match="unknown sampling settings"):
         export_run(result.run_dir, "x", destination=tmp_path / "other", sampling={"temprature": 0.5})
 

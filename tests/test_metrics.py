@@ -123,6 +123,8 @@ def test_loudness_envelope_error_of_a_gain_is_the_gain_in_db():
     quieter = note * np.float32(10 ** (-6 / 20))
     assert loudness_envelope_error(quieter, note) == pytest.approx([6.0], abs=1e-4)
     assert loudness_envelope_error(note, quieter) == pytest.approx([6.0], abs=1e-4)
+    assert loudness_envelope_error(quieter, note, signed=True) == pytest.approx([-6.0], abs=1e-4)
+    assert loudness_envelope_error(note, quieter, signed=True) == pytest.approx([6.0], abs=1e-4)
     assert loudness_envelope_error(note, note)[0] == 0.0
     silence = np.zeros(SAMPLE_RATE, np.float32)
     assert loudness_envelope_error(silence, silence)[0] == 0.0

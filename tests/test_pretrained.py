@@ -1,4 +1,4 @@
-"""The bundled autoencoders load by name and decode: the default, ``timbre.load("wavenet")``, ``"wavenet-small"``."""
+"""The bundled autoencoders load by name and decode: the default, ``timbre.load("wavenet")``, ``"wavenet-v1"``."""
 
 from __future__ import annotations
 
@@ -15,28 +15,28 @@ WAVENET_TEMPERATURE = 0.3
 
 
 @pytest.fixture(scope="module")
-def wavenet_small() -> timbre.TimbreModel:
-    return timbre.load("wavenet-small")
+def wavenet_v1() -> timbre.TimbreModel:
+    return timbre.load("wavenet-v1")
 
 
-def test_wavenet_small_is_the_bundled_autoregressive_model(wavenet_small: timbre.TimbreModel) -> None:
-    assert wavenet_small.name == "wavenet-small"
-    assert wavenet_small.is_autoregressive and wavenet_small.decoder_kind == "wavenet"
-    assert wavenet_small.sample_rate == 16000
-    assert wavenet_small.info["step"] == 1800  # the training its model card documents
+def test_wavenet_v1_is_the_first_bundled_autoregressive_model(wavenet_v1: timbre.TimbreModel) -> None:
+    assert wavenet_v1.name == "wavenet-v1"
+    assert wavenet_v1.is_autoregressive and wavenet_v1.decoder_kind == "wavenet"
+    assert wavenet_v1.sample_rate == 16000
+    assert wavenet_v1.info["step"] == 1800  # the training its model card documents
 
 
-def test_wavenet_small_decodes_a_short_note(wavenet_small: timbre.TimbreModel) -> None:
-    embedding = wavenet_small.encode(FLUTE)
+def test_wavenet_v1_decodes_a_short_note(wavenet_v1: timbre.TimbreModel) -> None:
+    embedding = wavenet_v1.encode(FLUTE)
     assert embedding.tensor.shape[1] == 16 and embedding.tensor.isfinite().all()
-    audio = wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0)
+    audio = wavenet_v1.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert audio.dtype == np.float32 and audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)
     assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
     assert np.std(audio) > 1e-3  # a sound, not a constant
     # Sampling is seeded, and the note's pitch conditions the decoder.
-    assert np.array_equal(audio, wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0))
-    assert not np.array_equal(audio, wavenet_small.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=1))
-    higher = wavenet_small.synthesize(embedding, pitch=72, seconds=SHORT_NOTE_SECONDS, seed=0)
+    assert np.array_equal(audio, wavenet_v1.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=0))
+    assert not np.array_equal(audio, wavenet_v1.synthesize(embedding, pitch=60, seconds=SHORT_NOTE_SECONDS, seed=1))
+    higher = wavenet_v1.synthesize(embedding, pitch=72, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert not np.allclose(audio, higher, atol=1e-3)
 
 
@@ -45,7 +45,8 @@ def test_the_wavenet_decodes_the_defaults_embeddings_at_their_pitch() -> None:
     from timbre.evaluation.metrics import pitch_scores
 
     wavenet, default = timbre.load("wavenet"), timbre.load()
-    assert wavenet.info["path"] == timbre.load("wavenet-v2").info["path"] and wavenet.is_autoregressive
+    assert wavenet.info["path"] == timbre.load("wavenet-v2").info["path"] == timbre.load("wavenet-small").info["path"]
+    assert wavenet.is_autoregressive
     assert wavenet.autoencoder.decoder.source_harmonics == 8
     embedding = default.encode(FLUTE)  # one embedding, two decoders
     assert np.array_equal(wavenet.encode(FLUTE).tensor.numpy(), embedding.tensor.numpy())

@@ -31,7 +31,7 @@ BUNDLED = {
     "fast": "autoencoder",
     "fast-v2": "autoencoder",
     "fast-v3": "autoencoder",
-    "wavenet-small": "autoencoder",
+    "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",
 }

@@ -20,10 +20,13 @@ ALIASES = {
     "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
     "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), still training (see its model card)
-    "wavenet-small": "wavenet-small",  # the NSynth autoencoder at CPU size, its own encoder (holds no pitch)
-    # The AR WaveNet with a pitch clock on the default's frozen encoder: decodes the default's
-    # embeddings (timbre decode --decoder wavenet); still training (see its model card).
+    # The NSynth autoencoder at CPU size with its own encoder; holds no pitch. Named "wavenet-small"
+    # until the pitch-clock WaveNet replaced it.
+    "wavenet-v1": "wavenet-v1",
+    # The AR WaveNet (model=small's decoder) with a pitch clock on the default's frozen encoder:
+    # decodes the default's embeddings (timbre decode --decoder wavenet); see its model card.
     "wavenet-v2": "wavenet-v2",
+    "wavenet-small": "wavenet-v2",
     "wavenet": "wavenet-v2",
 }
 
@@ -52,7 +55,7 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
     """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"fast-v3"``,
-    ``"wavenet"``, ``"wavenet-v2"``, ``"wavenet-small"``), or any checkpoint file or run directory
+    ``"wavenet"`` = ``"wavenet-small"`` = ``"wavenet-v2"``, ``"wavenet-v1"``), or any checkpoint file or run directory
     written by ``timbre-train``.
 
     Raises:
@@ -72,4 +75,5 @@ def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreMod
     sampling = checkpoint.get("sampling", {})
     info["sampling_temperature"] = sampling.get("temperature")
     info["sampling_clock_gain"] = sampling.get("clock_gain")
+    info["sampling_makeup_db"] = sampling.get("makeup_db")
     return TimbreModel(model, name=name, info=info, device=device)

@@ -80,6 +80,15 @@ class TimbreModel:
         return 1.0 if gain is None else float(gain)
 
     @property
+    def makeup_db(self) -> float:
+        """The gain in dB ``synthesize`` applies to an autoregressive decoder's audio (then clipped to
+        [-1, 1]) when decoding at its default clock gain: the level that gain loses, measured on
+        held-out notes and stated in its card (``python -m timbre.train.export --makeup-db``); 0
+        unless set."""
+        gain = self.info.get("sampling_makeup_db")
+        return 0.0 if gain is None else float(gain)
+
+    @property
     def decoder_kind(self) -> str:
         return "wavenet" if self.is_autoregressive else "fast"
 
@@ -212,7 +221,8 @@ class TimbreModel:
                 off float32's (``benchmarks/decode_speed.py`` states how far).
             clock_gain: how strongly a pitch-clock WaveNet is pulled to its pitch (multiplies the
                 clock's maps; 1 decodes as trained); None uses the model's own
-                (:attr:`default_clock_gain`). Only for models with a pitch clock (:attr:`has_pitch_clock`).
+                (:attr:`default_clock_gain`; at that gain the model's :attr:`makeup_db` restores
+                the level). Only for models with a pitch clock (:attr:`has_pitch_clock`).
         """
         if isinstance(embedding, (list, tuple)):
             raise InvalidTypeError(
@@ -328,6 +338,8 @@ class TimbreModel:
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         if not np.isfinite(audio).all():
             raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")
+        if self.is_autoregressive and self.makeup_db and clock_gain == self.default_clock_gain:
+            audio = np.clip(audio * np.float32(10 ** (self.makeup_db / 20)), -1.0, 1.0)
         for row, (embedding, velocity, length) in enumerate(zip(fitted, velocities, lengths)):
             audio[row, length:] = 0.0
             if velocity is not None:

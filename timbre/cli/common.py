@@ -7,6 +7,7 @@ note decoded, so a mistake costs a second, not a render, and never touches an ex
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -32,7 +33,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="bundled model name (default, fast-v3, wavenet, wavenet-small, ...) or a checkpoint / run directory "
+        help="bundled model name (default, fast-v3, wavenet, wavenet-v1, ...) or a checkpoint / run directory "
         "(default: %(default)s)",
     )
     add_device_argument(parser)
@@ -117,6 +118,13 @@ def non_negative_float(text: str) -> float:
     value = _number(text)
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
+def finite_float(text: str) -> float:
+    value = _number(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
     return value
 
 

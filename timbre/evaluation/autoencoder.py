@@ -479,6 +479,7 @@ def _summary_cells(summary: dict[str, Any]) -> list[str]:
         percent(identification["top3"]) if identification else "n/a",
         f"{distance['mean']:.3f} ± {distance['std']:.3f}",
         f"{loudness['mean']:.2f} ± {loudness['std']:.2f}",
+        f"{summary['loudness_bias_db']['mean']:+.2f}",
         percent(pitch["accuracy"]) if pitch else "not tracked",
     ]
 
@@ -491,7 +492,8 @@ def results_table(report: dict[str, Any]) -> str:
     chance = f" (chance {percent(model_identification['chance_top1'])})" if model_identification else ""
     header = [
         "", f"timbre identification top-1{chance}", "top-3", "multi-scale spectral distance",
-        "loudness-envelope error (dB)", f"pitch within {report['settings']['tolerance_cents']} cents",
+        "loudness-envelope error (dB)", "level bias (dB)",
+        f"pitch within {report['settings']['tolerance_cents']} cents",
     ]  # fmt: skip
     rows = [[SYSTEM_NAMES[name], *_summary_cells(summary[name])] for name in summary]
     return markdown_table(header, rows)
@@ -500,7 +502,7 @@ def results_table(report: dict[str, Any]) -> str:
 def summary_table(report: dict[str, Any]) -> str:
     """A few lines for the terminal: the main table and the interpolation summary."""
     data, interpolation = report["data"], report["interpolation"]["summary"]
-    header = ["", "top-1", "top-3", "spectral", "loudness dB", "pitch"]
+    header = ["", "top-1", "top-3", "spectral", "loudness dB", "bias dB", "pitch"]
     rows = [header] + [[COLUMN_NAMES[name], *_summary_cells(s)] for name, s in report["summary"].items()]
     widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
     lines = [
@@ -565,7 +567,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         *_reference_line(report),
         f"- Timbre identification: {settings['identification']}. Chance: one over the instruments at the pitch.",
         f"- Spectral distance: {settings['spectral_distance']}. 0 for identical audio.",
-        f"- Loudness-envelope error: {settings['loudness_error']}.",
+        f"- Loudness-envelope error: {settings['loudness_error']}. Level bias: the mean of the signed "
+        "differences over the same frames (negative: quieter than the original).",
         (
             f"- Pitch: {settings['pitch_tracker']}; a note is correct when the median pitch of its sounding frames "
             f"({settings['sounding_frames']}) is within {settings['tolerance_cents']} cents of its MIDI pitch "

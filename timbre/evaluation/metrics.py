@@ -182,11 +182,15 @@ def frame_loudness(audio: np.ndarray | torch.Tensor | Sequence[np.ndarray], hop_
     return (10.0 * torch.log10(frames.square().mean(dim=-1))).numpy()
 
 
-def loudness_envelope_error(estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor) -> np.ndarray:
+def loudness_envelope_error(
+    estimate: np.ndarray | torch.Tensor, reference: np.ndarray | torch.Tensor, signed: bool = False
+) -> np.ndarray:
     """Mean absolute difference of the frame RMS levels of each estimated note and its reference.
 
     Args:
         estimate, reference: ``[notes, samples]`` (or ``[samples]``) waveforms of equal shape.
+        signed: the mean difference instead (estimate minus reference: negative when the estimate
+            is quieter), the level bias a fixed gain would remove.
 
     Returns:
         ``[notes]`` float64 in dB (0 when both are silent throughout).
@@ -195,7 +199,7 @@ def loudness_envelope_error(estimate: np.ndarray | torch.Tensor, reference: np.n
     if estimate.shape != reference.shape:
         raise ValueError(f"estimate {tuple(estimate.shape)} and reference {tuple(reference.shape)} differ in shape")
     levels = [np.maximum(frame_loudness(audio, LOUDNESS_HOP), LOUDNESS_FLOOR_DBFS) for audio in (estimate, reference)]
-    difference = np.abs(levels[0] - levels[1])
+    difference = levels[0] - levels[1] if signed else np.abs(levels[0] - levels[1])
     audible = np.maximum(levels[0], levels[1]) > LOUDNESS_FLOOR_DBFS
     counts = audible.sum(axis=1)
     return np.where(counts > 0, (difference * audible).sum(axis=1) / np.maximum(counts, 1), 0.0)

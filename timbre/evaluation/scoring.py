@@ -109,6 +109,7 @@ class SystemScores:
     Attributes:
         spectral_distance: multi-scale spectral distance to the original note.
         loudness_error_db: loudness-envelope error against the original note, in dB.
+        loudness_bias_db: the mean signed level difference to the original note, in dB.
         rank: place of the note's own instrument among the instruments at its pitch (1 = identified).
         candidates: instruments at the note's pitch.
         pitch: PESTO's verdict per note, or None when pitch was not tracked for this system.
@@ -116,6 +117,7 @@ class SystemScores:
 
     spectral_distance: np.ndarray
     loudness_error_db: np.ndarray
+    loudness_bias_db: np.ndarray
     rank: np.ndarray
     candidates: np.ndarray
     pitch: list[PitchScore] | None
@@ -138,6 +140,7 @@ class SystemScores:
             "identification": identification,
             "spectral_distance": _spread(self.spectral_distance),
             "loudness_error_db": _spread(self.loudness_error_db),
+            "loudness_bias_db": _spread(self.loudness_bias_db),
             "pitch": pitch_summary(self.pitch) if self.pitch is not None else None,
         }
 
@@ -146,6 +149,7 @@ class SystemScores:
         return {
             "spectral_distance": float(self.spectral_distance[row]),
             "loudness_error_db": float(self.loudness_error_db[row]),
+            "loudness_bias_db": float(self.loudness_bias_db[row]),
             "identification_rank": int(self.rank[row]),
             "pitch": asdict(self.pitch[row]) if self.pitch is not None else None,
         }
@@ -195,6 +199,7 @@ def score_systems(
         scores[name] = SystemScores(
             spectral_distance=multiscale_spectral_distance(audio, originals),
             loudness_error_db=loudness_envelope_error(audio, originals),
+            loudness_bias_db=loudness_envelope_error(audio, originals, signed=True),
             rank=ranks,
             candidates=candidates,
             pitch=pitch_scores(audio, pitches, sample_rate) if name in track_pitch_of else None,

@@ -38,7 +38,7 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 # How an exported model's autoregressive decoder samples when told nothing else (checkpoint key
 # "sampling"; see timbre.TimbreModel.default_temperature and default_clock_gain).
-SAMPLING_DEFAULTS = {"temperature": 1.0, "clock_gain": 1.0}
+SAMPLING_DEFAULTS = {"temperature": 1.0, "clock_gain": 1.0, "makeup_db": 0.0}
 
 
 def model_spec(model_config: Mapping[str, Any]) -> dict[str, Any]:
@@ -180,8 +180,8 @@ def export_inference_checkpoint(
     """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint.
 
     ``sampling``: how :meth:`timbre.TimbreModel.synthesize` decodes an autoregressive decoder when
-    told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``; each 1.0 unless
-    given), stored as ``sampling``.
+    told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``, ``makeup_db``),
+    stored as ``sampling``.
     """
     unknown = sorted(set(sampling or {}) - set(SAMPLING_DEFAULTS))
     if unknown:

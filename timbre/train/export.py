@@ -17,13 +17,17 @@ from pathlib import Path
 
 import torch
 
-from timbre.cli.common import non_negative_float
+from timbre.cli.common import finite_float, non_negative_float
 from timbre.constants import PRETRAINED_DIR
 from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
 
 # The card's words for each sampling default (timbre.train.checkpoint.SAMPLING_DEFAULTS).
-SAMPLING_WORDS = {"temperature": "Sampling temperature", "clock_gain": "Pitch clock gain"}
+SAMPLING_WORDS = {
+    "temperature": "Sampling temperature",
+    "clock_gain": "Pitch clock gain",
+    "makeup_db": "Make-up gain after decoding (dB)",
+}
 
 
 def export_run(
@@ -114,7 +118,7 @@ def describe_spec(spec: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description="Export a training run as a bundled model with a model card.")
     parser.add_argument("run", help="run directory or checkpoint")
-    parser.add_argument("--name", required=True, help="bundled name, e.g. fast, wavenet-small, composer-chorales")
+    parser.add_argument("--name", required=True, help="bundled name, e.g. fast, wavenet-v2, composer-chorales")
     parser.add_argument("--description", default="")
     parser.add_argument("--data-command", default="")
     parser.add_argument("--report", default=None, help="report.md of an evaluation to paste into the card")
@@ -131,8 +135,14 @@ def main() -> None:
         default=None,
         help="default gain of a WaveNet decoder's pitch clock (see timbre.generation.engine)",
     )
+    parser.add_argument(
+        "--makeup-db",
+        type=finite_float,
+        default=None,
+        help="gain in dB applied to an autoregressive decoder's audio (e.g. the level a clock gain loses)",
+    )
     args = parser.parse_args()
-    given = {"temperature": args.temperature, "clock_gain": args.clock_gain}
+    given = {"temperature": args.temperature, "clock_gain": args.clock_gain, "makeup_db": args.makeup_db}
     sampling = {key: value for key, value in given.items() if value is not None}
     destination = export_run(args.run, args.name, args.description, args.data_command, args.report, args.out, sampling)
     print(f"wrote {destination}")
