@@ -190,6 +190,8 @@ def test_evaluate_the_bundled_model_end_to_end(tiny_testset: Path, tmp_path: Pat
     assert summary["fixed_embedding"]["pitch"] is None  # pitch of the baselines only with --track-pitch all
     for name in ("model", "fixed_embedding", "untrained"):
         assert summary[name]["spectral_distance"]["mean"] > 0 and summary[name]["loudness_error_db"]["mean"] > 0
+        # A level bias is an average of signed differences: never larger than the absolute error.
+        assert abs(summary[name]["loudness_bias_db"]["mean"]) <= summary[name]["loudness_error_db"]["mean"] + 1e-9
     # The trained model is closer to its inputs than the untrained one.
     assert summary["model"]["spectral_distance"]["mean"] < summary["untrained"]["spectral_distance"]["mean"]
     assert report["targets"]["top1"]["value"] == summary["model"]["identification"]["top1"]
@@ -203,7 +205,7 @@ def test_evaluate_the_bundled_model_end_to_end(tiny_testset: Path, tmp_path: Pat
     assert report["interpolation"]["summary"]["sweeps"] == 1
 
     markdown = (out / "report.md").read_text()
-    assert "| the original notes | 100.0% | 100.0% | 0.000 ± 0.000 | 0.00 ± 0.00 | 100.0% |" in markdown
+    assert "| the original notes | 100.0% | 100.0% | 0.000 ± 0.000 | 0.00 ± 0.00 | +0.00 | 100.0% |" in markdown
     assert "![rainbowgrams of every instrument" in markdown and "(a test set rendered from `" in markdown
     excerpt = report_excerpt(out / "report.md")
     assert "# Autoencoder" not in excerpt and "![" not in excerpt and "| the original notes |" in excerpt
