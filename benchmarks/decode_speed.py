@@ -317,7 +317,7 @@ def compare_weight_precision(args: argparse.Namespace) -> None:
             print(
                 f"trained wavenet, {name}: max logit error {error['max_abs']:.2g} "
                 f"({100 * error['relative']:.1f}% of the logits' std), mean KL {error['mean_kl']:.1e} nats, "
-                f"max KL {error['max_kl']:.1e} over {ERROR_STEPS['wavenet-small']} samples",
+                f"max KL {error['max_kl']:.1e} over {ERROR_STEPS['wavenet']} samples",
                 flush=True,
             )
     except RuntimeError as error:

@@ -58,8 +58,14 @@ def test_a_model_exported_with_sampling_defaults_decodes_with_them_unless_told_o
     plain = timbre.load(plain_bundle / "model.pt")
     assert plain.makeup_db == 0.0 and model.makeup_db == 6.0
     assert np.allclose(by_default, np.clip(plain.synthesize(z, pitch=60) * 10 ** (6 / 20), -1, 1), atol=1e-6)
-    with pytest.raises(ConfigError, match="unknown sampling settings"):
-        export_run(result.run_dir, "x", destination=tmp_path / "other", sampling={"temprature": 0.5})
+    for wrong, message in [
+        ({"temprature": 0.5}, "unknown sampling settings"),
+        ({"clock_gain": -1.0}, "sampling clock_gain must be a finite number >= 0, got -1.0"),
+        ({"makeup_db": float("nan")}, "sampling makeup_db must be between -60 and 60 dB, got nan"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            export_run(result.run_dir, "x", destination=tmp_path / "other", sampling=wrong)
+    assert not (tmp_path / "other" / "model.pt").exists()
 
 
 def test_a_clock_gain_is_refused_for_a_model_without_a_pitch_clock(note_dataset, tmp_path):
@@ -70,3 +76,5 @@ def test_a_clock_gain_is_refused_for_a_model_without_a_pitch_clock(note_dataset,
         model.synthesize(torch.randn(4, model.autoencoder.latent_dim), pitch=60, clock_gain=2.0)
     with pytest.raises(ConfigError, match="clock_gain must be a finite number >= 0, got nan"):
         model.synthesize(torch.randn(4, model.autoencoder.latent_dim), pitch=60, clock_gain=float("nan"))
+    with pytest.raises(ConfigError, match="a clock gain applies to WaveNet decoders with a pitch clock only"):
+        export_run(result.run_dir, "x", destination=tmp_path / "bundle", sampling={"clock_gain": 2.0})

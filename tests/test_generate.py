@@ -91,7 +91,8 @@ def test_cached_step_logits_equal_teacher_forced_forward(config, options):
     """Over >= 2 receptive fields and many frames, the step's logits are the forward pass's."""
     decoder = make_decoder(config)
     samples = max(2 * decoder.receptive_field + 37, 120)
-    batch = 1 if options.get("threads") == 2 and config == "kernel3" else 2  # 1 note: threads split panels
+    # One note on two threads: they split every product's panels (wide and clock: across panels).
+    batch = 1 if options.get("threads") == 2 and config in ("kernel3", "wide", "clock") else 2
     z, pitch = note_inputs(decoder, batch, samples)
     inputs = torch.rand(batch, samples, generator=torch.Generator().manual_seed(2)) * 2 - 1
     inputs[:, 0] = 0.0  # what reconstruction_loss feeds first
@@ -142,6 +143,8 @@ def test_a_clock_gain_decodes_as_a_decoder_whose_clock_maps_are_scaled(options):
     assert torch.equal(decoded(decoder, clock_gain=1.0), as_trained)
     with pytest.raises(ValueError, match="clock_gain must be a finite number >= 0, got -1"):
         decoded(decoder, clock_gain=-1.0)
+    with pytest.raises(ValueError, match="clock_gain applies to a decoder with a pitch clock"):
+        decoded(make_decoder("kernel3"), clock_gain=2.0)
 
 
 @pytest.mark.parametrize("options", BACKENDS)
@@ -314,12 +317,20 @@ BROKEN_KERNELS = {
 }
 
 
-def native_against_torch(dtype: torch.dtype, batch: int, threads: int) -> tuple[float, float]:
+def native_against_torch(dtype: torch.dtype, batch: int, threads: int, clock: int = 0) -> tuple[float, float]:
     """Teacher-forced logits of the native kernel and of the torch stepper, both on ``dtype`` weights:
-    their largest difference over the largest logit, and the native logits' distance from float32."""
+    their largest difference over the largest logit, and the native logits' distance from float32.
+    ``clock``: the decoder's pitch clock harmonics (0 for none)."""
     torch.manual_seed(3)
     decoder = WaveNetDecoder(
-        residual_channels=9, skip_channels=67, layers=4, stages=2, kernel_size=3, pitch_embedding_dim=4, hop_length=HOP
+        residual_channels=9,
+        skip_channels=67,
+        layers=4,
+        stages=2,
+        kernel_size=3,
+        pitch_embedding_dim=4,
+        hop_length=HOP,
+        source_harmonics=clock,
     ).eval()
     z, pitch = (torch.randn(batch, decoder.latent_dim, 13), torch.arange(40, 40 + batch))
     inputs = torch.rand(batch, 200, generator=torch.Generator().manual_seed(2)) * 2 - 1
@@ -337,10 +348,12 @@ def native_against_torch(dtype: torch.dtype, batch: int, threads: int) -> tuple[
 @pytest.mark.parametrize("dtype", REDUCED_DTYPES)
 @pytest.mark.parametrize("batch", [1, 5], ids=["one-note", "block-of-4-and-one"])
 @pytest.mark.parametrize("threads", [1, 2])
-def test_native_reduced_precision_step_equals_the_torch_stepper_with_the_same_rounding(dtype, batch, threads):
+@pytest.mark.parametrize("clock", [0, 5], ids=["no-clock", "clock"])
+def test_native_reduced_precision_step_equals_the_torch_stepper_with_the_same_rounding(dtype, batch, threads, clock):
     """The native kernel's bfloat16 pairs and int8 panels (with their scales) compute the torch
-    stepper's step on the same rounded matrices: odd widths, one note and blocks of notes."""
-    difference, from_float32 = native_against_torch(dtype, batch, threads)
+    stepper's step on the same rounded matrices (the pitch clock's too): odd widths, one note and
+    blocks of notes."""
+    difference, from_float32 = native_against_torch(dtype, batch, threads, clock)
     assert difference < NATIVE_TOLERANCE[dtype]
     assert from_float32 > 1e-5  # the rounding did happen
 
@@ -433,7 +446,7 @@ def test_cuda_graph_decoding_matches_cpu():
 
 def test_synthesize_takes_the_weight_format_by_name():
     """timbre.load(...).synthesize(..., weights=...) decodes the wavenet model with reduced-precision weights."""
-    model = timbre.load("wavenet-small")
+    model = timbre.load("wavenet")
     time = torch.arange(4096) / model.sample_rate
     embedding = model.encode(0.5 * torch.sin(2 * math.pi * 261.63 * time).numpy())
     audio = {weights: model.synthesize(embedding, weights=weights) for weights in ("float32", "bfloat16", "int8")}

@@ -82,9 +82,9 @@ class TimbreModel:
     @property
     def makeup_db(self) -> float:
         """The gain in dB ``synthesize`` applies to an autoregressive decoder's audio (then clipped to
-        [-1, 1]) when decoding at its default clock gain: the level that gain loses, measured on
-        held-out notes and stated in its card (``python -m timbre.train.export --makeup-db``); 0
-        unless set."""
+        [-1, 1]) when decoding at its default clock gain (at any temperature and weight format): the
+        level that gain loses at the model's default temperature, measured on held-out notes and
+        stated in its card (``python -m timbre.train.export --makeup-db``); 0 unless set."""
         gain = self.info.get("sampling_makeup_db")
         return 0.0 if gain is None else float(gain)
 

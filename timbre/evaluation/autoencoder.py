@@ -169,7 +169,7 @@ def evaluate_autoencoder(
     if temperature is None:  # the report records the temperature and clock gain used
         temperature = settings["temperature"] = trained.default_temperature
     if clock_gain is not None and not trained.has_pitch_clock:
-        raise ConfigError(f"model {model}: --clock-gain applies to WaveNet decoders with a pitch clock only")
+        raise ConfigError(f"model {model}: a clock gain applies to WaveNet decoders with a pitch clock only")
     if clock_gain is None and trained.has_pitch_clock:
         clock_gain = settings["clock_gain"] = trained.default_clock_gain
     sample_rate = trained.sample_rate
@@ -230,7 +230,7 @@ def evaluate_autoencoder(
     report = {
         "command": _command(settings),
         "timbre_version": __version__,
-        "model": _model_facts(trained),
+        "model": {**_model_facts(trained), "makeup_db": _makeup_applied(trained, clock_gain)},
         "data": _data_facts(folder, chosen, samples / sample_rate),
         "settings": {**settings, **_metric_descriptions(sample_rate)},
         "summary": {name: system.summary() for name, system in scores.items()},
@@ -328,6 +328,12 @@ def _command(settings: dict[str, Any]) -> str:
             value = ",".join(value) or "none"
         words += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(words)
+
+
+def _makeup_applied(model: TimbreModel, clock_gain: float | None) -> float:
+    """The make-up gain (dB) ``synthesize`` applied to the model's notes (see ``TimbreModel.makeup_db``)."""
+    at_default = clock_gain is None or clock_gain == model.default_clock_gain
+    return model.makeup_db if model.is_autoregressive and at_default else 0.0
 
 
 def _model_facts(model: TimbreModel) -> dict[str, Any]:
@@ -561,7 +567,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         (
             f"- Model: `{model['path']}`, {model['decoder']} decoder, {model['parameters']:,} parameters, "
-            f"training step {model['step'] if model['step'] is not None else 'unknown'}."
+            f"training step {model['step'] if model['step'] is not None else 'unknown'}"
+            + (f"; its make-up gain of {model['makeup_db']:+g} dB applied." if model.get("makeup_db") else ".")
         ),
         _data_line(data),
         *_reference_line(report),

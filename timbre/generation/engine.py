@@ -256,6 +256,8 @@ def generate(
         raise ValueError(f"clock_gain must be a finite number >= 0, got {clock_gain}")
     weights, condition, cycles = _prepare(decoder, z, pitch, n_samples)
     if clock_gain != 1.0:
+        if not weights.source_harmonics:
+            raise ValueError("clock_gain applies to a decoder with a pitch clock (source_harmonics > 0)")
         weights = dataclasses.replace(weights, source_weight=weights.source_weight * clock_gain)
     batch = z.shape[0]
     stepper = _Stepper(weights, cycles, backend, threads, weight_dtype)

@@ -84,7 +84,7 @@ class FoldedWeights:
     logits_weight: torch.Tensor  # [S, classes]
     logits_bias: torch.Tensor  # [classes]
     # The pitch clock's map of every layer, gate half halved: [layers, 2H, 2R] ([layers, 0, 2R]
-    # without a clock); kept float32 in every weight format (a few rows, read once per sample).
+    # without a clock); stored in the weight format like the other matrices.
     source_weight: torch.Tensor
     sample_rate: int
 
@@ -162,6 +162,7 @@ class FoldedWeights:
             skip_weight=rounded(self.skip_weight),
             hidden_weight=rounded(self.hidden_weight),
             logits_weight=rounded(self.logits_weight),
+            source_weight=rounded(self.source_weight) if self.source_weight.shape[1] else self.source_weight,
         )
 
     @property

@@ -13,7 +13,7 @@ Optionally (``source_harmonics > 0``) every layer also adds a 1x1 map of a sampl
 clock*: sines and cosines of the first harmonics of the MIDI pitch
 (:func:`timbre.models.wavenet.pitch_source`), the excitation of a neural source-filter model
 (Wang et al., 2019). NSynth's decoder has to build an oscillator out of its own feedback, which
-it had not done after the training a CPU affords (the bundled ``wavenet-v1``, then ``wavenet-small``: no note within
+it had not done after the training a CPU affords (``wavenet-v1``, then bundled as ``wavenet-small``: no note within
 50 cents after 1,800 steps); with a clock in every layer it only has to lock the waveform to it.
 Decoding starts the clock at phase 0; in training each crop's clock starts at the phase of the
 crop's own fundamental

@@ -19,6 +19,7 @@ FILE...`` rewrites them in the current format.
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ LAST_CHECKPOINT = "last.pt"
 # The checkpoint of the best validation, kept by runs with early stopping.
 BEST_CHECKPOINT = "best.pt"
 # How an exported model's autoregressive decoder samples when told nothing else (checkpoint key
-# "sampling"; see timbre.TimbreModel.default_temperature and default_clock_gain).
+# "sampling"; see timbre.TimbreModel.default_temperature, default_clock_gain and makeup_db).
 SAMPLING_DEFAULTS = {"temperature": 1.0, "clock_gain": 1.0, "makeup_db": 0.0}
 
 
@@ -183,9 +184,7 @@ def export_inference_checkpoint(
     told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``, ``makeup_db``),
     stored as ``sampling``.
     """
-    unknown = sorted(set(sampling or {}) - set(SAMPLING_DEFAULTS))
-    if unknown:
-        raise ConfigError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_DEFAULTS)}")
+    check_sampling(sampling or {})
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
     exported = {
@@ -198,6 +197,21 @@ def export_inference_checkpoint(
     if sampling:
         exported["sampling"] = {key: float(value) for key, value in sampling.items()}
     return save_checkpoint(destination, exported)
+
+
+def check_sampling(sampling: Mapping[str, float]) -> None:
+    """Raise ConfigError unless ``sampling`` holds known settings with usable values: a temperature
+    and a clock gain that are finite and >= 0, a make-up gain within +-60 dB."""
+    unknown = sorted(set(sampling) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown sampling settings {unknown}; known: {list(SAMPLING_DEFAULTS)}")
+    for key, value in sampling.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"sampling {key} must be a number, got {value!r}")
+        usable = -60.0 <= value <= 60.0 if key == "makeup_db" else 0.0 <= value < math.inf
+        if not usable:
+            bounds = "between -60 and 60 dB" if key == "makeup_db" else "a finite number >= 0"
+            raise ConfigError(f"sampling {key} must be {bounds}, got {value}")
 
 
 def upgrade_checkpoint(path: str | Path) -> bool:

@@ -19,6 +19,7 @@ import torch
 
 from timbre.cli.common import finite_float, non_negative_float
 from timbre.constants import PRETRAINED_DIR
+from timbre.errors import ConfigError
 from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
 
@@ -42,10 +43,18 @@ def export_run(
     """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory.
 
     ``sampling``: how the model's autoregressive decoder decodes by default (``temperature``,
-    ``clock_gain``: see :func:`~timbre.train.checkpoint.export_inference_checkpoint`), stated in the card.
+    ``clock_gain``, ``makeup_db``: see :func:`~timbre.train.checkpoint.export_inference_checkpoint`),
+    stated in the card; refused for a model it would not change (a parallel decoder; a clock gain
+    without a pitch clock).
     """
     destination = Path(destination) if destination else PRETRAINED_DIR / name
     checkpoint = load_checkpoint(run)
+    if sampling:
+        decoder = checkpoint["model_config"].get("settings", {}).get("decoder", {})
+        if decoder.get("kind") != "wavenet":
+            raise ConfigError(f"{run}: sampling settings apply to autoregressive (wavenet) decoders only")
+        if "clock_gain" in sampling and not decoder.get("source_harmonics"):
+            raise ConfigError(f"{run}: a clock gain applies to WaveNet decoders with a pitch clock only")
     export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling)
     model, _ = load_model(destination / "model.pt")
     card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None, sampling)
