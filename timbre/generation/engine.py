@@ -28,8 +28,8 @@ one uniform number per note and sample from the given ``torch.Generator`` and in
 *and* its own past samples, and when sampling, the past drifts; a stronger clock pulls the note
 back to its pitch. On the bundled ``wavenet-v2`` (step 3,164), 120 notes of held-out instruments
 at temperature 0.3: pitch within 50 cents 78% at gain 1, 100% at gain 2, spectral distance 2.15
-and 1.75, the notes 8 dB quieter at gain 2 (which the model's make-up gain restores: see
-:attr:`timbre.TimbreModel.makeup_db`; the README has the table).
+and 1.75, the notes 8 dB quieter at gain 2 (a model's make-up gain restores the level: see
+:attr:`timbre.TimbreModel.makeup_db`; the README has the tables).
 
 Weights can be stored in reduced precision: every matrix of the step except the start
 convolution is rounded to bfloat16 (``weight_dtype=torch.bfloat16``) or quantized to int8 with a
