@@ -242,6 +242,11 @@ class TimbreModel:
         )
         return audio[0]
 
+    def makeup_applied(self, clock_gain: float | None) -> float:
+        """The make-up gain (dB) ``synthesize`` applies when decoding at ``clock_gain`` (None: the default)."""
+        at_default = clock_gain is None or clock_gain == self.default_clock_gain
+        return self.makeup_db if self.is_autoregressive and at_default else 0.0
+
     def _clock_gain(self, clock_gain: float | None) -> float:
         """``clock_gain`` checked (a finite number >= 0, for a model with a pitch clock), or the model's own."""
         if clock_gain is None:
@@ -338,8 +343,9 @@ class TimbreModel:
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         if not np.isfinite(audio).all():
             raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")
-        if self.is_autoregressive and self.makeup_db and clock_gain == self.default_clock_gain:
-            audio = np.clip(audio * np.float32(10 ** (self.makeup_db / 20)), -1.0, 1.0)
+        makeup_db = self.makeup_applied(clock_gain)
+        if makeup_db:
+            audio = np.clip(audio * np.float32(10 ** (makeup_db / 20)), -1.0, 1.0)
         for row, (embedding, velocity, length) in enumerate(zip(fitted, velocities, lengths)):
             audio[row, length:] = 0.0
             if velocity is not None:

@@ -230,7 +230,7 @@ def evaluate_autoencoder(
     report = {
         "command": _command(settings),
         "timbre_version": __version__,
-        "model": {**_model_facts(trained), "makeup_db": _makeup_applied(trained, clock_gain)},
+        "model": {**_model_facts(trained), "makeup_db": trained.makeup_applied(clock_gain)},
         "data": _data_facts(folder, chosen, samples / sample_rate),
         "settings": {**settings, **_metric_descriptions(sample_rate)},
         "summary": {name: system.summary() for name, system in scores.items()},
@@ -328,12 +328,6 @@ def _command(settings: dict[str, Any]) -> str:
             value = ",".join(value) or "none"
         words += [f"--{key.replace('_', '-')}", str(value)]
     return shlex.join(words)
-
-
-def _makeup_applied(model: TimbreModel, clock_gain: float | None) -> float:
-    """The make-up gain (dB) ``synthesize`` applied to the model's notes (see ``TimbreModel.makeup_db``)."""
-    at_default = clock_gain is None or clock_gain == model.default_clock_gain
-    return model.makeup_db if model.is_autoregressive and at_default else 0.0
 
 
 def _model_facts(model: TimbreModel) -> dict[str, Any]:

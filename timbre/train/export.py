@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import torch
 
 from timbre.cli.common import finite_float, non_negative_float
 from timbre.constants import PRETRAINED_DIR
-from timbre.errors import ConfigError
+from timbre.errors import ConfigError, TimbreError
 from timbre.io.files import atomic_write
 from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
 
@@ -153,7 +154,13 @@ def main() -> None:
     args = parser.parse_args()
     given = {"temperature": args.temperature, "clock_gain": args.clock_gain, "makeup_db": args.makeup_db}
     sampling = {key: value for key, value in given.items() if value is not None}
-    destination = export_run(args.run, args.name, args.description, args.data_command, args.report, args.out, sampling)
+    try:
+        destination = export_run(
+            args.run, args.name, args.description, args.data_command, args.report, args.out, sampling
+        )
+    except TimbreError as error:
+        print(f"timbre.train.export: error: {error}", file=sys.stderr)
+        sys.exit(1)
     print(f"wrote {destination}")
 
 
