@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pesto
 import pytest
 import torch
@@ -148,6 +149,7 @@ def expressive_decoder(**overrides: float) -> HarmonicNoiseDecoder:
         reverb_bands=4,
         loudness_loss_weight=1.0,
         partial_loss_weight=1.0,
+        mel_loss_weight=1.0,
     )
     settings.update(overrides)
     return HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), **settings)
@@ -181,10 +183,11 @@ def test_expressive_decoder_trains_every_part_and_supervises_the_bend() -> None:
     audio = sum(torch.sin(k * phase) / k for k in range(1, 6))[None] * 0.3
     loss, parts = decoder.reconstruction_loss(audio, torch.randn(1, 16, 8), torch.tensor([60]))
     loss.backward()
-    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness", "partials"}
+    assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness", "partials", "mel"}
     assert parts["pitch_bend"] > 0.1  # the untrained bend misses a 40-cent vibrato
     assert parts["partials"] > 0.1  # and its partials' levels are off by more than 2 dB
-    total = parts["stft"] + parts["pitch_bend"] + parts["loudness"] + parts["partials"]
+    assert parts["mel"] > 0.1  # and so are its mel bands
+    total = parts["stft"] + parts["pitch_bend"] + parts["loudness"] + parts["partials"] + parts["mel"]
     assert loss.item() == pytest.approx(total, rel=1e-4)
     for name, parameter in decoder.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
@@ -259,6 +262,34 @@ def test_training_spectral_loss_equals_auraloss_and_ignores_the_target_gradient(
     (gradient,) = torch.autograd.grad(loss, prediction)
     (expected_gradient,) = torch.autograd.grad(expected, prediction)
     torch.testing.assert_close(gradient, expected_gradient)
+
+
+def test_mel_loss_reads_librosas_mel_decibels_and_ignores_what_lies_below_the_floor() -> None:
+    """The loss's levels are the judges' (librosa melspectrogram + power_to_db, 2048/512, 128
+    bands); a copy 6 dB down costs 6 dB wherever the target is 6 dB above its floor; noise added
+    90 dB under the target's peak costs nothing."""
+    import librosa
+
+    from timbre.models.spectral_loss import MelDecibelLoss
+
+    t = torch.arange(8192) / SAMPLE_RATE
+    tone = sum(torch.sin(2 * math.pi * k * 220.0 * t) / k for k in range(1, 12)) * 0.3
+    loss = MelDecibelLoss(SAMPLE_RATE)
+    expected = librosa.power_to_db(
+        librosa.feature.melspectrogram(y=tone.numpy(), sr=SAMPLE_RATE, n_fft=2048, hop_length=512), top_db=None
+    )
+    assert np.abs(loss.decibels(tone[None])[0].numpy() - expected).max() < 0.1
+    # A copy 6 dB down: every band above the floor + 6 dB is 6 dB off, those nearer it less.
+    floor = expected.max() - 80.0
+    halved = np.abs(np.maximum(expected - 20 * math.log10(2), floor) - np.maximum(expected, floor)).mean()
+    assert 20 * loss(tone[None] * 0.5, tone[None]).item() == pytest.approx(halved, abs=0.05)
+    assert halved > 2.0
+    peak = loss.decibels(tone[None]).max().item()
+    hiss = torch.randn(8192, generator=torch.Generator().manual_seed(0)) * 10 ** ((peak - 90 - 20) / 20)
+    assert 20 * loss(tone[None] + hiss, tone[None]).item() < 0.05
+    prediction = (tone * 0.5).requires_grad_()
+    loss(prediction[None], tone[None]).backward()
+    assert prediction.grad is not None and prediction.grad.abs().sum() > 0
 
 
 def test_partial_levels_read_each_partials_amplitude_where_it_is() -> None:

@@ -65,6 +65,16 @@ def test_corpus_sources_cover_the_styles_without_duplicate_encodings() -> None:
     assert counts["palestrina"] > 1000 and counts["essenFolksong"] > 20  # Essen: many tunes per ABC file
 
 
+def test_conversion_command_refuses_an_unknown_style_in_one_line(capsys) -> None:
+    from timbre.data.music21_corpus import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["bach", "mozartish"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "unknown styles ['mozartish']" in error and "palestrina" in error
+
+
 def synthetic_pieces(tokenizer, counts: dict[str, int], bars: int = 12) -> list[StyledPiece]:
     """Pieces of ``bars`` bars of four quarter notes in one voice, tokenized for real."""
     pieces = []

@@ -351,12 +351,21 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     ``python -m timbre.data.music21_corpus [STYLE ...]`` (default: every style); several
     processes may convert different styles at once only into different cache folders, since
-    each rewrites the manifest.
+    each rewrites the manifest. An unknown style ends in one line and exit status 2.
     """
-    import sys
+    import argparse
 
+    parser = argparse.ArgumentParser(
+        prog="python -m timbre.data.music21_corpus",
+        description="Convert music21's bundled corpus to MIDI once (resumable), labelled by style.",
+    )
+    parser.add_argument("styles", nargs="*", metavar="STYLE", help=f"styles to convert (default: all of {STYLE_NAMES})")
+    arguments = parser.parse_args(argv)
+    unknown = sorted(set(arguments.styles) - set(STYLE_NAMES))
+    if unknown:
+        parser.error(f"unknown styles {unknown}; the corpus has {list(STYLE_NAMES)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    styles = list(sys.argv[1:] if argv is None else argv) or None
+    styles = arguments.styles or None
     pieces = build_music21_corpus(styles=styles)
     counts = Counter(piece.style for piece in pieces)
     voices: dict[str, Counter[int]] = defaultdict(Counter)

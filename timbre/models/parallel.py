@@ -30,7 +30,7 @@ from timbre.errors import ConfigError
 from timbre.models import dsp
 from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
-from timbre.models.spectral_loss import MultiResolutionSTFTLoss
+from timbre.models.spectral_loss import MelDecibelLoss, MultiResolutionSTFTLoss
 
 # Noise filters start almost closed (exp_sigmoid(-5) ~ 2e-5) so that early training shapes the
 # harmonic part instead of drowning it in noise, as DDSP's FilteredNoise initial bias does.
@@ -96,6 +96,9 @@ class HarmonicNoiseDecoder(nn.Module):
             i.e. dB / 20) measured the same way on the output and on the target
             (:mod:`timbre.models.partial_levels`); 0 disables it. The STFT losses alone left every
             instrument with nearly the same partial profile.
+        mel_loss_weight: weight of an L1 loss between the mel-band levels (dB / 20, floored 80 dB
+            below the target's peak: :class:`timbre.models.spectral_loss.MelDecibelLoss`), the
+            spectrogram that MFCC-based timbre judges read; 0 disables it.
         max_inharmonicity: upper bound of the stiffness coefficient ``B``; 0 disables it.
         reverb_seconds: length of the predicted room/body response; 0 disables it.
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
@@ -122,6 +125,7 @@ class HarmonicNoiseDecoder(nn.Module):
         pitch_loss_weight: float = 1.0,
         loudness_loss_weight: float = 0.0,
         partial_loss_weight: float = 0.0,
+        mel_loss_weight: float = 0.0,
         max_inharmonicity: float = 0.0,
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
@@ -150,6 +154,7 @@ class HarmonicNoiseDecoder(nn.Module):
         self.pitch_loss_weight = float(pitch_loss_weight)
         self.loudness_loss_weight = float(loudness_loss_weight)
         self.partial_loss_weight = float(partial_loss_weight)
+        self.mel_loss_weight = float(mel_loss_weight)
         self.max_inharmonicity = float(max_inharmonicity)
         self.reverb_taps = round(reverb_seconds * sample_rate)
         self.reverb_bands = reverb_bands if self.reverb_taps else 0
@@ -178,6 +183,7 @@ class HarmonicNoiseDecoder(nn.Module):
                 "reverb_noise", dsp.band_noise(self.reverb_bands, self.reverb_taps, sample_rate), persistent=False
             )
         self._stft_loss: MultiResolutionSTFTLoss | None = None
+        self._mel_loss: MelDecibelLoss | None = None
 
     def controls(self, z: Tensor, pitch: Tensor) -> dict[str, Tensor]:
         """Synthesis controls at hop ``control_hop`` and per note.
@@ -312,7 +318,8 @@ class HarmonicNoiseDecoder(nn.Module):
             (each averaged over the resolutions), plus ``"pitch_bend"`` (mean absolute error of
             the bend in semitones on trusted frames) when the bend is enabled and ``"loudness"``
             (mean absolute frame-level error in dB / 20) when the level loss is, and ``"partials"``
-            (mean absolute error of the partials' levels in dB / 20) when the partial loss is.
+            (mean absolute error of the partials' levels in dB / 20) when the partial loss is, and
+            ``"mel"`` (mean absolute error of the mel-band levels in dB / 20) when the mel loss is.
         """
         assert audio.ndim == 2, f"audio must be [batch, samples], got {tuple(audio.shape)}"
         if audio.shape[-1] <= max(self.fft_sizes) // 2:
@@ -368,6 +375,12 @@ class HarmonicNoiseDecoder(nn.Module):
             partial_error = ((predicted_levels - target_levels).abs() * counted).sum() / counted.sum().clamp(min=1)
             loss = loss + self.partial_loss_weight * partial_error
             parts["partials"] = partial_error.item()
+        if self.mel_loss_weight:
+            if self._mel_loss is None:
+                self._mel_loss = MelDecibelLoss(self.sample_rate)
+            mel_error = self._mel_loss.to(audio.device)(prediction, audio)
+            loss = loss + self.mel_loss_weight * mel_error
+            parts["mel"] = mel_error.item()
         return loss, parts
 
     @torch.inference_mode()
