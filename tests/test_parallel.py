@@ -181,8 +181,10 @@ def test_expressive_decoder_trains_every_part_and_supervises_the_bend() -> None:
     vibrato_cents = 40.0 * torch.sin(2 * math.pi * 5.0 * t)
     phase = 2 * math.pi * torch.cumsum(dsp.midi_to_hz(60.0) * 2 ** (vibrato_cents / 1200) / SAMPLE_RATE, 0)
     audio = sum(torch.sin(k * phase) / k for k in range(1, 6))[None] * 0.3
+    weights = set(decoder.state_dict())
     loss, parts = decoder.reconstruction_loss(audio, torch.randn(1, 16, 8), torch.tensor([60]))
     loss.backward()
+    assert set(decoder.state_dict()) == weights  # the losses' buffers stay out of checkpoints
     assert set(parts) == {"stft", "log_magnitude", "linear_magnitude", "pitch_bend", "loudness", "partials", "mel"}
     assert parts["pitch_bend"] > 0.1  # the untrained bend misses a 40-cent vibrato
     assert parts["partials"] > 0.1  # and its partials' levels are off by more than 2 dB

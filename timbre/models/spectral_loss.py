@@ -73,20 +73,31 @@ class MelDecibelLoss(nn.Module):
 
     def __init__(self, sample_rate: int, n_fft: int = 2048, n_mels: int = 128, top_db: float = 80.0) -> None:
         super().__init__()
+        self.n_fft = n_fft
         self.top_db = float(top_db)
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate,
-            n_fft=n_fft,
-            hop_length=n_fft // 4,
-            n_mels=n_mels,
-            pad_mode="constant",
-            norm="slaney",
-            mel_scale="slaney",
+        # Not persistent: a loss is not part of a model's weights (nor of its checkpoints).
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
+        filters = torchaudio.functional.melscale_fbanks(
+            n_fft // 2 + 1, 0.0, sample_rate / 2, n_mels, sample_rate, norm="slaney", mel_scale="slaney"
         )
+        self.register_buffer("filters", filters, persistent=False)  # [n_fft // 2 + 1, n_mels]
 
     def decibels(self, audio: Tensor) -> Tensor:
-        """``[batch, samples]`` -> ``[batch, n_mels, frames]`` band levels in dB (power, floored at -100 dB)."""
-        return 10.0 * torch.log10(self.mel(audio).clamp(min=1e-10))
+        """``[batch, samples]`` -> ``[batch, n_mels, frames]`` band levels in dB (power, floored at -100 dB).
+
+        Frames are centred with zero padding, as librosa's (``pad_mode="constant"``).
+        """
+        spectrum = torch.stft(
+            audio,
+            self.n_fft,
+            self.n_fft // 4,
+            window=self.window.to(audio.dtype),
+            pad_mode="constant",
+            return_complex=True,
+        )
+        power = spectrum.real**2 + spectrum.imag**2  # [batch, n_fft // 2 + 1, frames]
+        mel = torch.matmul(power.transpose(1, 2), self.filters.to(power.dtype)).transpose(1, 2)
+        return 10.0 * torch.log10(mel.clamp(min=1e-10))
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
         """The scalar loss of ``prediction`` against ``target``, both ``[batch, samples]``."""
