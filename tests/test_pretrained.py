@@ -42,15 +42,15 @@ def test_wavenet_v1_decodes_a_short_note(wavenet_v1: timbre.TimbreModel) -> None
     assert not np.allclose(audio, higher, atol=1e-3)
 
 
-def test_the_wavenet_decodes_the_defaults_embeddings_at_their_pitch() -> None:
-    """``timbre.load("wavenet")``: the pitch-clock WaveNet on the default's encoder, at its own temperature."""
+def test_the_wavenet_decodes_fast_v3s_embeddings_at_their_pitch() -> None:
+    """``timbre.load("wavenet")``: the pitch-clock WaveNet on fast-v3's encoder, at its own temperature."""
     from timbre.evaluation.metrics import pitch_scores
 
-    wavenet, default = timbre.load("wavenet"), timbre.load()
+    wavenet, fast_v3 = timbre.load("wavenet"), timbre.load("fast-v3")
     assert wavenet.info["path"] == timbre.load("wavenet-v2").info["path"] == timbre.load("wavenet-small").info["path"]
     assert wavenet.is_autoregressive
     assert wavenet.autoencoder.decoder.source_harmonics == 8
-    embedding = default.encode(FLUTE)  # one embedding, two decoders
+    embedding = fast_v3.encode(FLUTE)  # one embedding, two decoders
     assert np.array_equal(wavenet.encode(FLUTE).tensor.numpy(), embedding.tensor.numpy())
     # Its model card's decoding settings.
     assert wavenet.default_temperature == WAVENET_TEMPERATURE and wavenet.default_clock_gain == WAVENET_CLOCK_GAIN
@@ -67,17 +67,20 @@ def test_the_wavenet_decodes_the_defaults_embeddings_at_their_pitch() -> None:
 def test_default_model_loads_and_decodes_a_short_note() -> None:
     model = timbre.load()
     assert not model.is_autoregressive and model.decoder_kind == "fast"
-    # Version 3: the 64-dim embedding, whose bottleneck reads the log-mel bands too.
+    # Version 4: version 3's architecture (the 64-dim embedding, whose bottleneck reads the log-mel
+    # bands too) trained on with the mel-level loss.
     assert model.autoencoder.latent_dim == 64 and model.autoencoder.encoder.bottleneck_inputs == "mel"
-    assert model.info["path"] == timbre.load("fast-v3").info["path"]
+    assert model.info["path"] == timbre.load("fast-v4").info["path"]
+    assert model.autoencoder.decoder.mel_loss_weight > 0
     audio = model.synthesize(model.encode(FLUTE), pitch=67, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)
     assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
 
 
 @pytest.mark.parametrize("name", ["fast-v2", "default"])
-def test_fast_v2_and_v3_play_the_asked_pitch_with_their_expressive_parts_on(name: str) -> None:
-    """Versions 2 and 3 of the parallel model: bend, inharmonicity and room enabled; notes come back at their pitch."""
+def test_fast_v2_and_the_default_play_the_asked_pitch_with_their_expressive_parts_on(name: str) -> None:
+    """Version 2 and the default (4) of the parallel model: bend, inharmonicity and room enabled;
+    notes come back at their pitch."""
     from timbre.evaluation.metrics import pitch_scores
 
     model = timbre.load(name)

@@ -31,6 +31,7 @@ BUNDLED = {
     "fast": "autoencoder",
     "fast-v2": "autoencoder",
     "fast-v3": "autoencoder",
+    "fast-v4": "autoencoder",
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",

@@ -16,15 +16,16 @@ from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {
-    "default": "fast-v3",
+    "default": "fast-v4",
     "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
-    "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), still training (see its model card)
+    "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), the default in sessions 4-6
+    "fast-v4": "fast-v4",  # version 3 trained on with the mel-level loss (see its model card)
     # The NSynth autoencoder at CPU size with its own encoder; holds no pitch. Named "wavenet-small"
     # until the pitch-clock WaveNet replaced it.
     "wavenet-v1": "wavenet-v1",
-    # The AR WaveNet (model=small's decoder) with a pitch clock on the default's frozen encoder:
-    # decodes the default's embeddings (timbre decode --decoder wavenet); see its model card.
+    # The AR WaveNet (model=small's decoder) with a pitch clock on fast-v3's frozen encoder (the
+    # default when it was trained): decodes fast-v3's embeddings (timbre decode --decoder wavenet).
     "wavenet-v2": "wavenet-v2",
     "wavenet-small": "wavenet-v2",
     "wavenet": "wavenet-v2",
@@ -54,7 +55,7 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
-    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"fast-v3"``,
+    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"``, ``"fast-v3"``, ``"fast-v4"``,
     ``"wavenet"`` = ``"wavenet-small"`` = ``"wavenet-v2"``, ``"wavenet-v1"``), or any checkpoint file or run directory
     written by ``timbre-train``.
 
