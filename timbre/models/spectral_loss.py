@@ -71,6 +71,10 @@ class MelDecibelLoss(nn.Module):
         top_db: the floor, in dB below the loudest band of each target (all its frames).
     """
 
+    # Set by register_buffer; declared for the type checker.
+    window: Tensor
+    filters: Tensor
+
     def __init__(self, sample_rate: int, n_fft: int = 2048, n_mels: int = 128, top_db: float = 80.0) -> None:
         super().__init__()
         self.n_fft = n_fft
