@@ -41,7 +41,6 @@ def finetune_config(root: Path, **extra: object):
         "data.valid_crop_samples": 4096,
         "trainer.max_steps": 12,
         "trainer.batch_size": 4,
-        "trainer.lr": 1e-3,
         "trainer.valid_every": 4,
         "trainer.valid_batches": 1,
         "trainer.checkpoint_every": 12,
