@@ -166,8 +166,9 @@ def music21_to_score(work: Any, programs: Sequence[int]) -> symusic.Score:
 
     # Expansion deep-copies the whole score: only worth it where there is something to expand
     # (most of Palestrina and Bach has no repeat); the parse is ours, so ties are then stripped
-    # in place rather than on another copy. Both give the same notes as before, a third of the time.
-    if any(True for _ in work.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark, spanner.RepeatBracket))):
+    # in place rather than on another copy. Both give the same notes as before in about a quarter
+    # less time.
+    if work.recurse().getElementsByClass((bar.Repeat, repeat.RepeatMark, spanner.RepeatBracket)).first() is not None:
         try:
             with _time_limit(REPEAT_EXPANSION_SECONDS):
                 work = work.expandRepeats()
