@@ -219,6 +219,33 @@ def test_without_bend_and_inharmonicity_the_partials_are_exact_harmonics() -> No
     torch.testing.assert_close(bank, reference, atol=2e-4, rtol=0)
 
 
+def test_subharmonics_sound_the_octave_below_sorted_among_the_harmonics() -> None:
+    """Half-integer partials: sorted in by frequency, silenced above Nyquist, and audible where asked."""
+    assert dsp.partial_numbers(4, 3).tolist() == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0]
+    torch.manual_seed(0)
+    decoder = HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=16, n_noise_bands=17, n_subharmonics=4)
+    z = torch.randn(2, 16, 4)
+    distribution = decoder.controls(z, torch.tensor([57, 100]))["harmonic_distribution"]  # 220 Hz, 2637 Hz
+    assert distribution.shape == (2, 16, 20)
+    # At 2637 Hz: partials 0.5 to 3 sound (7.9 kHz); 3.5 (9.2 kHz) and up are silenced.
+    assert (distribution[1, :, :6] > 0).all() and (distribution[1, :, 6:] == 0).all()
+    # Warm-start offset: half-integer partials start some 100 dB under the note.
+    sorted_half = [i for i, k in enumerate(dsp.partial_numbers(16, 4).tolist()) if k % 1]
+    assert distribution[0, :, sorted_half].amax() < 1e-4 * distribution[0].amax()
+
+    # Only the 0.5 partial open (every other partial and the noise shut): the note sounds at 110 Hz.
+    with torch.no_grad():
+        decoder.output.weight.zero_()
+        decoder.output.bias.fill_(-30.0)
+        decoder.output.bias[0] = 0.0  # amplitude
+        decoder.output.bias[1 + 16 + 17] = 30.0  # first half-integer partial (the last channels)
+    one_second = torch.randn(1, 16, 32)  # 32 frames of 512 samples
+    audio = decoder(one_second, torch.tensor([57]), 16000, generator=torch.Generator().manual_seed(0))[0]
+    spectrum = torch.fft.rfft(audio * torch.hann_window(16000)).abs()
+    assert spectrum.argmax().item() == pytest.approx(110, abs=1)  # 1 Hz bins
+    assert spectrum[215:225].amax() < 1e-3 * spectrum.amax()  # nothing at the key's own 220 Hz
+
+
 def test_room_response_extends_a_note_into_its_silence() -> None:
     """A dry note that stops half-way rings on through the predicted response, the longer the louder."""
     torch.manual_seed(0)

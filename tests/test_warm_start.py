@@ -17,7 +17,9 @@ from timbre.train.checkpoint import load_checkpoint, load_model
 from timbre.train.warm_start import widened_state
 
 
-def small_autoencoder(latent_dim: int, bottleneck_inputs: str = "level", hidden: int = 24) -> Autoencoder:
+def small_autoencoder(
+    latent_dim: int, bottleneck_inputs: str = "level", hidden: int = 24, n_subharmonics: int = 0
+) -> Autoencoder:
     """A small mel-encoder / harmonic-plus-noise autoencoder with every optional decoder part on."""
     encoder = WaveNetEncoder(
         channels=16, layers=2, stages=2, latent_dim=latent_dim, hop_length=512, downsample=128,
@@ -26,7 +28,7 @@ def small_autoencoder(latent_dim: int, bottleneck_inputs: str = "level", hidden:
     decoder = HarmonicNoiseDecoder(
         latent_dim=latent_dim, hidden_channels=hidden, n_harmonics=16, n_noise_bands=17, n_frame_blocks=2,
         n_control_blocks=1, fft_sizes=(512, 128), pitch_deviation_cents=50.0, loudness_loss_weight=1.0,
-        partial_loss_weight=1.0, max_inharmonicity=0.01, reverb_seconds=0.05,
+        partial_loss_weight=1.0, max_inharmonicity=0.01, reverb_seconds=0.05, n_subharmonics=n_subharmonics,
     )  # fmt: skip
     return Autoencoder(encoder, decoder)
 
@@ -72,6 +74,29 @@ def test_the_new_channels_receive_gradient_from_the_first_step():
     # The decoder's zero weights on the new embedding channels move: the new channels get a use.
     assert decoder_input.grad[:, 4:12].abs().amax() > 0
     assert torch.equal(decoder_input[:, 4:12], torch.zeros_like(decoder_input[:, 4:12]))
+
+
+def test_a_decoder_gaining_subharmonics_sounds_as_before_and_learns_them():
+    trained = trained_like(latent_dim=4)
+    torch.manual_seed(2)
+    grown = small_autoencoder(latent_dim=4, n_subharmonics=6).eval()
+    grown.load_state_dict(widened_state(grown, trained.state_dict(), "trained.pt"))
+    assert grown.decoder.output.weight.shape[0] == trained.decoder.output.weight.shape[0] + 6
+
+    audio = 0.3 * torch.randn(2, 4096)
+    pitch = torch.tensor([40, 70])
+    with torch.no_grad():
+        z = trained.encode(audio)
+        before = trained.decoder(z, pitch, 4096, generator=torch.Generator().manual_seed(3))
+        after = grown.decoder(z, pitch, 4096, generator=torch.Generator().manual_seed(3))
+    # The octave below starts ~100 dB under the note: the same sound, to -80 dB of its peak.
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-4 * before.abs().amax().item())
+
+    grown.train()
+    loss, _ = grown.training_loss({"audio": audio, "pitch": pitch})
+    loss.backward()
+    new_rows = grown.decoder.output.weight.grad
+    assert new_rows is not None and new_rows[-6:].abs().amax() > 0
 
 
 def test_a_model_that_differs_in_more_than_the_embedding_is_refused():

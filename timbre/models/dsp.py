@@ -279,7 +279,23 @@ def cents_to_ratio(cents: Tensor) -> Tensor:
     return torch.pow(2.0, cents / 1200.0)
 
 
-def harmonic_ratios(n_harmonics: int, inharmonicity: Tensor | None, dtype: torch.dtype = torch.float64) -> Tensor:
+def partial_numbers(n_harmonics: int, n_subharmonics: int = 0, dtype: torch.dtype = torch.float64) -> Tensor:
+    """Partials as multiples of the fundamental, ascending: ``1..n_harmonics`` and ``0.5, 1.5, ...``.
+
+    The half-integer ones (``n_subharmonics`` of them, from ``0.5``) are the odd partials of the
+    octave below: the 16' and 5 1/3' stops of an organ, sounding under the key's own fundamental.
+
+    Returns:
+        ``[n_harmonics + n_subharmonics]`` sorted ratios.
+    """
+    whole = torch.arange(1, n_harmonics + 1, dtype=dtype)
+    half = torch.arange(n_subharmonics, dtype=dtype) + 0.5
+    return torch.cat([whole, half]).sort().values
+
+
+def harmonic_ratios(
+    n_harmonics: int, inharmonicity: Tensor | None, dtype: torch.dtype = torch.float64, n_subharmonics: int = 0
+) -> Tensor:
     """Partial frequencies as multiples of the fundamental, stiff-string style.
 
     A stiff string (piano, harpsichord) or a bar (bells, mallets) sounds partial ``k`` at
@@ -289,12 +305,15 @@ def harmonic_ratios(n_harmonics: int, inharmonicity: Tensor | None, dtype: torch
         n_harmonics: partials ``k = 1..n_harmonics``.
         inharmonicity: ``[batch]`` coefficients ``B >= 0``, or ``None`` for exact harmonics.
         dtype: dtype of the result.
+        n_subharmonics: half-integer partials ``k = 0.5, 1.5, ...`` sorted in among the others
+            (:func:`partial_numbers`).
 
     Returns:
-        ``[batch, n_harmonics]`` ratios (``[1, n_harmonics]`` when ``inharmonicity`` is ``None``).
+        ``[batch, partials]`` ratios (``[1, partials]`` when ``inharmonicity`` is ``None``),
+        ``partials = n_harmonics + n_subharmonics``.
     """
     device = inharmonicity.device if inharmonicity is not None else None
-    k = torch.arange(1, n_harmonics + 1, dtype=dtype, device=device)[None, :]
+    k = partial_numbers(n_harmonics, n_subharmonics, dtype).to(device)[None, :]
     if inharmonicity is None:
         return k
     return k * torch.sqrt(1.0 + inharmonicity.to(dtype)[:, None] * k**2)

@@ -16,6 +16,9 @@ express a real instrument while staying pitch-centred and real-time:
   noise in log-spaced bands with a wet-to-dry level in [0, 1] and a decay time per band (DDSP's
   reverb made conditional), convolved with the dry note. Bounding the level keeps the response a
   room, not an amplifier that would carry the note's loudness instead of its envelope.
+- ``n_subharmonics``: partials at ``0.5, 1.5, 2.5, ...`` times the fundamental, the odd partials
+  of the octave below. An electronic or pipe organ's 16' and 5 1/3' stops sound there, as loud as
+  the key's own fundamental; partials of the MIDI pitch alone cannot play them.
 
 Trained with a multi-resolution STFT loss (:mod:`timbre.models.spectral_loss`).
 """
@@ -39,6 +42,9 @@ _NOISE_BIAS = -5.0
 # inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
+# Half-integer partials start ~100 dB under the note (exp_sigmoid(-5) ~ 2e-5 of a distribution
+# summing to one), so a model warm-started with them sounds as it did, yet they still learn.
+_SUBHARMONIC_BIAS = -5.0
 # Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
 _MEDIAN_FLOOR = 0.01
 
@@ -102,10 +108,15 @@ class HarmonicNoiseDecoder(nn.Module):
         max_inharmonicity: upper bound of the stiffness coefficient ``B``; 0 disables it.
         reverb_seconds: length of the predicted room/body response; 0 disables it.
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
+        n_subharmonics: partials at ``0.5, 1.5, ...`` times the fundamental, among the others
+            in the harmonic distribution (ascending frequency); 0 disables them. Their controls
+            are the output convolution's last channels, so a trained decoder can gain them
+            (:mod:`timbre.train.warm_start`).
     """
 
-    # Set by register_buffer when the model has reverb; declared for the type checker.
+    # Set by register_buffer; declared for the type checker.
     reverb_noise: Tensor
+    partial_order: Tensor
 
     def __init__(
         self,
@@ -129,16 +140,17 @@ class HarmonicNoiseDecoder(nn.Module):
         max_inharmonicity: float = 0.0,
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
+        n_subharmonics: int = 0,
     ) -> None:
         super().__init__()
         if control_hop <= 0 or hop_length % control_hop:
             raise ConfigError(f"control_hop={control_hop} must be a positive divisor of hop_length={hop_length}")
         if n_noise_bands < 2:
             raise ConfigError(f"n_noise_bands={n_noise_bands} must be at least 2")
-        if pitch_deviation_cents < 0 or max_inharmonicity < 0 or reverb_seconds < 0:
+        if pitch_deviation_cents < 0 or max_inharmonicity < 0 or reverb_seconds < 0 or n_subharmonics < 0:
             raise ConfigError(
-                "pitch_deviation_cents, max_inharmonicity and reverb_seconds must be >= 0, got "
-                f"{pitch_deviation_cents}, {max_inharmonicity}, {reverb_seconds}"
+                "pitch_deviation_cents, max_inharmonicity, reverb_seconds and n_subharmonics must be >= 0, got "
+                f"{pitch_deviation_cents}, {max_inharmonicity}, {reverb_seconds}, {n_subharmonics}"
             )
         if reverb_seconds > 0 and reverb_bands < 1:
             raise ConfigError(f"reverb_bands={reverb_bands} must be at least 1")
@@ -146,6 +158,7 @@ class HarmonicNoiseDecoder(nn.Module):
         self.hop_length = hop_length
         self.sample_rate = sample_rate
         self.n_harmonics = n_harmonics
+        self.n_subharmonics = n_subharmonics
         self.n_noise_bands = n_noise_bands
         self.control_hop = control_hop
         self.n_pitches = n_pitches
@@ -169,7 +182,15 @@ class HarmonicNoiseDecoder(nn.Module):
         self.control_blocks = nn.Sequential(
             *(ResidualConvBlock(hidden_channels, 2 ** (i % 4)) for i in range(n_control_blocks))
         )
-        self._control_split = [1, n_harmonics, n_noise_bands] + ([1] if self.pitch_deviation_cents else [])
+        self._control_split = (
+            [1, n_harmonics, n_noise_bands]
+            + ([1] if self.pitch_deviation_cents else [])
+            + ([n_subharmonics] if n_subharmonics else [])
+        )
+        # Where each control channel's partial goes among the partials sorted by frequency: the
+        # whole-number ones first, the half-integer ones after them (the channels' order).
+        channel_ratios = torch.cat([torch.arange(1.0, n_harmonics + 1), torch.arange(float(n_subharmonics)) + 0.5])
+        self.register_buffer("partial_order", channel_ratios.argsort(), persistent=False)
         self.output = nn.Conv1d(hidden_channels, sum(self._control_split), kernel_size=1)
         n_note_controls = (1 if self.max_inharmonicity else 0) + 2 * self.reverb_bands
         # Per-note controls read an attention-weighted average of the frames, so that a note's
@@ -194,7 +215,8 @@ class HarmonicNoiseDecoder(nn.Module):
 
         Returns:
             ``amplitude`` ``[batch, control_frames, 1]``, ``harmonic_distribution``
-            ``[batch, control_frames, n_harmonics]`` (sums to one over audible partials),
+            ``[batch, control_frames, n_harmonics + n_subharmonics]`` (partials by ascending
+            frequency, :func:`timbre.models.dsp.partial_numbers`; sums to one over audible ones),
             ``noise_magnitudes`` ``[batch, control_frames, n_noise_bands]``, with
             ``control_frames = frames * hop_length // control_hop``; ``deviation_cents``
             ``[batch, control_frames]`` (zeros when the bend is disabled; its loudness-weighted
@@ -240,9 +262,12 @@ class HarmonicNoiseDecoder(nn.Module):
         else:
             deviation = torch.zeros_like(amplitude[..., 0])
 
-        top_ratio = dsp.harmonic_ratios(self.n_harmonics, inharmonicity) * dsp.cents_to_ratio(
-            torch.tensor(self.pitch_deviation_cents, dtype=torch.float64)
-        )
+        if self.n_subharmonics:
+            raw_subharmonics = parts[-1] + _SUBHARMONIC_BIAS
+            raw_distribution = torch.cat([raw_distribution, raw_subharmonics], dim=-1)[..., self.partial_order]
+        top_ratio = dsp.harmonic_ratios(
+            self.n_harmonics, inharmonicity, n_subharmonics=self.n_subharmonics
+        ) * dsp.cents_to_ratio(torch.tensor(self.pitch_deviation_cents, dtype=torch.float64))
         audible = (dsp.midi_to_hz(pitch).double()[:, None] * top_ratio < self.sample_rate / 2).to(z.dtype)
         distribution = dsp.exp_sigmoid(raw_distribution) * audible[:, None, :]
         controls.update(
@@ -261,10 +286,12 @@ class HarmonicNoiseDecoder(nn.Module):
         harmonic_amplitudes = controls["amplitude"] * controls["harmonic_distribution"]
         dtype = harmonic_amplitudes.dtype
         f0_hz = dsp.midi_to_hz(pitch).to(dtype)
-        if self.pitch_deviation_cents or self.max_inharmonicity:
+        if self.pitch_deviation_cents or self.max_inharmonicity or self.n_subharmonics:
             f0_frames = f0_hz[:, None] * dsp.cents_to_ratio(controls["deviation_cents"])
             ratios = dsp.harmonic_ratios(
-                self.n_harmonics, controls["inharmonicity"] if self.max_inharmonicity else None
+                self.n_harmonics,
+                controls["inharmonicity"] if self.max_inharmonicity else None,
+                n_subharmonics=self.n_subharmonics,
             )
             # Partials silent at every pitch of the batch cost nothing: most notes use a fraction.
             n_used = int((controls["harmonic_distribution"].detach().amax(dim=(0, 1)) > 0).nonzero().max()) + 1
@@ -364,6 +391,8 @@ class HarmonicNoiseDecoder(nn.Module):
         if self.partial_loss_weight:
             # Where the target's partials are: its measured pitch (the MIDI pitch where the contour
             # is not trusted) and the predicted stiffness; the same places are read on the output.
+            # Whole-number partials only: half-way between two of them a low note's level reads
+            # its neighbours' leakage, and the STFT and mel losses see the octave below anyway.
             with torch.no_grad():
                 f0_frames = dsp.midi_to_hz(pitch).to(audio.dtype)[:, None] * dsp.cents_to_ratio(measured_cents)
                 ratios = dsp.harmonic_ratios(self.n_harmonics, controls["inharmonicity"].detach()).to(audio.dtype)

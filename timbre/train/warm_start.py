@@ -1,15 +1,18 @@
 """Starting a new training run from a trained autoencoder's weights (``trainer.init_from``).
 
-The new model may be the trained one with a wider embedding (``latent_dim``) and more inputs to
-the encoder's bottleneck (``bottleneck_inputs="mel"``); everything else must match. The new model
-then computes exactly what the trained one did, and training goes on from there instead of from
-scratch:
+The new model may be the trained one with a wider embedding (``latent_dim``), more inputs to
+the encoder's bottleneck (``bottleneck_inputs="mel"``) and more synthesis controls at the end of
+the decoder's output convolution (``n_subharmonics``); everything else must match. The new model
+then computes what the trained one did (exactly, or ~100 dB under the note for new partials), and
+training goes on from there instead of from scratch:
 
 - the bottleneck's old output channels keep their weights and ignore the new inputs (zero
   weights); its new output channels keep their fresh random initialisation;
 - the decoder's first convolution reads the new embedding channels with zero weights, so they
   change nothing until training gives them a use (their gradient is not zero: the new channels
-  are not).
+  are not);
+- the decoder's new output channels start at zero (weights and bias): the decoder's own offset
+  for those controls keeps them quiet until training gives them a use.
 
 Only weights are taken: the optimizer, step and schedule start afresh.
 """
@@ -24,6 +27,7 @@ from timbre.errors import CheckpointError
 _BOTTLENECK_WEIGHT = "encoder.bottleneck.weight"
 _BOTTLENECK_BIAS = "encoder.bottleneck.bias"
 _DECODER_INPUT_WEIGHT = "decoder.input.weight"
+_DECODER_OUTPUT = ("decoder.output.weight", "decoder.output.bias")
 
 
 def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str) -> dict[str, torch.Tensor]:
@@ -66,10 +70,15 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
             tensor[:, :old_latent] = old[:, :old_latent]
             tensor[:, old_latent:new_latent] = 0.0
             tensor[:, new_latent:] = old[:, old_latent:]
+        elif name in _DECODER_OUTPUT and tensor.shape[1:] == old.shape[1:] and tensor.shape[0] > old.shape[0]:
+            # Controls are split in order [amplitude, harmonics, noise, bend, new ...]: new ones last.
+            tensor.zero_()
+            tensor[: old.shape[0]] = old
         else:
             raise CheckpointError(
                 f"{origin}: cannot start from these weights: {name} has shape {tuple(old.shape)} there and "
-                f"{tuple(tensor.shape)} here; only the embedding width and the bottleneck's inputs may grow"
+                f"{tuple(tensor.shape)} here; only the embedding width, the bottleneck's inputs and the "
+                "decoder's output controls may grow"
             )
     return target
 
