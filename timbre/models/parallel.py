@@ -42,9 +42,11 @@ _NOISE_BIAS = -5.0
 # inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
-# Half-integer partials start ~100 dB under the note (exp_sigmoid(-5) ~ 2e-5 of a distribution
-# summing to one), so a model warm-started with them sounds as it did, yet they still learn.
-_SUBHARMONIC_BIAS = -5.0
+# Half-integer partials start ~45 dB under a partial of raw weight one (exp_sigmoid(-2.5) ~ 5e-3),
+# so a model warm-started with them sounds almost as it did. Not quieter: at -100 dB (tried, the
+# noise filters' bias) they sit under the noise floor, their gradient's sign follows the noise's
+# phase, and 750 steps moved their weights by 0.03.
+_SUBHARMONIC_BIAS = -2.5
 # Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
 _MEDIAN_FLOOR = 0.01
 

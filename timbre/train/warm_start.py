@@ -3,7 +3,7 @@
 The new model may be the trained one with a wider embedding (``latent_dim``), more inputs to
 the encoder's bottleneck (``bottleneck_inputs="mel"``) and more synthesis controls at the end of
 the decoder's output convolution (``n_subharmonics``); everything else must match. The new model
-then computes what the trained one did (exactly, or ~100 dB under the note for new partials), and
+then computes what the trained one did (exactly, or with new partials ~40 dB under the old), and
 training goes on from there instead of from scratch:
 
 - the bottleneck's old output channels keep their weights and ignore the new inputs (zero
