@@ -89,9 +89,9 @@ def test_a_decoder_gaining_subharmonics_sounds_as_before_and_learns_them():
         z = trained.encode(audio)
         before = trained.decoder(z, pitch, 4096, generator=torch.Generator().manual_seed(3))
         after = grown.decoder(z, pitch, 4096, generator=torch.Generator().manual_seed(3))
-    # The octave below starts ~40 dB under the note's partials: nearly the same sound.
+    # The octave below starts ~25 dB under the note (loud enough to be learned): nearly the same sound.
     difference_db = 10 * torch.log10(((after - before) ** 2).sum() / (before**2).sum())
-    assert difference_db < -35.0
+    assert difference_db < -20.0
 
     grown.train()
     loss, _ = grown.training_loss({"audio": audio, "pitch": pitch})

@@ -42,11 +42,12 @@ _NOISE_BIAS = -5.0
 # inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
-# Half-integer partials start ~45 dB under a partial of raw weight one (exp_sigmoid(-2.5) ~ 5e-3),
-# so a model warm-started with them sounds almost as it did. Not quieter: at -100 dB (tried, the
-# noise filters' bias) they sit under the noise floor, their gradient's sign follows the noise's
-# phase, and 750 steps moved their weights by 0.03.
-_SUBHARMONIC_BIAS = -2.5
+# Half-integer partials start ~28 dB under a partial of raw weight one (exp_sigmoid(-1.5) ~ 0.04):
+# loud enough for the losses to see them. Quieter starts were tried from version 4: at -100 dB
+# (the noise filters' bias) and at -45 dB the many notes without an octave below pushed them
+# down through shared features, drawbar organs' too (-90 to -100 dB under partial 1 by step 750),
+# and there the noise around them decides the sign of their gradient: they never came back.
+_SUBHARMONIC_BIAS = -1.5
 # Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
 _MEDIAN_FLOOR = 0.01
 
