@@ -229,9 +229,6 @@ def test_subharmonics_sound_the_octave_below_sorted_among_the_harmonics() -> Non
     assert distribution.shape == (2, 16, 20)
     # At 2637 Hz: partials 0.5 to 3 sound (7.9 kHz); 3.5 (9.2 kHz) and up are silenced.
     assert (distribution[1, :, :6] > 0).all() and (distribution[1, :, 6:] == 0).all()
-    # Warm-start offset: an untrained half-integer partial is ~20 dB under a whole one (0.1).
-    sorted_half = [i for i, k in enumerate(dsp.partial_numbers(16, 4).tolist()) if k % 1]
-    assert distribution[0, :, sorted_half].amax() < 0.15 * distribution[0].amax()
 
     # Only the 0.5 partial open (every other partial and the noise shut): the note sounds at 110 Hz.
     with torch.no_grad():

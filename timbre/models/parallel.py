@@ -42,12 +42,6 @@ _NOISE_BIAS = -5.0
 # inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
-# Half-integer partials start ~28 dB under a partial of raw weight one (exp_sigmoid(-1.5) ~ 0.04):
-# loud enough for the losses to see them. Quieter starts were tried from version 4: at -100 dB
-# (the noise filters' bias) and at -45 dB the many notes without an octave below pushed them
-# down through shared features, drawbar organs' too (-90 to -100 dB under partial 1 by step 750),
-# and there the noise around them decides the sign of their gradient: they never came back.
-_SUBHARMONIC_BIAS = -1.5
 # Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
 _MEDIAN_FLOOR = 0.01
 
@@ -266,8 +260,13 @@ class HarmonicNoiseDecoder(nn.Module):
             deviation = torch.zeros_like(amplitude[..., 0])
 
         if self.n_subharmonics:
-            raw_subharmonics = parts[-1] + _SUBHARMONIC_BIAS
-            raw_distribution = torch.cat([raw_distribution, raw_subharmonics], dim=-1)[..., self.partial_order]
+            # No offset: half-integer partials start as loud as any untrained partial. Quieter starts
+            # were tried from version 4 (-100, -45, -28 dB): within 250 steps the many notes without
+            # an octave below pushed them down through shared features, drawbar organs' too (to -85
+            # to -100 dB under partial 1), where the noise around them then set the sign of their
+            # gradient and they never came back. Loud, each note's own pull counts while the network
+            # learns which notes have them.
+            raw_distribution = torch.cat([raw_distribution, parts[-1]], dim=-1)[..., self.partial_order]
         top_ratio = dsp.harmonic_ratios(
             self.n_harmonics, inharmonicity, n_subharmonics=self.n_subharmonics
         ) * dsp.cents_to_ratio(torch.tensor(self.pitch_deviation_cents, dtype=torch.float64))

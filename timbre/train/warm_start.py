@@ -3,16 +3,16 @@
 The new model may be the trained one with a wider embedding (``latent_dim``), more inputs to
 the encoder's bottleneck (``bottleneck_inputs="mel"``) and more synthesis controls at the end of
 the decoder's output convolution (``n_subharmonics``); everything else must match. The new model
-then computes what the trained one did (exactly, or with new partials ~25 dB under the old), and
-training goes on from there instead of from scratch:
+then computes what the trained one did (exactly, but for what new controls add), and training
+goes on from there instead of from scratch:
 
 - the bottleneck's old output channels keep their weights and ignore the new inputs (zero
   weights); its new output channels keep their fresh random initialisation;
 - the decoder's first convolution reads the new embedding channels with zero weights, so they
   change nothing until training gives them a use (their gradient is not zero: the new channels
   are not);
-- the decoder's new output channels start at zero (weights and bias): the decoder's own offset
-  for those controls starts them quiet (new partials ~25 dB down) until training gives them a use.
+- the decoder's new output channels start at zero (weights and bias), what an untrained control
+  reads: new partials sound as loud as an untrained partial (why: ``timbre.models.parallel``).
 
 Only weights are taken: the optimizer, step and schedule start afresh.
 """
