@@ -351,3 +351,32 @@ def test_partial_loss_tells_a_clarinet_profile_from_a_smooth_one() -> None:
     assert error[..., 0::2].mean() < 0.1  # the odd ones agree within 2 dB
     error.mean().backward()
     assert smooth.grad is not None and smooth.grad.abs().sum() > 0
+
+
+def test_partial_loss_hears_the_octave_below_only_with_subharmonics() -> None:
+    """A drawbar-like target (a loud partial at half the pitch) costs more than the same tone without
+    it, to a decoder whose half-integer partials are shut, and costs the same to one without them."""
+    torch.manual_seed(0)
+    settings = dict(hidden_channels=32, n_harmonics=16, n_noise_bands=17, fft_sizes=(512, 128), partial_loss_weight=1.0)
+    plain = HarmonicNoiseDecoder(**settings)
+    with_octave_below = HarmonicNoiseDecoder(**settings, n_subharmonics=2)
+    with_octave_below.load_state_dict(
+        {key: value for key, value in plain.state_dict().items() if not key.startswith("output.")}, strict=False
+    )
+    with torch.no_grad():
+        with_octave_below.output.weight[:-2] = plain.output.weight
+        with_octave_below.output.bias[:-2] = plain.output.bias
+        with_octave_below.output.weight[-2:] = 0.0
+        with_octave_below.output.bias[-2:] = -30.0  # shut
+    t = torch.arange(8192) / SAMPLE_RATE
+    f0 = dsp.midi_to_hz(57.0)
+    tone = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 9)) * 0.2
+    drawbar = tone + 0.2 * torch.sin(math.pi * f0 * t)
+    z, pitch = torch.randn(1, 16, 16), torch.tensor([57])
+
+    def partial_error(decoder: HarmonicNoiseDecoder, target: torch.Tensor) -> float:
+        torch.manual_seed(1)  # the same output noise for every call
+        return decoder.reconstruction_loss(target[None], z, pitch)[1]["partials"]
+
+    assert partial_error(plain, drawbar) == pytest.approx(partial_error(plain, tone), abs=0.02)
+    assert partial_error(with_octave_below, drawbar) > partial_error(with_octave_below, tone) + 0.05

@@ -260,12 +260,11 @@ class HarmonicNoiseDecoder(nn.Module):
             deviation = torch.zeros_like(amplitude[..., 0])
 
         if self.n_subharmonics:
-            # No offset: half-integer partials start as loud as any untrained partial. Quieter starts
-            # were tried from version 4 (-100, -45, -28 dB): within 250 steps the many notes without
-            # an octave below pushed them down through shared features, drawbar organs' too (to -85
-            # to -100 dB under partial 1), where the noise around them then set the sign of their
-            # gradient and they never came back. Loud, each note's own pull counts while the network
-            # learns which notes have them.
+            # Trained from version 4 with the STFT and mel losses alone, half-integer partials did not
+            # survive, whether they started 100, 45 or 28 dB under partial 1 or as loud as it: within
+            # 250 steps the many notes without an octave below pushed them down through shared
+            # features, drawbar organs' too (to -85 to -100 dB under partial 1), where the noise
+            # around them then set the sign of their gradient. The partial loss reads them too.
             raw_distribution = torch.cat([raw_distribution, parts[-1]], dim=-1)[..., self.partial_order]
         top_ratio = dsp.harmonic_ratios(
             self.n_harmonics, inharmonicity, n_subharmonics=self.n_subharmonics
@@ -393,14 +392,25 @@ class HarmonicNoiseDecoder(nn.Module):
         if self.partial_loss_weight:
             # Where the target's partials are: its measured pitch (the MIDI pitch where the contour
             # is not trusted) and the predicted stiffness; the same places are read on the output.
-            # Whole-number partials only: half-way between two of them a low note's level reads
-            # its neighbours' leakage, and the STFT and mel losses see the octave below anyway.
             with torch.no_grad():
                 f0_frames = dsp.midi_to_hz(pitch).to(audio.dtype)[:, None] * dsp.cents_to_ratio(measured_cents)
                 ratios = dsp.harmonic_ratios(self.n_harmonics, controls["inharmonicity"].detach()).to(audio.dtype)
-                partial_hz = f0_frames[..., None] * ratios[:, None, :]
-            predicted_levels = partial_levels(prediction, partial_hz, self.control_hop, self.sample_rate)
-            target_levels = partial_levels(audio, partial_hz, self.control_hop, self.sample_rate)
+                partial_hz = [f0_frames[..., None] * ratios[:, None, :]]
+                if self.n_subharmonics:
+                    # Half-integer partials, read apart from the whole ones: each set's search reach is
+                    # a quarter of its first partial, so these never reach the whole partials beside them.
+                    # Only this loss pulls them up with the same force however quiet they are (dB); the
+                    # STFT and mel losses lose them under the noise (see controls()).
+                    half = dsp.harmonic_ratios(
+                        0, controls["inharmonicity"].detach(), n_subharmonics=self.n_subharmonics
+                    )
+                    partial_hz.append(f0_frames[..., None] * half.to(audio.dtype)[:, None, :])
+            predicted_levels = torch.cat(
+                [partial_levels(prediction, hz, self.control_hop, self.sample_rate) for hz in partial_hz], dim=-1
+            )
+            target_levels = torch.cat(
+                [partial_levels(audio, hz, self.control_hop, self.sample_rate) for hz in partial_hz], dim=-1
+            )
             # Entries where both sit on the floor (silence, absent partials) are not counted.
             counted = torch.maximum(predicted_levels, target_levels).detach() > FLOOR_LEVEL
             partial_error = ((predicted_levels - target_levels).abs() * counted).sum() / counted.sum().clamp(min=1)
