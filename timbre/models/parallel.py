@@ -203,6 +203,34 @@ class HarmonicNoiseDecoder(nn.Module):
         self._stft_loss: MultiResolutionSTFTLoss | None = None
         self._mel_loss: MelDecibelLoss | None = None
 
+    def control_features(self, z: Tensor, pitch: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The network's features, before the output convolution turns them into controls.
+
+        Args:
+            z: ``[batch, latent_dim, frames]`` embedding.
+            pitch: ``[batch]`` MIDI pitches (integers in ``[0, n_pitches)``).
+
+        Returns:
+            ``[batch, hidden_channels, control_frames]`` features at the control rate, and the
+            per-note controls' raw values ``[batch, n_note_controls]`` (``None`` without any).
+        """
+        assert z.ndim == 3 and z.shape[1] == self.latent_dim, (
+            f"z must be [batch, {self.latent_dim}, frames], got {tuple(z.shape)}"
+        )
+        assert pitch.shape == (z.shape[0],), f"pitch must be [batch={z.shape[0]}], got {tuple(pitch.shape)}"
+        n_frames = z.shape[-1]
+        pitch_features = torch.cat([self.pitch_embedding(pitch), ((pitch.to(z.dtype) - 64.0) / 64.0)[:, None]], dim=-1)
+        x = torch.cat([z, pitch_features[:, :, None].expand(-1, -1, n_frames)], dim=1)
+        x = self.frame_blocks(self.input(x))
+        note = None
+        if self.note_output is not None and self.note_attention is not None:
+            attention = torch.softmax(self.note_attention(x), dim=-1)  # [batch, 1, frames]
+            note = self.note_output((x * attention).sum(dim=-1))
+        upsampling = self.hop_length // self.control_hop
+        if upsampling > 1:
+            x = F.interpolate(x, scale_factor=upsampling, mode="linear", align_corners=False)
+        return self.control_blocks(x), note
+
     def controls(self, z: Tensor, pitch: Tensor) -> dict[str, Tensor]:
         """Synthesis controls at hop ``control_hop`` and per note.
 
@@ -220,22 +248,8 @@ class HarmonicNoiseDecoder(nn.Module):
             median is zero), ``inharmonicity`` ``[batch]`` (zeros when disabled), and when the
             reverb is on ``reverb_gain`` and ``reverb_decay`` (seconds), each ``[batch, reverb_bands]``.
         """
-        assert z.ndim == 3 and z.shape[1] == self.latent_dim, (
-            f"z must be [batch, {self.latent_dim}, frames], got {tuple(z.shape)}"
-        )
-        assert pitch.shape == (z.shape[0],), f"pitch must be [batch={z.shape[0]}], got {tuple(pitch.shape)}"
-        n_frames = z.shape[-1]
-        pitch_features = torch.cat([self.pitch_embedding(pitch), ((pitch.to(z.dtype) - 64.0) / 64.0)[:, None]], dim=-1)
-        x = torch.cat([z, pitch_features[:, :, None].expand(-1, -1, n_frames)], dim=1)
-        x = self.frame_blocks(self.input(x))
-        note = None
-        if self.note_output is not None and self.note_attention is not None:
-            attention = torch.softmax(self.note_attention(x), dim=-1)  # [batch, 1, frames]
-            note = self.note_output((x * attention).sum(dim=-1))
-        upsampling = self.hop_length // self.control_hop
-        if upsampling > 1:
-            x = F.interpolate(x, scale_factor=upsampling, mode="linear", align_corners=False)
-        raw = self.output(self.control_blocks(x)).transpose(1, 2)  # [batch, control_frames, channels]
+        features, note = self.control_features(z, pitch)
+        raw = self.output(features).transpose(1, 2)  # [batch, control_frames, channels]
         parts = raw.split(self._control_split, dim=-1)
         raw_amplitude, raw_distribution, raw_noise = parts[:3]
         amplitude = dsp.exp_sigmoid(raw_amplitude)

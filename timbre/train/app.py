@@ -292,6 +292,12 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
             from timbre.train.warm_start import warm_start
 
             warm_source = warm_start(model, settings.init_from)
+            if settings.fit_new_partials:
+                from timbre.train.fit_new_partials import fit_half_integer_partials
+
+                fitted = fit_half_integer_partials(model, data.train, settings.fit_new_partials, seed=settings.seed)
+                if context.is_main:
+                    print(f"timbre-train: {fitted}", flush=True)
         if context.is_main:
             _claim_config(run_dir, config, resuming=resume_state is not None)
             parameters = sum(p.numel() for p in model.parameters())

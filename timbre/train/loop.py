@@ -55,6 +55,7 @@ class TrainerSettings:
     device: str = "auto"
     resume: str | None = None
     init_from: str | None = None
+    fit_new_partials: int = 0
     progress: bool = True
 
     @classmethod
@@ -96,8 +97,10 @@ class TrainerSettings:
             raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError("trainer.device=cuda but no CUDA device is available")
-        if self.num_workers < 0 or self.valid_batches < 0 or self.keep_checkpoints < 0:
-            raise ConfigError("trainer.num_workers, valid_batches and keep_checkpoints must be >= 0")
+        if self.num_workers < 0 or self.valid_batches < 0 or self.keep_checkpoints < 0 or self.fit_new_partials < 0:
+            raise ConfigError("trainer.num_workers, valid_batches, keep_checkpoints and fit_new_partials must be >= 0")
+        if self.fit_new_partials and not self.init_from:
+            raise ConfigError("trainer.fit_new_partials fits what trainer.init_from's weights lack: set init_from")
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
