@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from timbre.data import SizedDataset
 from timbre.errors import ConfigError
 from timbre.models import dsp
+from timbre.models.autoencoder import Autoencoder
 from timbre.models.parallel import HarmonicNoiseDecoder
 from timbre.models.partial_levels import partial_levels
 
@@ -59,9 +60,13 @@ def fit_half_integer_partials(
     Raises:
         ConfigError: when the decoder has no half-integer partials.
     """
-    decoder = getattr(model, "decoder", None)
-    if not isinstance(decoder, HarmonicNoiseDecoder) or decoder.n_subharmonics == 0:
+    if not (
+        isinstance(model, Autoencoder)
+        and isinstance(model.decoder, HarmonicNoiseDecoder)
+        and model.decoder.n_subharmonics
+    ):
         raise ConfigError("trainer.fit_new_partials needs a harmonic-plus-noise decoder with n_subharmonics > 0")
+    decoder = model.decoder
     n_sub = decoder.n_subharmonics
     is_half = dsp.partial_numbers(decoder.n_harmonics, n_sub) % 1 != 0
     was_training = model.training
@@ -96,7 +101,9 @@ def fit_half_integer_partials(
     solution = torch.linalg.solve(gram + penalty, design.T @ y)  # [channels + 1, n_sub]
     explained = 1.0 - ((design @ solution - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp(min=1e-12)
     decoder.output.weight[-n_sub:, :, 0] = solution[:-1].T.to(decoder.output.weight.dtype)
-    decoder.output.bias[-n_sub:] = solution[-1].to(decoder.output.bias.dtype)
+    bias = decoder.output.bias
+    assert bias is not None  # a Conv1d made with its bias
+    bias[-n_sub:] = solution[-1].to(bias.dtype)
     return (
         f"half-integer partials fitted on {len(order)} crops ({len(x):,} sounding frames): "
         f"the rows explain {100 * float(explained):.0f}% of the wanted controls' variance"
