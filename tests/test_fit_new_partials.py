@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 
 import pytest
 import torch
@@ -38,24 +39,31 @@ def octave_below_db(model: torch.nn.Module, audio: torch.Tensor, pitch: int) -> 
     return 20 * math.log10(float(distribution[0, :, 0].mean() / distribution[0, :, 1].mean()))
 
 
+def grown_default_model() -> torch.nn.Module:
+    """Version 4 of the default model grown by two half-integer partials, their output rows at zero."""
+    spec, weights, path = load_base("fast-v4")
+    spec = copy.deepcopy(spec)
+    spec["settings"]["decoder"]["n_subharmonics"] = 2
+    model = model_from_spec(spec)
+    model.load_state_dict(widened_state(model, weights, path))
+    return model
+
+
 def test_inverse_exp_sigmoid_inverts_it():
     x = torch.linspace(-4, 4, 9, dtype=torch.float64)
     torch.testing.assert_close(inverse_exp_sigmoid(dsp.exp_sigmoid(x)), x)
 
 
 def test_fitted_rows_give_the_octave_below_to_the_notes_that_have_one():
-    # The default model grown by two half-integer partials, their output rows at zero.
-    spec, weights, path = load_base("fast-v4")
-    spec = copy.deepcopy(spec)
-    spec["settings"]["decoder"]["n_subharmonics"] = 2
-    model = model_from_spec(spec)
-    model.load_state_dict(widened_state(model, weights, path))
+    model = grown_default_model()
     pitches = [50, 52, 55, 57, 59, 60, 62, 64]
     dataset = [{"audio": tone(p, below), "pitch": torch.tensor(p)} for p in pitches for below in (False, True)]
     organ, plain = tone(58, True), tone(58, False)
     assert octave_below_db(model, organ, 58) == pytest.approx(octave_below_db(model, plain, 58), abs=3.0)
 
     summary = fit_half_integer_partials(model, dataset, n_examples=len(dataset), batch_size=4)
+    with pytest.raises(ConfigError, match="not the zeros a warm start leaves"):
+        fit_half_integer_partials(model, dataset, n_examples=4)  # would overwrite the fitted rows
     assert summary.startswith("half-integer partials fitted on 16 crops")
     assert model.training  # left as it was
     # An unseen pitch: the tone with an octave below gets it, about 6 dB over partial 1 as in the
@@ -71,3 +79,18 @@ def test_fitting_needs_half_integer_partials_and_a_warm_start():
         TrainerSettings.from_config({"fit_new_partials": 16})
     with pytest.raises(ConfigError, match="fit_new_partials must be >= 0"):
         TrainerSettings.from_config({"fit_new_partials": -1, "init_from": "fast-v4"})
+
+
+def test_silent_frames_are_left_out_of_the_fit():
+    model = grown_default_model()
+    half_silent = [
+        {"audio": torch.cat([tone(pitch, True, 4096), torch.zeros(4096)]), "pitch": torch.tensor(pitch)}
+        for pitch in (50, 55, 60, 65)
+    ]
+    summary = fit_half_integer_partials(model, half_silent, n_examples=4)
+    found = re.search(r"\(([\d,]+) sounding frames\)", summary)
+    assert found is not None, summary
+    frames = int(found.group(1).replace(",", ""))
+    # 64 control frames a crop, 32 of them sounding, and up to 8 more that the 2,048-sample
+    # analysis window still hears the note in; silent ones counted too would make 256.
+    assert 4 * 32 <= frames <= 4 * 40

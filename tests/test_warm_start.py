@@ -109,6 +109,14 @@ def test_a_model_that_differs_in_more_than_the_embedding_is_refused():
     narrow_hidden = small_autoencoder(latent_dim=12, bottleneck_inputs="mel", hidden=32)
     with pytest.raises(CheckpointError, match=r"trained\.pt: .*decoder\.\S+ has shape .*only the embedding"):
         widened_state(narrow_hidden, trained_like(latent_dim=4).state_dict(), "trained.pt")
+    more_harmonics = small_autoencoder(latent_dim=4)
+    more_harmonics.decoder = HarmonicNoiseDecoder(
+        latent_dim=4, hidden_channels=24, n_harmonics=20, n_noise_bands=17, n_frame_blocks=2, n_control_blocks=1,
+        pitch_deviation_cents=50.0, max_inharmonicity=0.01, reverb_seconds=0.05,
+    )  # fmt: skip
+    # Its output grows too, but by harmonics, not half-integer partials: the rows would land wrong.
+    with pytest.raises(CheckpointError, match=r"decoder\.output\.weight has shape"):
+        widened_state(more_harmonics, trained_like(latent_dim=4).state_dict(), "trained.pt")
     with pytest.raises(CheckpointError, match="differ in more than the embedding"):
         widened_state(small_autoencoder(latent_dim=4), {"decoder.input.weight": torch.zeros(1)}, "other.pt")
 

@@ -274,11 +274,10 @@ class HarmonicNoiseDecoder(nn.Module):
             deviation = torch.zeros_like(amplitude[..., 0])
 
         if self.n_subharmonics:
-            # Trained from version 4 with the STFT and mel losses alone, half-integer partials did not
-            # survive, whether they started 100, 45 or 28 dB under partial 1 or as loud as it: within
-            # 250 steps the many notes without an octave below pushed them down through shared
-            # features, drawbar organs' too (to -85 to -100 dB under partial 1), where the noise
-            # around them then set the sign of their gradient. The partial loss reads them too.
+            # The half-integer partials' controls are the output's last channels: sorted in among
+            # the whole partials by frequency. A decoder that gains them from a trained one should
+            # have them fitted to data first (timbre.train.fit_new_partials: trained from one level,
+            # they fell under the noise for every note).
             raw_distribution = torch.cat([raw_distribution, parts[-1]], dim=-1)[..., self.partial_order]
         top_ratio = dsp.harmonic_ratios(
             self.n_harmonics, inharmonicity, n_subharmonics=self.n_subharmonics
@@ -413,8 +412,7 @@ class HarmonicNoiseDecoder(nn.Module):
                 if self.n_subharmonics:
                     # Half-integer partials, read apart from the whole ones: each set's search reach is
                     # a quarter of its first partial, so these never reach the whole partials beside them.
-                    # Only this loss pulls them up with the same force however quiet they are (dB); the
-                    # STFT and mel losses lose them under the noise (see controls()).
+                    # Compared in dB, a quiet partial's error counts as much as a loud one's.
                     half = dsp.harmonic_ratios(
                         0, controls["inharmonicity"].detach(), n_subharmonics=self.n_subharmonics
                     )

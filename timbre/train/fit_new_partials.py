@@ -24,7 +24,7 @@ from timbre.errors import ConfigError
 from timbre.models import dsp
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.parallel import HarmonicNoiseDecoder
-from timbre.models.partial_levels import partial_levels
+from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
 
 # Control values are fitted within these bounds: exp_sigmoid(-4) is ~80 dB under a control of 0,
 # where the octave below is absent; +4 is near the control's ceiling.
@@ -58,7 +58,8 @@ def fit_half_integer_partials(
         the fitted rows explain.
 
     Raises:
-        ConfigError: when the decoder has no half-integer partials.
+        ConfigError: when the decoder has no half-integer partials, or their rows are not the
+            zeros a warm start leaves (they would be trained ones, overwritten).
     """
     if not (
         isinstance(model, Autoencoder)
@@ -68,6 +69,12 @@ def fit_half_integer_partials(
         raise ConfigError("trainer.fit_new_partials needs a harmonic-plus-noise decoder with n_subharmonics > 0")
     decoder = model.decoder
     n_sub = decoder.n_subharmonics
+    new_rows = decoder.output.weight[-n_sub:]
+    if new_rows.abs().amax() > 0 or (decoder.output.bias is not None and decoder.output.bias[-n_sub:].abs().amax() > 0):
+        raise ConfigError(
+            "trainer.fit_new_partials: the half-integer partials' output rows are not the zeros a warm start "
+            "leaves new rows at (trainer.init_from has them already?): drop trainer.fit_new_partials"
+        )
     is_half = dsp.partial_numbers(decoder.n_harmonics, n_sub) % 1 != 0
     was_training = model.training
     model.eval()
@@ -94,9 +101,9 @@ def fit_half_integer_partials(
     y = torch.cat(targets).double()
     if len(x) == 0:
         raise ConfigError(f"trainer.fit_new_partials: none of the {len(order)} crops drawn has a sounding frame")
-    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], dim=1)
+    design = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
     gram = design.T @ design
-    penalty = ridge * gram.diagonal()[:-1].mean() * torch.eye(len(gram), dtype=x.dtype)
+    penalty = ridge * gram.diagonal()[:-1].mean() * torch.eye(len(gram), dtype=x.dtype, device=x.device)
     penalty[-1, -1] = 0.0  # the bias is not penalised
     solution = torch.linalg.solve(gram + penalty, design.T @ y)  # [channels + 1, n_sub]
     explained = 1.0 - ((design @ solution - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp(min=1e-12)
@@ -122,8 +129,13 @@ def _half_integer_shares(
     f0 = dsp.midi_to_hz(pitch).to(audio.dtype)[:, None, None].expand(-1, n_frames, 1)
     whole_hz = f0 * dsp.harmonic_ratios(decoder.n_harmonics, None).to(audio.dtype)
     half_hz = f0 * dsp.harmonic_ratios(0, None, n_subharmonics=decoder.n_subharmonics).to(audio.dtype)
-    audible = (whole_hz < decoder.sample_rate / 2).to(audio.dtype)
-    whole = 10.0 ** partial_levels(audio, whole_hz, decoder.control_hop, decoder.sample_rate) * audible
-    half = 10.0 ** partial_levels(audio, half_hz, decoder.control_hop, decoder.sample_rate)
+    whole = _amplitudes(partial_levels(audio, whole_hz, decoder.control_hop, decoder.sample_rate))
+    half = _amplitudes(partial_levels(audio, half_hz, decoder.control_hop, decoder.sample_rate))
     total = whole.sum(-1, keepdim=True)
     return half / total.clamp(min=1e-12), total[..., 0] > _SOUNDING
+
+
+def _amplitudes(levels: Tensor) -> Tensor:
+    """Linear amplitudes of :func:`partial_levels`' log10 levels; the floor (silence, partials
+    above Nyquist) reads 0, not 1e-4, or 64 silent partials would add up to a sounding frame."""
+    return torch.where(levels > FLOOR_LEVEL, 10.0**levels, torch.zeros_like(levels))

@@ -11,8 +11,10 @@ goes on from there instead of from scratch:
 - the decoder's first convolution reads the new embedding channels with zero weights, so they
   change nothing until training gives them a use (their gradient is not zero: the new channels
   are not);
-- the decoder's new output channels start at zero (weights and bias), what an untrained control
-  reads: new partials sound as loud as an untrained partial (why: ``timbre.models.parallel``).
+- the decoder's new output channels (its ``n_subharmonics`` half-integer partials, and nothing
+  else) start at zero, weights and bias: each new partial as loud as an untrained one, the same for
+  every note, until ``trainer.fit_new_partials`` fits them to data
+  (:mod:`timbre.train.fit_new_partials`) or training moves them.
 
 Only weights are taken: the optimizer, step and schedule start afresh.
 """
@@ -70,7 +72,11 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
             tensor[:, :old_latent] = old[:, :old_latent]
             tensor[:, old_latent:new_latent] = 0.0
             tensor[:, new_latent:] = old[:, old_latent:]
-        elif name in _DECODER_OUTPUT and tensor.shape[1:] == old.shape[1:] and tensor.shape[0] > old.shape[0]:
+        elif (
+            name in _DECODER_OUTPUT
+            and tensor.shape[1:] == old.shape[1:]
+            and tensor.shape[0] - old.shape[0] == getattr(getattr(model, "decoder", None), "n_subharmonics", 0) > 0
+        ):
             # Controls are split in order [amplitude, harmonics, noise, bend, new ...]: new ones last.
             tensor.zero_()
             tensor[: old.shape[0]] = old
@@ -78,7 +84,7 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
             raise CheckpointError(
                 f"{origin}: cannot start from these weights: {name} has shape {tuple(old.shape)} there and "
                 f"{tuple(tensor.shape)} here; only the embedding width, the bottleneck's inputs and the "
-                "decoder's output controls may grow"
+                "decoder's half-integer partials (n_subharmonics) may grow"
             )
     return target
 
