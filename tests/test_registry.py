@@ -32,6 +32,7 @@ BUNDLED = {
     "fast-v2": "autoencoder",
     "fast-v3": "autoencoder",
     "fast-v4": "autoencoder",
+    "fast-v5": "autoencoder",
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",

@@ -21,6 +21,9 @@ ALIASES = {
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
     "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), the default in sessions 4-6
     "fast-v4": "fast-v4",  # version 3 trained on with the mel-level loss (see its model card)
+    # Version 4 with partials on the octave below: better identification at the source's pitch,
+    # but transposed far up, embeddings of other instruments grow that octave too (its card).
+    "fast-v5": "fast-v5",
     # The NSynth autoencoder at CPU size with its own encoder; holds no pitch. Named "wavenet-small"
     # until the pitch-clock WaveNet replaced it.
     "wavenet-v1": "wavenet-v1",
