@@ -380,3 +380,68 @@ def test_partial_loss_hears_the_octave_below_only_with_subharmonics() -> None:
 
     assert partial_error(plain, drawbar) == pytest.approx(partial_error(plain, tone), abs=0.02)
     assert partial_error(with_octave_below, drawbar) > partial_error(with_octave_below, tone) + 0.05
+
+
+def transposing_decoder() -> HarmonicNoiseDecoder:
+    """Half-integer partials and the transposition loss; 8 whole partials stay audible up to MIDI 84."""
+    return HarmonicNoiseDecoder(
+        hidden_channels=32,
+        n_harmonics=8,
+        n_noise_bands=17,
+        fft_sizes=(512, 128),
+        n_subharmonics=4,
+        transposition_loss_weight=1.0,
+        transposition_semitones=12,
+    )
+
+
+def test_octave_below_level_is_the_half_integer_partials_against_the_whole_ones() -> None:
+    decoder = transposing_decoder()
+    ratios = dsp.partial_numbers(8, 4)
+    distribution = torch.where(ratios % 1 == 0.5, 0.1 / 4, 0.9 / 8).float()
+    shut = torch.where(ratios % 1 == 0.5, 0.0, 1.0 / 8).float()
+    level = decoder._octave_below_level({"harmonic_distribution": torch.stack([distribution, shut])[None]})
+    assert level[0].tolist() == pytest.approx([math.log10(0.1 / 0.9), -3.0])  # floored 60 dB down
+
+
+def test_transposition_loss_is_zero_for_a_pitch_blind_decoder_and_teaches_a_pitch_aware_one() -> None:
+    """Decoding at another pitch must keep the octave below where it was: a decoder that ignores
+    the pitch does so exactly; a random one does not, and the loss alone brings it there, moving
+    only the decoder (the embedding gets no gradient from it)."""
+    torch.manual_seed(0)
+    z, pitch = torch.randn(2, 16, 16), torch.tensor([48, 72])
+    target = torch.randn(2, 8192) * 0.1
+
+    def transposition_error(decoder: HarmonicNoiseDecoder, embedding: torch.Tensor) -> torch.Tensor:
+        controls = decoder.controls(embedding, pitch)
+        return decoder._transposition_loss(embedding, pitch, controls, torch.Generator().manual_seed(3))
+
+    blind = transposing_decoder()
+    with torch.no_grad():
+        blind.pitch_embedding.weight.zero_()
+        blind.input.weight[:, 16:] = 0.0
+    assert blind.reconstruction_loss(target, z, pitch)[1]["transposed_octave_below"] == pytest.approx(0.0, abs=1e-6)
+
+    aware = transposing_decoder()
+    generator_a, generator_b = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    first = aware.reconstruction_loss(target, z, pitch, generator=generator_a)[1]["transposed_octave_below"]
+    assert first == aware.reconstruction_loss(target, z, pitch, generator=generator_b)[1]["transposed_octave_below"]
+    initial = transposition_error(aware, z).item()
+    assert initial > 0.02
+
+    embedding = z.clone().requires_grad_()
+    transposition_error(aware, embedding).backward()
+    assert embedding.grad is None or embedding.grad.abs().max() == 0
+    optimizer = torch.optim.Adam(aware.parameters(), lr=3e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        transposition_error(aware, z).backward()
+        optimizer.step()
+    assert transposition_error(aware, z).item() < 0.3 * initial
+
+
+def test_transposition_loss_settings_are_checked() -> None:
+    with pytest.raises(ConfigError, match="needs half-integer partials"):
+        HarmonicNoiseDecoder(transposition_loss_weight=1.0)
+    with pytest.raises(ConfigError, match="transposition_semitones=0"):
+        HarmonicNoiseDecoder(n_subharmonics=2, transposition_loss_weight=1.0, transposition_semitones=0)

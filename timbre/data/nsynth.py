@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from timbre.data import DataBundle
+from timbre.data.equalizer import random_equalizer
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_SOURCES
 from timbre.errors import ConfigError, DatasetError
 from timbre.io.audio import SAMPLE_RATE, load_audio
@@ -192,6 +193,10 @@ class NoteDataset(Dataset):
         crop_hop: crop starts are multiples of this many samples.
         silence_db: a crop ends no later than the last sample within this many dB of the note's
             peak (negative); None lets crops reach the end of the note.
+        equalizer_db: largest boost or cut of the random equaliser
+            (:func:`timbre.data.equalizer.random_equalizer`) applied to drawn items; 0 disables it.
+            Never applied with ``deterministic_crops`` (validation).
+        equalizer_probability: chance that a drawn item is equalised.
 
     Raises:
         DatasetError: the split is missing or malformed.
@@ -213,7 +218,14 @@ class NoteDataset(Dataset):
         sample_rate: int = SAMPLE_RATE,
         crop_hop: int = 1,
         silence_db: float | None = -60.0,
+        equalizer_db: float = 0.0,
+        equalizer_probability: float = 0.5,
     ) -> None:
+        if equalizer_db < 0 or not 0.0 <= equalizer_probability <= 1.0:
+            raise ConfigError(
+                f"equalizer_db must be >= 0 and equalizer_probability in [0, 1], got {equalizer_db} "
+                f"and {equalizer_probability}"
+            )
         if crop_samples is not None and crop_samples <= 0:
             raise ConfigError(f"crop_samples must be positive or None, got {crop_samples}")
         if crop_hop <= 0:
@@ -236,6 +248,8 @@ class NoteDataset(Dataset):
         self.sample_rate = sample_rate
         self.crop_hop = crop_hop
         self.silence_db = silence_db
+        self.equalizer_db = 0.0 if deterministic_crops else float(equalizer_db)
+        self.equalizer_probability = float(equalizer_probability)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -253,6 +267,8 @@ class NoteDataset(Dataset):
         audio = load_audio(self.audio_path(index), self.sample_rate)
         if self.crop_samples is not None:
             audio = self._crop(index, audio)
+        if self.equalizer_db and float(torch.rand(())) < self.equalizer_probability:
+            audio = random_equalizer(audio, self.sample_rate, self.equalizer_db)
         return {
             "audio": torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
             "pitch": torch.tensor(int(example["pitch"]), dtype=torch.long),
@@ -298,6 +314,8 @@ def build_note_bundle(
     sample_rate: int = SAMPLE_RATE,
     crop_hop: int = 1,
     silence_db: float | None = -60.0,
+    equalizer_db: float = 0.0,
+    equalizer_probability: float = 0.5,
     **filters: Any,
 ) -> DataBundle:
     """Training and validation notes of an NSynth-layout dataset.
@@ -308,6 +326,8 @@ def build_note_bundle(
         crop_samples: training crop length (random crops); None for whole notes.
         valid_crop_samples: validation crop length (deterministic crops); None means ``crop_samples``.
         seed, sample_rate, crop_hop, silence_db: as in :class:`NoteDataset`.
+        equalizer_db, equalizer_probability: the training notes' random equaliser, as in
+            :class:`NoteDataset` (validation notes are never equalised).
         **filters: ``families``, ``sources``, ``instruments``, ``pitch_range``, ``velocities``,
             applied to both splits.
 
@@ -317,7 +337,14 @@ def build_note_bundle(
         when filtering by training instruments: NSynth splits are instrument-disjoint.
     """
     common = dict(seed=seed, sample_rate=sample_rate, crop_hop=crop_hop, silence_db=silence_db, **filters)
-    train = NoteDataset(root, "train", crop_samples=crop_samples, **common)
+    train = NoteDataset(
+        root,
+        "train",
+        crop_samples=crop_samples,
+        equalizer_db=equalizer_db,
+        equalizer_probability=equalizer_probability,
+        **common,
+    )
     valid = None
     try:
         valid_dir = find_split_dir(root, "valid")
