@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from timbre.errors import ConfigError
 from timbre.models import dsp
-from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
+from timbre.models.partial_levels import FLOOR_LEVEL, PARTIAL_LEVELS_FFT, partial_levels
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
 from timbre.models.spectral_loss import MelDecibelLoss, MultiResolutionSTFTLoss
 
@@ -120,11 +120,11 @@ class HarmonicNoiseDecoder(nn.Module):
             in the harmonic distribution (ascending frequency); 0 disables them. Their controls
             are the output convolution's last channels, so a trained decoder can gain them
             (:mod:`timbre.train.warm_start`).
-        transposition_loss_weight: weight of a target-free loss on the embedding decoded at a
-            random other pitch (up to ``transposition_semitones`` away, within the piano's range):
-            the level of the half-integer partials against the whole ones there, in dB / 20
-            floored 60 dB down, must match the level at the crop's own pitch (held fixed). 0
-            disables it; it needs ``n_subharmonics``.
+        transposition_loss_weight: weight of a loss on the embedding decoded at a random other
+            pitch (up to ``transposition_semitones`` away, within the piano's range): the level
+            of the half-integer partials against the whole ones there, in dB / 20 floored 60 dB
+            down, must match the level measured on the crop's audio. 0 disables it; it needs
+            ``n_subharmonics`` and the partial loss (``partial_loss_weight``), which measures it.
         transposition_semitones: the farthest transposition the loss tries.
     """
 
@@ -174,8 +174,11 @@ class HarmonicNoiseDecoder(nn.Module):
                 f"transposition_loss_weight={transposition_loss_weight} must be >= 0 and "
                 f"transposition_semitones={transposition_semitones} at least 1"
             )
-        if transposition_loss_weight and not n_subharmonics:
-            raise ConfigError("transposition_loss_weight needs half-integer partials (n_subharmonics > 0)")
+        if transposition_loss_weight and not (n_subharmonics and partial_loss_weight):
+            raise ConfigError(
+                "transposition_loss_weight needs half-integer partials (n_subharmonics > 0) and the partial loss "
+                "(partial_loss_weight > 0), which measures the audio's octave below"
+            )
         if reverb_seconds > 0 and reverb_bands < 1:
             raise ConfigError(f"reverb_bands={reverb_bands} must be at least 1")
         self.latent_dim = latent_dim
@@ -468,46 +471,66 @@ class HarmonicNoiseDecoder(nn.Module):
             loss = loss + self.mel_loss_weight * mel_error
             parts["mel"] = mel_error.item()
         if self.transposition_loss_weight:
-            transposition_error = self._transposition_loss(z, pitch, controls, generator)
+            with torch.no_grad():
+                loudness = controls["amplitude"][..., 0]
+                sounding = (loudness > _MEDIAN_FLOOR * loudness.amax(dim=1, keepdim=True)).to(audio.dtype)
+                # Frames whose measuring window reaches past the crop's ends hear the cut as a
+                # click, loud between the partials too: their octave below is not the note's.
+                edge = -(-(PARTIAL_LEVELS_FFT // 2) // self.control_hop)  # frames, rounded up
+                sounding[:, :edge] = 0.0
+                sounding[:, -edge:] = 0.0
+            transposition_error = self._transposition_loss(z, pitch, target_levels, sounding, generator)
             loss = loss + self.transposition_loss_weight * transposition_error
             parts["transposed_octave_below"] = transposition_error.item()
         return loss, parts
 
-    def _octave_below_level(self, controls: dict[str, Tensor]) -> Tensor:
+    def _octave_below_level(self, amplitudes: Tensor) -> Tensor:
         """The half-integer partials' summed amplitude over the whole ones', ``log10`` floored at -3.
 
+        Args:
+            amplitudes: ``[batch, frames, partials]`` partial amplitudes (any common scale), in
+                the order of :func:`timbre.models.dsp.partial_numbers`.
+
         Returns:
-            ``[batch, control_frames]`` from ``controls["harmonic_distribution"]``.
+            ``[batch, frames]``.
         """
-        distribution = controls["harmonic_distribution"]
-        half = (distribution * self.half_integer_partials).sum(dim=-1)
-        whole = (distribution * ~self.half_integer_partials).sum(dim=-1)
+        half = (amplitudes * self.half_integer_partials).sum(dim=-1)
+        whole = (amplitudes * ~self.half_integer_partials).sum(dim=-1)
         return torch.log10(half.clamp(min=1e-7) / whole.clamp(min=1e-7)).clamp(min=_OCTAVE_BELOW_FLOOR)
 
     def _transposition_loss(
-        self, z: Tensor, pitch: Tensor, controls: dict[str, Tensor], generator: torch.Generator | None
+        self,
+        z: Tensor,
+        pitch: Tensor,
+        measured_levels: Tensor,
+        counted: Tensor,
+        generator: torch.Generator | None,
     ) -> Tensor:
-        """Mean |difference| (dB / 20) of the octave below's level, ``z`` decoded at another pitch vs at ``pitch``.
+        """Mean |difference| (dB / 20) between the octave below of ``z`` decoded at another pitch and the audio's.
 
-        Only the decoder learns from it (``z`` and the own-pitch level are held fixed), on the
-        frames where the note sounds at its own pitch.
+        Only the decoder learns from it (``z`` is held fixed). The audio's level, not the
+        decoder's at the crop's own pitch, is the target: against its own level the decoder
+        found it cheapest to drop the octave below everywhere, the organs' with it (measured:
+        their 0.5 partial went from 1 dB under partial 1 to 94 dB under in 250 steps).
 
         Args:
             z: ``[batch, latent_dim, frames]`` the crops' embeddings.
             pitch: ``[batch]`` their MIDI pitches.
-            controls: :meth:`controls` of ``z`` at ``pitch``.
+            measured_levels: ``[batch, control_frames, partials]`` the audio's partial levels
+                (:func:`timbre.models.partial_levels.partial_levels`, log10 amplitude), whole then
+                half-integer partials.
+            counted: ``[batch, control_frames]`` 1 where the note sounds, else 0.
             generator: source of the transpositions; the global one when ``None``.
         """
         reach = self.transposition_semitones
         shift = torch.randint(1, reach + 1, pitch.shape, generator=generator, device=pitch.device)
         sign = torch.randint(0, 2, pitch.shape, generator=generator, device=pitch.device) * 2 - 1
         shifted = (pitch + sign * shift).clamp(_LOWEST_TRANSPOSED, _HIGHEST_TRANSPOSED)
-        transposed = self.controls(z.detach(), shifted)
+        transposed = self.controls(z.detach(), shifted)["harmonic_distribution"]
         with torch.no_grad():
-            own_level = self._octave_below_level(controls)
-            loudness = controls["amplitude"][..., 0]
-            counted = (loudness > _MEDIAN_FLOOR * loudness.amax(dim=1, keepdim=True)).to(z.dtype)
-        error = (self._octave_below_level(transposed) - own_level).abs()
+            amplitudes = torch.where(measured_levels > FLOOR_LEVEL, 10.0**measured_levels, 0.0)
+            target = self._octave_below_level(amplitudes[..., self.partial_order])
+        error = (self._octave_below_level(transposed) - target).abs()
         return (error * counted).sum() / counted.sum().clamp(min=1.0)
 
     @torch.inference_mode()
