@@ -13,7 +13,6 @@ import torch
 from timbre.errors import ConfigError
 from timbre.models import dsp
 from timbre.models.parallel import HarmonicNoiseDecoder
-from timbre.models.partial_levels import partial_levels
 
 SAMPLE_RATE = 16000
 FIT_PITCH = 57  # A3, 220 Hz
@@ -381,77 +380,3 @@ def test_partial_loss_hears_the_octave_below_only_with_subharmonics() -> None:
 
     assert partial_error(plain, drawbar) == pytest.approx(partial_error(plain, tone), abs=0.02)
     assert partial_error(with_octave_below, drawbar) > partial_error(with_octave_below, tone) + 0.05
-
-
-def transposing_decoder() -> HarmonicNoiseDecoder:
-    """Half-integer partials and the transposition loss; 8 whole partials stay audible up to MIDI 84."""
-    return HarmonicNoiseDecoder(
-        hidden_channels=32,
-        n_harmonics=8,
-        n_noise_bands=17,
-        fft_sizes=(512, 128),
-        n_subharmonics=4,
-        partial_loss_weight=1.0,
-        transposition_loss_weight=1.0,
-        transposition_semitones=12,
-    )
-
-
-def test_octave_below_level_is_the_half_integer_partials_against_the_whole_ones() -> None:
-    decoder = transposing_decoder()
-    ratios = dsp.partial_numbers(8, 4)
-    amplitudes = torch.where(ratios % 1 == 0.5, 0.1 / 4, 0.9 / 8).float()
-    shut = torch.where(ratios % 1 == 0.5, 0.0, 1.0 / 8).float()
-    level = decoder._octave_below_level(torch.stack([amplitudes, shut])[None])
-    assert level[0].tolist() == pytest.approx([math.log10(0.1 / 0.9), -3.0])  # floored 60 dB down
-
-
-def test_transposition_loss_asks_for_the_audios_octave_below_at_other_pitches() -> None:
-    """A decoder with its half-integer partials nearly shut comes near a plain tone's octave below
-    (none) at any pitch, but not a drawbar's; the loss alone opens them for the drawbar, moving
-    only the decoder (the embedding gets no gradient from it)."""
-    torch.manual_seed(0)
-    decoder = transposing_decoder()
-    with torch.no_grad():
-        decoder.output.bias[-4:] = -3.0  # the half-integer partials' channels: about 55 dB under the rest
-    t = torch.arange(8192) / SAMPLE_RATE
-    f0 = dsp.midi_to_hz(57.0)
-    tone = sum(torch.sin(2 * math.pi * k * f0 * t) / k for k in range(1, 9)) * 0.2
-    drawbar = tone + 0.3 * torch.sin(math.pi * f0 * t)
-    z, pitch = torch.randn(1, 16, 16), torch.tensor([57])
-
-    def reported_error(target: torch.Tensor) -> float:
-        parts = decoder.reconstruction_loss(target[None], z, pitch, torch.Generator().manual_seed(3))[1]
-        return parts["transposed_octave_below"]
-
-    assert reported_error(tone) < 0.5  # the tone reads the floor, -3 (60 dB under)
-    initial = reported_error(drawbar)
-    assert initial > 2.0  # the drawbar's octave below is about as loud as its fundamental
-
-    # The drawbar's measured levels, whole partials then half-integer ones, as the loss reads them.
-    frames = decoder.controls(z, pitch)["amplitude"].shape[1]
-    ratios = torch.cat([torch.arange(1.0, 9.0), torch.arange(4.0) + 0.5])
-    measured = partial_levels(drawbar[None], (f0 * ratios).expand(1, frames, -1), 128, SAMPLE_RATE)
-    sounding = torch.ones(1, frames)
-    sounding[:, :8] = sounding[:, -8:] = 0.0  # windows reaching past the ends, as the loss leaves them out
-    embedding = z.clone().requires_grad_()
-    decoder._transposition_loss(embedding, pitch, measured, sounding, None).backward()
-    assert embedding.grad is None or embedding.grad.abs().max() == 0
-
-    optimizer = torch.optim.Adam(decoder.parameters(), lr=3e-3)
-    for _ in range(40):
-        optimizer.zero_grad()
-        decoder._transposition_loss(z, pitch, measured, sounding, None).backward()
-        optimizer.step()
-    assert reported_error(drawbar) < 0.3 * initial
-
-
-def test_transposition_loss_settings_are_checked() -> None:
-    with pytest.raises(ConfigError, match="needs half-integer partials"):
-        HarmonicNoiseDecoder(transposition_loss_weight=1.0, partial_loss_weight=1.0)
-    with pytest.raises(ConfigError, match="and the partial loss"):
-        HarmonicNoiseDecoder(transposition_loss_weight=1.0, n_subharmonics=2)
-    with pytest.raises(ConfigError, match="transposition_semitones=0"):
-        HarmonicNoiseDecoder(
-            n_subharmonics=2, partial_loss_weight=1.0, transposition_loss_weight=1.0, transposition_semitones=0
-        )

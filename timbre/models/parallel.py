@@ -19,10 +19,6 @@ express a real instrument while staying pitch-centred and real-time:
 - ``n_subharmonics``: partials at ``0.5, 1.5, 2.5, ...`` times the fundamental, the odd partials
   of the octave below. An electronic or pipe organ's 16' and 5 1/3' stops sound there, as loud as
   the key's own fundamental; partials of the MIDI pitch alone cannot play them.
-- ``transposition_loss_weight``: keeps the octave below an instrument's own when its embedding is
-  played at another pitch. Training decodes every crop at its own pitch only, and a decoder
-  trained so sounded the octave below on flutes played an octave or more away from where they
-  were encoded, which pitch trackers then hear as the note an octave low.
 
 Trained with a multi-resolution STFT loss (:mod:`timbre.models.spectral_loss`).
 """
@@ -35,7 +31,7 @@ from torch import Tensor, nn
 
 from timbre.errors import ConfigError
 from timbre.models import dsp
-from timbre.models.partial_levels import FLOOR_LEVEL, PARTIAL_LEVELS_FFT, partial_levels
+from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
 from timbre.models.pitch_contour import harmonic_salience_contour, weighted_median
 from timbre.models.spectral_loss import MelDecibelLoss, MultiResolutionSTFTLoss
 
@@ -46,15 +42,8 @@ _NOISE_BIAS = -5.0
 # inharmonicity near 0 (harmonic partials).
 _REVERB_GAIN_BIAS = -4.0
 _INHARMONICITY_BIAS = -8.0
-# Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend
-# nor for the transposition loss.
+# Frames quieter than this fraction of the note's loudest amplitude do not count for the median bend.
 _MEDIAN_FLOOR = 0.01
-# The transposition loss compares the octave below's level down to 60 dB under the key's partials
-# (log10 amplitude ratio -3): quieter is inaudible beside them, and a flute's -80 vs -100 dB is not
-# worth a gradient. Transpositions stay within the piano's range (A0-C8).
-_OCTAVE_BELOW_FLOOR = -3.0
-_LOWEST_TRANSPOSED = 21
-_HIGHEST_TRANSPOSED = 108
 
 
 class ResidualConvBlock(nn.Module):
@@ -120,18 +109,11 @@ class HarmonicNoiseDecoder(nn.Module):
             in the harmonic distribution (ascending frequency); 0 disables them. Their controls
             are the output convolution's last channels, so a trained decoder can gain them
             (:mod:`timbre.train.warm_start`).
-        transposition_loss_weight: weight of a loss on the embedding decoded at a random other
-            pitch (up to ``transposition_semitones`` away, within the piano's range): the level
-            of the half-integer partials against the whole ones there, in dB / 20 floored 60 dB
-            down, must match the level measured on the crop's audio. 0 disables it; it needs
-            ``n_subharmonics`` and the partial loss (``partial_loss_weight``), which measures it.
-        transposition_semitones: the farthest transposition the loss tries.
     """
 
     # Set by register_buffer; declared for the type checker.
     reverb_noise: Tensor
     partial_order: Tensor
-    half_integer_partials: Tensor
 
     def __init__(
         self,
@@ -156,8 +138,6 @@ class HarmonicNoiseDecoder(nn.Module):
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
         n_subharmonics: int = 0,
-        transposition_loss_weight: float = 0.0,
-        transposition_semitones: int = 24,
     ) -> None:
         super().__init__()
         if control_hop <= 0 or hop_length % control_hop:
@@ -168,16 +148,6 @@ class HarmonicNoiseDecoder(nn.Module):
             raise ConfigError(
                 "pitch_deviation_cents, max_inharmonicity, reverb_seconds and n_subharmonics must be >= 0, got "
                 f"{pitch_deviation_cents}, {max_inharmonicity}, {reverb_seconds}, {n_subharmonics}"
-            )
-        if transposition_loss_weight < 0 or transposition_semitones < 1:
-            raise ConfigError(
-                f"transposition_loss_weight={transposition_loss_weight} must be >= 0 and "
-                f"transposition_semitones={transposition_semitones} at least 1"
-            )
-        if transposition_loss_weight and not (n_subharmonics and partial_loss_weight):
-            raise ConfigError(
-                "transposition_loss_weight needs half-integer partials (n_subharmonics > 0) and the partial loss "
-                "(partial_loss_weight > 0), which measures the audio's octave below"
             )
         if reverb_seconds > 0 and reverb_bands < 1:
             raise ConfigError(f"reverb_bands={reverb_bands} must be at least 1")
@@ -196,8 +166,6 @@ class HarmonicNoiseDecoder(nn.Module):
         self.partial_loss_weight = float(partial_loss_weight)
         self.mel_loss_weight = float(mel_loss_weight)
         self.max_inharmonicity = float(max_inharmonicity)
-        self.transposition_loss_weight = float(transposition_loss_weight)
-        self.transposition_semitones = int(transposition_semitones)
         self.reverb_taps = round(reverb_seconds * sample_rate)
         self.reverb_bands = reverb_bands if self.reverb_taps else 0
 
@@ -220,9 +188,6 @@ class HarmonicNoiseDecoder(nn.Module):
         # whole-number ones first, the half-integer ones after them (the channels' order).
         channel_ratios = torch.cat([torch.arange(1.0, n_harmonics + 1), torch.arange(float(n_subharmonics)) + 0.5])
         self.register_buffer("partial_order", channel_ratios.argsort(), persistent=False)
-        self.register_buffer(
-            "half_integer_partials", dsp.partial_numbers(n_harmonics, n_subharmonics) % 1 == 0.5, persistent=False
-        )
         self.output = nn.Conv1d(hidden_channels, sum(self._control_split), kernel_size=1)
         n_note_controls = (1 if self.max_inharmonicity else 0) + 2 * self.reverb_bands
         # Per-note controls read an attention-weighted average of the frames, so that a note's
@@ -394,9 +359,8 @@ class HarmonicNoiseDecoder(nn.Module):
             (each averaged over the resolutions), plus ``"pitch_bend"`` (mean absolute error of
             the bend in semitones on trusted frames) when the bend is enabled and ``"loudness"``
             (mean absolute frame-level error in dB / 20) when the level loss is, and ``"partials"``
-            (mean absolute error of the partials' levels in dB / 20) when the partial loss is,
-            ``"mel"`` (mean absolute error of the mel-band levels in dB / 20) when the mel loss is,
-            and ``"transposed_octave_below"`` (:meth:`_transposition_loss`) when that loss is on.
+            (mean absolute error of the partials' levels in dB / 20) when the partial loss is, and
+            ``"mel"`` (mean absolute error of the mel-band levels in dB / 20) when the mel loss is.
         """
         assert audio.ndim == 2, f"audio must be [batch, samples], got {tuple(audio.shape)}"
         if audio.shape[-1] <= max(self.fft_sizes) // 2:
@@ -470,68 +434,7 @@ class HarmonicNoiseDecoder(nn.Module):
             mel_error = self._mel_loss.to(audio.device)(prediction, audio)
             loss = loss + self.mel_loss_weight * mel_error
             parts["mel"] = mel_error.item()
-        if self.transposition_loss_weight:
-            with torch.no_grad():
-                loudness = controls["amplitude"][..., 0]
-                sounding = (loudness > _MEDIAN_FLOOR * loudness.amax(dim=1, keepdim=True)).to(audio.dtype)
-                # Frames whose measuring window reaches past the crop's ends hear the cut as a
-                # click, loud between the partials too: their octave below is not the note's.
-                edge = -(-(PARTIAL_LEVELS_FFT // 2) // self.control_hop)  # frames, rounded up
-                sounding[:, :edge] = 0.0
-                sounding[:, -edge:] = 0.0
-            transposition_error = self._transposition_loss(z, pitch, target_levels, sounding, generator)
-            loss = loss + self.transposition_loss_weight * transposition_error
-            parts["transposed_octave_below"] = transposition_error.item()
         return loss, parts
-
-    def _octave_below_level(self, amplitudes: Tensor) -> Tensor:
-        """The half-integer partials' summed amplitude over the whole ones', ``log10`` floored at -3.
-
-        Args:
-            amplitudes: ``[batch, frames, partials]`` partial amplitudes (any common scale), in
-                the order of :func:`timbre.models.dsp.partial_numbers`.
-
-        Returns:
-            ``[batch, frames]``.
-        """
-        half = (amplitudes * self.half_integer_partials).sum(dim=-1)
-        whole = (amplitudes * ~self.half_integer_partials).sum(dim=-1)
-        return torch.log10(half.clamp(min=1e-7) / whole.clamp(min=1e-7)).clamp(min=_OCTAVE_BELOW_FLOOR)
-
-    def _transposition_loss(
-        self,
-        z: Tensor,
-        pitch: Tensor,
-        measured_levels: Tensor,
-        counted: Tensor,
-        generator: torch.Generator | None,
-    ) -> Tensor:
-        """Mean |difference| (dB / 20) between the octave below of ``z`` decoded at another pitch and the audio's.
-
-        Only the decoder learns from it (``z`` is held fixed). The audio's level, not the
-        decoder's at the crop's own pitch, is the target: against its own level the decoder
-        found it cheapest to drop the octave below everywhere, the organs' with it (measured:
-        their 0.5 partial went from 1 dB under partial 1 to 94 dB under in 250 steps).
-
-        Args:
-            z: ``[batch, latent_dim, frames]`` the crops' embeddings.
-            pitch: ``[batch]`` their MIDI pitches.
-            measured_levels: ``[batch, control_frames, partials]`` the audio's partial levels
-                (:func:`timbre.models.partial_levels.partial_levels`, log10 amplitude), whole then
-                half-integer partials.
-            counted: ``[batch, control_frames]`` 1 where the note sounds, else 0.
-            generator: source of the transpositions; the global one when ``None``.
-        """
-        reach = self.transposition_semitones
-        shift = torch.randint(1, reach + 1, pitch.shape, generator=generator, device=pitch.device)
-        sign = torch.randint(0, 2, pitch.shape, generator=generator, device=pitch.device) * 2 - 1
-        shifted = (pitch + sign * shift).clamp(_LOWEST_TRANSPOSED, _HIGHEST_TRANSPOSED)
-        transposed = self.controls(z.detach(), shifted)["harmonic_distribution"]
-        with torch.no_grad():
-            amplitudes = torch.where(measured_levels > FLOOR_LEVEL, 10.0**measured_levels, 0.0)
-            target = self._octave_below_level(amplitudes[..., self.partial_order])
-        error = (self._octave_below_level(transposed) - target).abs()
-        return (error * counted).sum() / counted.sum().clamp(min=1.0)
 
     @torch.inference_mode()
     def synthesize(

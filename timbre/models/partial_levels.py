@@ -18,8 +18,6 @@ from torch import Tensor
 
 # Amplitudes below 1e-4 (-80 dBFS) are noise floor, not timbre: levels are floored there.
 FLOOR_LEVEL = -4.0
-# STFT size of the measurement: 2048 at 16 kHz separates the partials of the lowest MIDI notes used.
-PARTIAL_LEVELS_FFT = 2048
 
 
 def partial_levels(
@@ -27,7 +25,7 @@ def partial_levels(
     partial_hz: Tensor,
     hop_length: int,
     sample_rate: int,
-    n_fft: int = PARTIAL_LEVELS_FFT,
+    n_fft: int = 2048,
 ) -> Tensor:
     """Amplitude of each partial per frame, in log10 units, floored at ``FLOOR_LEVEL`` (-80 dBFS).
 
