@@ -73,3 +73,16 @@ def test_bad_files_name_the_problem(tmp_path):
         Embedding.load(tmp_path / "cube.npy")
     with pytest.raises(AudioError, match="NaN"):
         Embedding(torch.full((4, 16), float("nan")))
+
+
+def test_the_encoded_pitch_is_the_given_one_else_the_estimate_and_mixes_keep_a_shared_one() -> None:
+    from timbre.embedding import shared_encoded_pitch
+
+    tensor = torch.zeros(8, 4)
+    given = Embedding(tensor, pitch=60, extra={"estimated_pitch": 48})
+    estimated = Embedding(tensor, extra={"estimated_pitch": 60})
+    unknown = Embedding(tensor)
+    assert (given.encoded_pitch, estimated.encoded_pitch, unknown.encoded_pitch) == (60, 60, None)
+    assert shared_encoded_pitch([given, estimated]) == {"estimated_pitch": 60}
+    assert shared_encoded_pitch([given, Embedding(tensor, pitch=67)]) == {}
+    assert shared_encoded_pitch([given, unknown]) == {}

@@ -380,3 +380,34 @@ def test_partial_loss_hears_the_octave_below_only_with_subharmonics() -> None:
 
     assert partial_error(plain, drawbar) == pytest.approx(partial_error(plain, tone), abs=0.02)
     assert partial_error(with_octave_below, drawbar) > partial_error(with_octave_below, tone) + 0.05
+
+
+def test_a_note_played_away_from_its_source_pitch_keeps_the_octave_below_it_had_there() -> None:
+    """With ``source_pitch``, the half-integer partials take the share of the harmonic amplitude
+    they have at the source pitch; the whole partials keep their shape at the pitch played; a
+    row played at its own pitch is untouched."""
+    torch.manual_seed(0)
+    decoder = HarmonicNoiseDecoder(hidden_channels=32, n_harmonics=8, n_noise_bands=17, n_subharmonics=4)
+    z = torch.randn(2, 16, 4)
+    half = dsp.partial_numbers(8, 4) % 1 == 0.5
+    at_source = decoder.controls(z, torch.tensor([60, 60]))["harmonic_distribution"]
+    plain = decoder.controls(z, torch.tensor([100, 60]))["harmonic_distribution"]
+    moved = decoder.controls(z, torch.tensor([100, 60]), source_pitch=torch.tensor([60, 60]))["harmonic_distribution"]
+
+    assert torch.equal(moved[1], plain[1])  # played where it was encoded
+    assert torch.allclose(moved[0].sum(dim=-1), torch.ones(4 * 4))
+    # At MIDI 100 (2637 Hz) the half-integer partials 0.5-2.5 sound and 3.5 is over Nyquist: it is
+    # silenced and the rest scaled back up to a sum of one.
+    audible_half = half & (dsp.partial_numbers(8, 4) < 3)
+    dropped = at_source[0][:, half & ~audible_half].sum(dim=-1, keepdim=True)
+    assert (dropped > 0.01).all()
+    assert torch.allclose(moved[0][:, audible_half], at_source[0][:, audible_half] / (1 - dropped), rtol=1e-4)
+    assert (moved[0][:, half & ~audible_half] == 0).all()
+    whole = ~half & (plain[0][0] > 0)
+    assert torch.allclose(
+        moved[0][:, whole] / moved[0][:, whole].sum(dim=-1, keepdim=True),
+        plain[0][:, whole] / plain[0][:, whole].sum(dim=-1, keepdim=True),
+        rtol=1e-4,
+    )
+    # The decoder alone changes the octave below with the pitch played: the source's is not the same.
+    assert not torch.allclose(plain[0][:, audible_half], at_source[0][:, audible_half], rtol=0.05)

@@ -77,10 +77,11 @@ def test_default_model_loads_and_decodes_a_short_note() -> None:
     assert np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
 
 
-@pytest.mark.parametrize("name", ["fast-v2", "default"])
+@pytest.mark.parametrize("name", ["fast-v2", "default", "fast-v5"])
 def test_fast_v2_and_the_default_play_the_asked_pitch_with_their_expressive_parts_on(name: str) -> None:
-    """Version 2 and the default (4) of the parallel model: bend, inharmonicity and room enabled;
-    notes come back at their pitch."""
+    """Versions 2, 4 and 5 of the parallel model: bend, inharmonicity and room enabled; notes come
+    back at their pitch, version 5's octave below (read at the pitch the flute was encoded at,
+    which it estimates) included: from the embedding alone it played this flute an octave low at 79."""
     from timbre.evaluation.metrics import pitch_scores
 
     model = timbre.load(name)
@@ -92,6 +93,18 @@ def test_fast_v2_and_the_default_play_the_asked_pitch_with_their_expressive_part
         assert audio.shape == (16000,) and np.isfinite(audio).all() and 0.01 < np.abs(audio).max() <= 1.0
     scores = pitch_scores(np.stack(notes), [55, 67, 79], 16000)  # PESTO, median of the sounding frames
     assert all(score.correct for score in scores), [score.cents for score in scores]
+
+
+def test_a_model_with_an_octave_below_estimates_the_pitch_a_note_is_encoded_at(tmp_path) -> None:
+    """fast-v5 (half-integer partials) records the pitch PESTO hears when none is given, keeps it
+    through save and load, and records none when the pitch is given; fast-v4 never estimates."""
+    model = timbre.load("fast-v5")
+    assert model.reads_source_pitch and not timbre.load("fast-v4").reads_source_pitch
+    embedding = model.encode(FLUTE)
+    assert embedding.pitch is None and embedding.extra == {"estimated_pitch": 60}  # the timbre set's notes: C4
+    assert timbre.Embedding.load(embedding.save(tmp_path / "flute.npy")).extra == {"estimated_pitch": 60}
+    assert model.encode(FLUTE, pitch=60).extra == {}
+    assert timbre.load("fast-v4").encode(FLUTE).extra == {}
 
 
 def test_unknown_bundled_name_is_a_clear_error() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,10 @@ AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"ID3": "MP3", b
 # NSynth notes are held for 3 of their 4 seconds; the first 0.25 s is treated as the attack.
 DEFAULT_HOLD_FRACTION = 0.75
 DEFAULT_ATTACK_SECONDS = 0.25
+
+
+# extra key: the pitch PESTO hears in a note encoded without one (see Embedding.encoded_pitch).
+ESTIMATED_PITCH = "estimated_pitch"
 
 
 @dataclass
@@ -92,6 +97,15 @@ class Embedding:
     @property
     def seconds(self) -> float:
         return self.frames * self.hop_length / self.sample_rate
+
+    @property
+    def encoded_pitch(self) -> int | None:
+        """The pitch the source note sounded at: :attr:`pitch` if known, else the one
+        :meth:`timbre.TimbreModel.encode` estimated (``extra["estimated_pitch"]``), else None."""
+        if self.pitch is not None:
+            return int(self.pitch)
+        estimated = self.extra.get(ESTIMATED_PITCH)
+        return None if estimated is None else int(estimated)
 
     @property
     def release_seconds(self) -> float:
@@ -184,3 +198,14 @@ def _holds_real_numbers(array: torch.Tensor | np.ndarray) -> bool:
     if isinstance(array, torch.Tensor):
         return array.dtype != torch.bool and not array.is_complex()
     return np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)
+
+
+def shared_encoded_pitch(embeddings: Sequence[Embedding]) -> dict[str, Any]:
+    """``extra`` for a mix of ``embeddings``: their common :attr:`Embedding.encoded_pitch`, if they have one.
+
+    A mix is no source note (its ``pitch`` is None), but embeddings encoded at one pitch mix into
+    an embedding of that pitch, which a decoder reading the octave below there needs.
+    """
+    pitches = {embedding.encoded_pitch for embedding in embeddings}
+    pitch = pitches.pop() if len(pitches) == 1 else None
+    return {} if pitch is None else {ESTIMATED_PITCH: pitch}

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from timbre.embedding import Embedding
+from timbre.embedding import ESTIMATED_PITCH, Embedding
 from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
 from timbre.io.audio import load_audio, resample, to_mono, warn_if_silent
 from timbre.models.autoencoder import Autoencoder
@@ -89,6 +89,14 @@ class TimbreModel:
         return 0.0 if gain is None else float(gain)
 
     @property
+    def reads_source_pitch(self) -> bool:
+        """Whether the decoder plays partials on the octave below (``n_subharmonics``), which it
+        takes from the pitch an embedding was encoded at when played at another
+        (:meth:`timbre.models.parallel.HarmonicNoiseDecoder.controls`): that pitch is the
+        embedding's :attr:`~timbre.Embedding.encoded_pitch`, else the pitch played."""
+        return bool(getattr(self.autoencoder.decoder, "n_subharmonics", 0))
+
+    @property
     def decoder_kind(self) -> str:
         return "wavenet" if self.is_autoregressive else "fast"
 
@@ -146,6 +154,8 @@ class TimbreModel:
             source: an audio file (any rate, mono or stereo), or a waveform array/tensor
                 (``sample_rate`` says its rate; default: the model's), or an Embedding (returned as is).
             pitch, velocity: MIDI pitch and velocity of the source note, when known (metadata).
+                A model that :attr:`reads_source_pitch` estimates a pitch not given with PESTO
+                (``embedding.extra["estimated_pitch"]``, about 0.2 s for a 4 s note).
             refine: gradient steps that move the embedding towards one the decoder renders closer
                 to the source (:mod:`timbre.models.refine`; parallel decoder only). Each step costs
                 about a decode and its backward pass (0.2-0.4 s for a 4 s note on 2 CPU threads).
@@ -185,8 +195,20 @@ class TimbreModel:
                 self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine
             )
         z = z[0].T.cpu()[:frames]
+        extra: dict[str, Any] = {}
+        if pitch is None and self.reads_source_pitch:
+            from timbre.models.refine import estimate_midi_pitch
+
+            extra[ESTIMATED_PITCH] = estimate_midi_pitch(waveform[0, : audio.shape[0]], self.sample_rate)
         return Embedding(
-            z, self.sample_rate, self.hop_length, source=label, pitch=pitch, velocity=velocity, model=self.name
+            z,
+            self.sample_rate,
+            self.hop_length,
+            source=label,
+            pitch=pitch,
+            velocity=velocity,
+            model=self.name,
+            extra=extra,
         )
 
     # ------------------------------------------------------------------ synthesis
@@ -340,6 +362,10 @@ class TimbreModel:
             options.update(temperature=temperature, progress=progress, weight_dtype=WEIGHT_NAMES[weights])
             if self.has_pitch_clock:
                 options.update(clock_gain=clock_gain)
+        elif self.reads_source_pitch:
+            # Where the pitch an embedding was encoded at is unknown, it is taken to be the one played.
+            source_pitches = [p if e.encoded_pitch is None else e.encoded_pitch for e, p in zip(fitted, pitches)]
+            options.update(source_pitch=torch.tensor(source_pitches, device=self.device))
         audio = self.autoencoder.decode(z, pitch_tensor, max(lengths), **options).float().cpu().numpy()
         if not np.isfinite(audio).all():
             raise AudioError(f"model {self.name}: the decoder produced NaN or infinite samples")

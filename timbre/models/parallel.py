@@ -18,7 +18,10 @@ express a real instrument while staying pitch-centred and real-time:
   room, not an amplifier that would carry the note's loudness instead of its envelope.
 - ``n_subharmonics``: partials at ``0.5, 1.5, 2.5, ...`` times the fundamental, the odd partials
   of the octave below. An electronic or pipe organ's 16' and 5 1/3' stops sound there, as loud as
-  the key's own fundamental; partials of the MIDI pitch alone cannot play them.
+  the key's own fundamental; partials of the MIDI pitch alone cannot play them. The embedding
+  describes the spectrum at the pitch it was encoded at, so a note played elsewhere takes its
+  octave below from there (``source_pitch``): decoded at another pitch from the embedding alone,
+  a flute's low spectrum came out as an octave below it never had.
 
 Trained with a multi-resolution STFT loss (:mod:`timbre.models.spectral_loss`).
 """
@@ -114,6 +117,7 @@ class HarmonicNoiseDecoder(nn.Module):
     # Set by register_buffer; declared for the type checker.
     reverb_noise: Tensor
     partial_order: Tensor
+    half_integer_partials: Tensor
 
     def __init__(
         self,
@@ -188,6 +192,9 @@ class HarmonicNoiseDecoder(nn.Module):
         # whole-number ones first, the half-integer ones after them (the channels' order).
         channel_ratios = torch.cat([torch.arange(1.0, n_harmonics + 1), torch.arange(float(n_subharmonics)) + 0.5])
         self.register_buffer("partial_order", channel_ratios.argsort(), persistent=False)
+        self.register_buffer(
+            "half_integer_partials", dsp.partial_numbers(n_harmonics, n_subharmonics) % 1 == 0.5, persistent=False
+        )
         self.output = nn.Conv1d(hidden_channels, sum(self._control_split), kernel_size=1)
         n_note_controls = (1 if self.max_inharmonicity else 0) + 2 * self.reverb_bands
         # Per-note controls read an attention-weighted average of the frames, so that a note's
@@ -231,12 +238,15 @@ class HarmonicNoiseDecoder(nn.Module):
             x = F.interpolate(x, scale_factor=upsampling, mode="linear", align_corners=False)
         return self.control_blocks(x), note
 
-    def controls(self, z: Tensor, pitch: Tensor) -> dict[str, Tensor]:
+    def controls(self, z: Tensor, pitch: Tensor, source_pitch: Tensor | None = None) -> dict[str, Tensor]:
         """Synthesis controls at hop ``control_hop`` and per note.
 
         Args:
             z: ``[batch, latent_dim, frames]`` embedding.
             pitch: ``[batch]`` MIDI pitches (integers in ``[0, n_pitches)``).
+            source_pitch: ``[batch]`` the pitches the embeddings were encoded at, or ``None``
+                (``pitch``). Where they differ, the half-integer partials keep the share of the
+                harmonic amplitude they have at the source pitch (:meth:`_octave_below_from`).
 
         Returns:
             ``amplitude`` ``[batch, control_frames, 1]``, ``harmonic_distribution``
@@ -284,14 +294,39 @@ class HarmonicNoiseDecoder(nn.Module):
         ) * dsp.cents_to_ratio(torch.tensor(self.pitch_deviation_cents, dtype=torch.float64))
         audible = (dsp.midi_to_hz(pitch).double()[:, None] * top_ratio < self.sample_rate / 2).to(z.dtype)
         distribution = dsp.exp_sigmoid(raw_distribution) * audible[:, None, :]
+        distribution = distribution / (distribution.sum(dim=-1, keepdim=True) + 1e-7)
+        if self.n_subharmonics and source_pitch is not None and bool((source_pitch != pitch).any()):
+            at_source = self.controls(z, source_pitch)["harmonic_distribution"]
+            transposed = self._octave_below_from(at_source, distribution)
+            distribution = torch.where((source_pitch != pitch)[:, None, None], transposed, distribution)
         controls.update(
             amplitude=amplitude,
-            harmonic_distribution=distribution / (distribution.sum(dim=-1, keepdim=True) + 1e-7),
+            harmonic_distribution=distribution,
             noise_magnitudes=dsp.exp_sigmoid(raw_noise + _NOISE_BIAS),
             deviation_cents=deviation,
             inharmonicity=inharmonicity,
         )
         return controls
+
+    def _octave_below_from(self, at_source: Tensor, at_pitch: Tensor) -> Tensor:
+        """A harmonic distribution whose half-integer partials are those of another pitch's.
+
+        Args:
+            at_source: ``[batch, frames, partials]`` the distribution decoded at the source pitch.
+            at_pitch: ``[batch, frames, partials]`` the distribution decoded at the pitch played
+                (zero for partials at or above its Nyquist).
+
+        Returns:
+            ``[batch, frames, partials]``: the half-integer partials as at the source (those
+            audible at the pitch played), the whole ones shaped as at the pitch played and
+            sharing the rest; sums to one.
+        """
+        half = self.half_integer_partials
+        whole_share = 1.0 - (at_source * half).sum(dim=-1, keepdim=True)
+        whole = at_pitch * ~half
+        whole = whole / whole.sum(dim=-1, keepdim=True).clamp(min=1e-7) * whole_share
+        combined = whole + at_source * half * (at_pitch > 0)
+        return combined / combined.sum(dim=-1, keepdim=True).clamp(min=1e-7)
 
     def _render(
         self, controls: dict[str, Tensor], pitch: Tensor, n_samples: int, generator: torch.Generator | None
@@ -323,7 +358,14 @@ class HarmonicNoiseDecoder(nn.Module):
             audio = audio + dsp.fft_convolve(audio, response)
         return audio
 
-    def forward(self, z: Tensor, pitch: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+    def forward(
+        self,
+        z: Tensor,
+        pitch: Tensor,
+        n_samples: int,
+        generator: torch.Generator | None = None,
+        source_pitch: Tensor | None = None,
+    ) -> Tensor:
         """Decode a note.
 
         Args:
@@ -332,11 +374,12 @@ class HarmonicNoiseDecoder(nn.Module):
             pitch: ``[batch]`` MIDI pitches.
             n_samples: length of the output; past ``frames * hop_length`` the last frame is held.
             generator: source of the noise, on the decoder's device; the global one when ``None``.
+            source_pitch: ``[batch]`` the pitches ``z`` was encoded at, if known (:meth:`controls`).
 
         Returns:
             ``[batch, n_samples]`` audio, roughly in [-1, 1] (not clipped, to keep gradients).
         """
-        return self._render(self.controls(z, pitch), pitch, n_samples, generator)
+        return self._render(self.controls(z, pitch, source_pitch), pitch, n_samples, generator)
 
     def _spectral_loss(self) -> MultiResolutionSTFTLoss:
         if self._stft_loss is None:
@@ -444,6 +487,7 @@ class HarmonicNoiseDecoder(nn.Module):
         n_samples: int,
         velocity: Tensor | None = None,
         generator: torch.Generator | None = None,
+        source_pitch: Tensor | None = None,
     ) -> Tensor:
         """Decode notes for listening: reproducible noise, velocity applied, clipped to [-1, 1].
 
@@ -454,11 +498,12 @@ class HarmonicNoiseDecoder(nn.Module):
             velocity: ``[batch]`` MIDI velocities scaling the loudness the embedding carries by
                 :func:`timbre.models.dsp.velocity_to_gain` (127 leaves it unchanged); ``None`` = 127.
             generator: source of the noise, on the decoder's device; the same seed gives the same audio.
+            source_pitch: ``[batch]`` the pitches ``z`` was encoded at, if known (:meth:`controls`).
 
         Returns:
             ``[batch, n_samples]`` audio in [-1, 1].
         """
-        audio = self(z, pitch, n_samples, generator=generator)
+        audio = self(z, pitch, n_samples, generator=generator, source_pitch=source_pitch)
         if velocity is not None:
             audio = audio * dsp.velocity_to_gain(velocity).to(audio)[:, None]
         return audio.clamp(-1.0, 1.0)

@@ -27,7 +27,7 @@ from timbre import interpolate
 from timbre.constants import TIMBRE_SET_DIR
 from timbre.data.families import gm_program
 from timbre.data.timbre_set import REFERENCE_PITCH, REFERENCE_VELOCITY
-from timbre.embedding import Embedding
+from timbre.embedding import Embedding, shared_encoded_pitch
 from timbre.errors import ConfigError
 from timbre.synthesizer import TimbreModel
 
@@ -289,5 +289,5 @@ class TimbreResolver:
         velocities = {e.velocity for e in embeddings}
         return replace(
             longest, tensor=tensor.float(), source=label, pitch=None,
-            velocity=velocities.pop() if len(velocities) == 1 else None, extra={},
+            velocity=velocities.pop() if len(velocities) == 1 else None, extra=shared_encoded_pitch(embeddings),
         )  # fmt: skip

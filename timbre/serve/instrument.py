@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from timbre import interpolate
-from timbre.embedding import Embedding
+from timbre.embedding import Embedding, shared_encoded_pitch
 from timbre.errors import ConfigError
 from timbre.render.timbres import TimbreResolver, TimbreSet, parse_source
 from timbre.synthesizer import TimbreModel
@@ -292,7 +292,7 @@ class Instrument:
             source=f"pad({request.x:g}, {request.y:g})",
             pitch=None,
             velocity=velocities.pop() if len(velocities) == 1 else None,
-            extra={},
+            extra=shared_encoded_pitch(corners),
         )
 
 
