@@ -105,6 +105,9 @@ def test_a_model_with_an_octave_below_estimates_the_pitch_a_note_is_encoded_at(t
     assert timbre.Embedding.load(embedding.save(tmp_path / "flute.npy")).extra == {"estimated_pitch": 60}
     assert model.encode(FLUTE, pitch=60).extra == {}
     assert timbre.load("fast-v4").encode(FLUTE).extra == {}
+    # A clip shorter than the tracker's window is heard with silence after it.
+    clip = 0.5 * np.sin(2 * np.pi * 261.63 * np.arange(300) / 16000).astype(np.float32)
+    assert abs(model.encode(clip).extra["estimated_pitch"] - 60) <= 1
 
 
 def test_unknown_bundled_name_is_a_clear_error() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from timbre.embedding import ESTIMATED_PITCH, Embedding
 from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
@@ -28,6 +29,8 @@ AudioSource = str | os.PathLike | np.ndarray | torch.Tensor
 REFERENCE_VELOCITY = 100
 # Shortest input the encoders are run on, in frames (see TimbreModel.encode).
 MIN_ENCODED_FRAMES = 2
+# Shortest input PESTO's tracker (timbre.models.refine.estimate_midi_pitch) is run on, in samples.
+_PITCH_TRACKER_SAMPLES = 4097
 
 
 class TimbreModel:
@@ -187,19 +190,23 @@ class TimbreModel:
         waveform = waveform.to(self.device)
         with torch.inference_mode():
             z = self.autoencoder.encode(waveform)
-        if refine:
-            from timbre.models.refine import estimate_midi_pitch, refine_embedding
+        heard = None
+        if pitch is None and (refine or self.reads_source_pitch):
+            from timbre.models.refine import estimate_midi_pitch
 
-            refine_pitch = pitch if pitch is not None else estimate_midi_pitch(waveform[0], self.sample_rate)
+            # The tracker pads by half its 4096-sample window; shorter clips get silence after them.
+            heard = estimate_midi_pitch(
+                F.pad(waveform[0], (0, max(0, _PITCH_TRACKER_SAMPLES - waveform.shape[1]))), self.sample_rate
+            )
+        if refine:
+            from timbre.models.refine import refine_embedding
+
+            refine_pitch = pitch if pitch is not None else heard
             z = refine_embedding(
                 self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine
             )
         z = z[0].T.cpu()[:frames]
-        extra: dict[str, Any] = {}
-        if pitch is None and self.reads_source_pitch:
-            from timbre.models.refine import estimate_midi_pitch
-
-            extra[ESTIMATED_PITCH] = estimate_midi_pitch(waveform[0, : audio.shape[0]], self.sample_rate)
+        extra: dict[str, Any] = {ESTIMATED_PITCH: heard} if heard is not None and self.reads_source_pitch else {}
         return Embedding(
             z,
             self.sample_rate,
