@@ -4,7 +4,9 @@ For every note of a test set at ``--source-pitch`` (one per instrument), encodes
 synthesizes 1 s at each ``--pitches`` value, then scores the pitch with PESTO as
 ``timbre evaluate`` does (median of the sounding frames within 50 cents). Prints, per model,
 the fraction of correct notes at each target pitch and overall: the musician's use (encode one
-sound, play it anywhere) rather than the autoencoder's (decode at the note's own pitch).
+sound, play it anywhere) rather than the autoencoder's (decode at the note's own pitch). Notes are
+encoded without their pitch, as a musician's file would be: a model with partials on the octave
+below estimates it (PESTO) and reads that octave at it (``TimbreModel.reads_source_pitch``).
 
     python benchmarks/transposed_pitch.py MODEL... [--data data/eval-timgm6mb] [--source-pitch 60]
                                           [--pitches 48 67 72 79 84]
