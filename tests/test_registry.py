@@ -33,6 +33,7 @@ BUNDLED = {
     "fast-v3": "autoencoder",
     "fast-v4": "autoencoder",
     "fast-v5": "autoencoder",
+    "fast-v6": "autoencoder",
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",

@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from timbre.embedding import ESTIMATED_PITCH, Embedding
 from timbre.errors import AudioError, ConfigError, InvalidTypeError, TimbreWarning
@@ -29,8 +28,6 @@ AudioSource = str | os.PathLike | np.ndarray | torch.Tensor
 REFERENCE_VELOCITY = 100
 # Shortest input the encoders are run on, in frames (see TimbreModel.encode).
 MIN_ENCODED_FRAMES = 2
-# Shortest input PESTO's tracker (timbre.models.refine.estimate_midi_pitch) is run on, in samples.
-_PITCH_TRACKER_SAMPLES = 4097
 
 
 class TimbreModel:
@@ -157,8 +154,8 @@ class TimbreModel:
             source: an audio file (any rate, mono or stereo), or a waveform array/tensor
                 (``sample_rate`` says its rate; default: the model's), or an Embedding (returned as is).
             pitch, velocity: MIDI pitch and velocity of the source note, when known (metadata).
-                A model that :attr:`reads_source_pitch` estimates a pitch not given with PESTO
-                (``embedding.extra["estimated_pitch"]``, about 0.2 s for a 4 s note).
+                A model that :attr:`reads_source_pitch` estimates a pitch not given
+                (:func:`timbre.models.source_pitch.heard_midi_pitch`, ``embedding.extra["estimated_pitch"]``).
             refine: gradient steps that move the embedding towards one the decoder renders closer
                 to the source (:mod:`timbre.models.refine`; parallel decoder only). Each step costs
                 about a decode and its backward pass (0.2-0.4 s for a 4 s note on 2 CPU threads).
@@ -190,23 +187,19 @@ class TimbreModel:
         waveform = waveform.to(self.device)
         with torch.inference_mode():
             z = self.autoencoder.encode(waveform)
-        heard = None
-        if pitch is None and (refine or self.reads_source_pitch):
-            from timbre.models.refine import estimate_midi_pitch
-
-            # The tracker pads by half its 4096-sample window; shorter clips get silence after them.
-            heard = estimate_midi_pitch(
-                F.pad(waveform[0], (0, max(0, _PITCH_TRACKER_SAMPLES - waveform.shape[1]))), self.sample_rate
-            )
         if refine:
-            from timbre.models.refine import refine_embedding
+            from timbre.models.refine import estimate_midi_pitch, refine_embedding
 
-            refine_pitch = pitch if pitch is not None else heard
+            refine_pitch = pitch if pitch is not None else estimate_midi_pitch(waveform[0], self.sample_rate)
             z = refine_embedding(
                 self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine
             )
         z = z[0].T.cpu()[:frames]
-        extra: dict[str, Any] = {ESTIMATED_PITCH: heard} if heard is not None and self.reads_source_pitch else {}
+        extra: dict[str, Any] = {}
+        if pitch is None and self.reads_source_pitch:
+            from timbre.models.source_pitch import heard_midi_pitch
+
+            extra[ESTIMATED_PITCH] = heard_midi_pitch(audio, self.sample_rate)
         return Embedding(
             z,
             self.sample_rate,

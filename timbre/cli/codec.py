@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     decode.add_argument(
         "--model",
-        help="bundled model name (default, fast-v4, wavenet, wavenet-v1, ...) or a checkpoint / run directory "
+        help="bundled model name (default, fast-v5, wavenet, wavenet-v1, ...) or a checkpoint / run directory "
         "(default: the bundled model of --decoder, else default)",
     )
     add_device_argument(decode)

@@ -33,7 +33,7 @@ def add_model_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default="default",
-        help="bundled model name (default, fast-v4, wavenet, wavenet-v1, ...) or a checkpoint / run directory "
+        help="bundled model name (default, fast-v5, wavenet, wavenet-v1, ...) or a checkpoint / run directory "
         "(default: %(default)s)",
     )
     add_device_argument(parser)
