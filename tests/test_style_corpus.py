@@ -53,6 +53,66 @@ def test_conversion_labels_every_piece_and_is_done_once(styled_bundle, styled_ca
         build_music21_corpus(styled_cache, ["baroque-pop"], 1, progress=False)
 
 
+def test_parallel_conversion_writes_what_a_serial_one_does(tmp_path: Path, monkeypatch) -> None:
+    import timbre.data.music21_corpus as music21_corpus
+
+    everything = corpus_sources()
+    chosen = [source for source in everything if source.collection == "bach"][:2]
+    chosen += [source for source in everything if source.collection == "trecento"][:1]
+    monkeypatch.setattr(music21_corpus, "corpus_sources", lambda styles=None: chosen)
+    serial = build_music21_corpus(tmp_path / "serial", progress=False, workers=1)
+    parallel = build_music21_corpus(tmp_path / "parallel", progress=False, workers=2)
+    assert parallel == serial and len(serial) == 3
+    folders = [corpus_folder(tmp_path / run) for run in ("serial", "parallel")]
+    manifests = [json.loads((folder / "manifest.json").read_text()) for folder in folders]
+    assert manifests[0] == manifests[1]
+    assert manifests[1]["done_sources"] == [source.path for source in chosen]
+    for piece in serial:
+        midi = [(folder / piece.file).read_bytes() for folder in folders]
+        assert midi[0] == midi[1]
+    with pytest.raises(ConfigError, match="workers"):
+        build_music21_corpus(tmp_path / "serial", progress=False, workers=0)
+
+
+def test_an_archive_carries_the_conversion_to_another_cache(
+    styled_bundle,  # noqa: F811 - converts the test pieces into styled_cache
+    styled_cache: Path,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch,
+    capsys,
+) -> None:
+    import timbre.data.music21_corpus as music21_corpus
+    from timbre.data.music21_corpus import main, read_archive, write_archive
+    from timbre.errors import DatasetError
+
+    expected = build_music21_corpus(styled_cache, list(TEST_STYLES), PIECES_PER_STYLE, progress=False)
+    archive = write_archive(tmp_path / "corpus.tar.xz", styled_cache)
+    assert read_archive(archive, tmp_path / "elsewhere") == len(expected)
+
+    def parse_nothing(source):
+        raise AssertionError(f"{source.path} converted again")
+
+    monkeypatch.setattr(music21_corpus, "_parse_source", parse_nothing)
+    assert build_music21_corpus(tmp_path / "elsewhere", list(TEST_STYLES), PIECES_PER_STYLE, progress=False) == expected
+    for piece in expected:
+        assert (corpus_folder(tmp_path / "elsewhere") / piece.file).read_bytes() == (
+            corpus_folder(styled_cache) / piece.file
+        ).read_bytes()
+
+    with pytest.raises(DatasetError, match="no converted corpus"):
+        write_archive(tmp_path / "empty.tar.xz", tmp_path / "nothing here")
+    broken = tmp_path / "broken.tar.xz"
+    broken.write_bytes(b"not an archive")
+    with pytest.raises(DatasetError, match="broken.tar.xz: not a readable corpus archive"):
+        read_archive(broken, tmp_path / "third")
+    monkeypatch.setenv("TIMBRE_CACHE", str(tmp_path / "fourth"))
+    with pytest.raises(SystemExit) as stopped:
+        main(["bach", "--from-archive", str(broken)])
+    assert stopped.value.code == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "broken.tar.xz: not a readable corpus archive" in error[0]
+
+
 def test_corpus_sources_cover_the_styles_without_duplicate_encodings() -> None:
     sources = corpus_sources()
     collections = {source.collection for source in sources}

@@ -249,11 +249,65 @@ def _source_of(piece_id: str) -> str:
     return piece_id.split("#", 1)[0]
 
 
+@dataclass(frozen=True)
+class _ConvertedWork:
+    """One work of a source file after conversion: its MIDI bytes, or why it was skipped."""
+
+    piece_id: str
+    midi: bytes | None
+    voices: int
+    title: str
+    error: str
+
+
+def _style_name(source: SourceFile) -> str:
+    style = style_of_collection(source.collection)
+    assert style is not None, "corpus_sources keeps styled collections only"
+    return style.name
+
+
+ConversionTask = tuple[SourceFile, int | None, frozenset[str]]  # source, room (None: all), ids done
+
+
+def _convert_source(task: ConversionTask) -> tuple[SourceFile, int, list[_ConvertedWork]]:
+    """Parse one corpus file and convert its works not yet attempted (at most ``room`` of them).
+
+    Runs in a worker process when converting in parallel: it returns bytes and writes nothing,
+    so that only the parent touches the cache folder and the manifest.
+
+    Returns:
+        ``(source, number of works in the file, converted works in corpus order)``.
+    """
+    source, room, known = task
+    programs = style_named(_style_name(source)).programs
+    converted = []
+    with _quiet():
+        try:
+            works = _parse_source(source)
+        except Exception as error:  # noqa: BLE001 - music21 raises many kinds on malformed files
+            works = [(source.path, error)]
+        for piece_id, work in works[:room]:
+            if piece_id in known:
+                continue
+            try:
+                if isinstance(work, Exception):
+                    raise work
+                with _time_limit(PIECE_SECONDS):
+                    score = music21_to_score(work, programs)
+            except Exception as error:  # noqa: BLE001 - one bad piece must not stop the corpus
+                converted.append(_ConvertedWork(piece_id, None, 0, "", f"{type(error).__name__}: {error}"[:300]))
+                continue
+            title = str(work.metadata.title or "") if getattr(work, "metadata", None) is not None else ""
+            converted.append(_ConvertedWork(piece_id, score.dumps_midi(), len(score.tracks), title, ""))
+    return source, len(works), converted
+
+
 def build_music21_corpus(
     cache_dir: str | Path | None = None,
     styles: Sequence[str] | None = None,
     limit_per_style: int | None = None,
     progress: bool = True,
+    workers: int = 1,
 ) -> list[CorpusPiece]:
     """Convert the corpus once (resuming an interrupted conversion) and return its pieces.
 
@@ -262,14 +316,18 @@ def build_music21_corpus(
         styles: convert and return only these styles (default: all of :data:`STYLE_NAMES`).
         limit_per_style: only the first N pieces of each style, in corpus order (tests, quick runs).
         progress: show a progress bar over the source files.
+        workers: processes parsing corpus files at once (music21 is pure Python: one per core).
+            The result and the manifest do not depend on it.
 
     Raises:
-        ConfigError: an unknown style.
+        ConfigError: an unknown style, or ``workers`` < 1.
         DatasetError: nothing could be converted.
     """
     unknown = sorted(set(styles or ()) - set(STYLE_NAMES))
     if unknown:
         raise ConfigError(f"unknown styles {unknown}; the corpus has {list(STYLE_NAMES)}")
+    if workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers}")
     folder = corpus_folder(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
     manifest = _read_manifest(folder)
@@ -279,52 +337,53 @@ def build_music21_corpus(
     for piece_id in [row["id"] for row in manifest["pieces"]] + list(manifest["skipped"]):
         attempted[_source_of(piece_id)].append(piece_id)
     sources = corpus_sources(styles)
-    wanted: list[str] = []
-    taken: Counter[str] = Counter()
     skipped_now = 0
+
+    def record(source: SourceFile, room: int | None, work_count: int, converted: list[_ConvertedWork]) -> None:
+        """Write a source's converted works and the manifest (in the parent process only)."""
+        nonlocal skipped_now
+        style_name = _style_name(source)
+        for work in converted:
+            attempted[source.path].append(work.piece_id)
+            if work.midi is None:
+                manifest["skipped"][work.piece_id] = work.error
+                skipped_now += 1
+                continue
+            file = _piece_file(work.piece_id)
+            with atomic_write(folder / file) as handle:
+                handle.write(work.midi)
+            piece = CorpusPiece(work.piece_id, style_name, work.voices, file, source.collection, work.title)
+            manifest["pieces"].append(asdict(piece))
+        if room is None or work_count <= room:
+            manifest["done_sources"].append(source.path)
+        with atomic_write(folder / MANIFEST, "w") as handle:
+            json.dump(manifest, handle, indent=0)
+
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sources), desc="converting music21 corpus", unit="file", disable=not progress)
-    for source in sources:
-        bar.update(1)
-        style = style_of_collection(source.collection)
-        assert style is not None, "corpus_sources keeps styled collections only"
-        room = None if limit_per_style is None else limit_per_style - taken[style.name]
-        if room is not None and room <= 0:
-            continue
-        known = attempted[source.path]
-        if source.path not in complete and (room is None or len(known) < room):
-            with _quiet():
-                try:
-                    works = _parse_source(source)
-                except Exception as error:  # noqa: BLE001 - music21 raises many kinds on malformed files
-                    works = [(source.path, error)]
-                for piece_id, work in works[:room]:
-                    if piece_id in known:
-                        continue
-                    known.append(piece_id)
-                    try:
-                        if isinstance(work, Exception):
-                            raise work
-                        with _time_limit(PIECE_SECONDS):
-                            score = music21_to_score(work, style.programs)
-                    except Exception as error:  # noqa: BLE001 - one bad piece must not stop the corpus
-                        manifest["skipped"][piece_id] = f"{type(error).__name__}: {error}"[:300]
-                        skipped_now += 1
-                        continue
-                    file = _piece_file(piece_id)
-                    with atomic_write(folder / file) as handle:
-                        handle.write(score.dumps_midi())
-                    title = str(work.metadata.title or "") if getattr(work, "metadata", None) is not None else ""
-                    piece = CorpusPiece(piece_id, style.name, len(score.tracks), file, source.collection, title)
-                    manifest["pieces"].append(asdict(piece))
-            if room is None or len(works) <= room:
-                manifest["done_sources"].append(source.path)
-            with atomic_write(folder / MANIFEST, "w") as handle:
-                json.dump(manifest, handle, indent=0)
-        chosen = known[:room]
-        wanted += chosen
-        taken[style.name] += len(chosen)
+    if limit_per_style is None and workers > 1:
+        import multiprocessing
+
+        tasks = [(source, None, frozenset(attempted[source.path])) for source in sources if source.path not in complete]
+        bar.update(len(sources) - len(tasks))
+        # imap returns results in corpus order, so the manifest is the same as a serial run's.
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for source, work_count, converted in pool.imap(_convert_source, tasks):
+                record(source, None, work_count, converted)
+                bar.update(1)
+    else:
+        # With a limit, a source's room depends on what the sources before it gave: serially.
+        taken: Counter[str] = Counter()
+        for source in sources:
+            bar.update(1)
+            room = None if limit_per_style is None else limit_per_style - taken[_style_name(source)]
+            if room is not None and room <= 0:
+                continue
+            known = attempted[source.path]
+            if source.path not in complete and (room is None or len(known) < room):
+                record(source, room, *_convert_source((source, room, frozenset(known)))[1:])
+            taken[_style_name(source)] += len(known[:room])
     bar.close()
     if skipped_now:
         logger.warning(
@@ -332,6 +391,16 @@ def build_music21_corpus(
             skipped_now,
             folder / MANIFEST,
         )
+
+    wanted: list[str] = []
+    chosen_per_style: Counter[str] = Counter()
+    for source in sources:
+        room = None if limit_per_style is None else limit_per_style - chosen_per_style[_style_name(source)]
+        if room is not None and room <= 0:
+            continue
+        chosen = attempted[source.path][:room]
+        wanted += chosen
+        chosen_per_style[_style_name(source)] += len(chosen)
     rows = {row["id"]: row for row in manifest["pieces"]}
     pieces = [CorpusPiece(**rows[piece_id]) for piece_id in wanted if piece_id in rows]
     if not pieces:
@@ -352,12 +421,75 @@ def style_programs(styles: Sequence[str] | None = None) -> dict[str, list[int]]:
     return {name: list(style_named(name).programs) for name in (styles or STYLE_NAMES)}
 
 
+def write_archive(archive: str | Path, cache_dir: str | Path | None = None) -> Path:
+    """Pack the converted corpus (MIDI files and manifest) into one ``.tar.xz``, atomically.
+
+    The conversion takes CPU-hours; the archive carries it to another machine or a later session
+    (``--from-archive``), a few MB for the whole corpus.
+
+    Raises:
+        DatasetError: nothing has been converted into the cache yet.
+    """
+    import tarfile
+
+    folder = corpus_folder(cache_dir)
+    if not (folder / MANIFEST).exists():
+        raise DatasetError(f"{folder}: no converted corpus to archive (no {MANIFEST})")
+    archive = Path(archive)
+    with atomic_write(archive) as handle, tarfile.open(fileobj=handle, mode="w:xz") as packed:
+        for path in sorted(folder.iterdir()):
+            if path.suffix == ".mid" or path.name == MANIFEST:
+                packed.add(path, arcname=path.name)
+    return archive
+
+
+def read_archive(archive: str | Path, cache_dir: str | Path | None = None) -> int:
+    """Unpack an archive of :func:`write_archive` into the cache, where the cache has less.
+
+    A cache that already lists every piece the archive does is left as it is; otherwise the
+    archive replaces its manifest and adds its files. Returns the pieces the cache now lists.
+
+    Raises:
+        DatasetError: the archive is missing, unreadable, or of another conversion version.
+    """
+    import tarfile
+
+    archive = Path(archive)
+    folder = corpus_folder(cache_dir)
+    try:
+        with tarfile.open(archive, mode="r:*") as packed:
+            member = packed.extractfile(MANIFEST)
+            if member is None:
+                raise DatasetError(f"{archive}: no {MANIFEST} in the archive")
+            manifest = json.loads(member.read())
+            if manifest.get("version") != CONVERSION_VERSION:
+                raise DatasetError(
+                    f"{archive}: conversion version {manifest.get('version')}, this timbre converts version "
+                    f"{CONVERSION_VERSION}; convert the corpus again"
+                )
+            present = {row["id"] for row in _read_manifest(folder)["pieces"]} if folder.exists() else set()
+            if {row["id"] for row in manifest["pieces"]} <= present:
+                return len(present)
+            folder.mkdir(parents=True, exist_ok=True)
+            names = [name for name in packed.getnames() if name != MANIFEST]
+            packed.extractall(folder, members=[packed.getmember(name) for name in names], filter="data")
+    except (OSError, tarfile.TarError, KeyError, ValueError) as error:
+        # tarfile lists every compression it tried, one per line: the first line says enough.
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise DatasetError(f"{archive}: not a readable corpus archive ({reason})") from None
+    # The manifest last, atomically: an interrupted unpack leaves the old cache consistent.
+    with atomic_write(folder / MANIFEST, "w") as handle:
+        json.dump(manifest, handle, indent=0)
+    return len(manifest["pieces"])
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Convert the corpus ahead of training, printing a summary per style.
 
-    ``python -m timbre.data.music21_corpus [STYLE ...]`` (default: every style); several
-    processes may convert different styles at once only into different cache folders, since
-    each rewrites the manifest. An unknown style ends in one line and exit status 2.
+    ``python -m timbre.data.music21_corpus [STYLE ...] [--workers N] [--from-archive F] [--archive F]``
+    (default: every style). ``--workers`` converts N files at once; separate processes must not
+    share a cache folder, since each rewrites the manifest. An unknown style ends in one line and
+    exit status 2; an unreadable archive in one line and exit status 1.
     """
     import argparse
 
@@ -366,13 +498,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         description="Convert music21's bundled corpus to MIDI once (resumable), labelled by style.",
     )
     parser.add_argument("styles", nargs="*", metavar="STYLE", help=f"styles to convert (default: all of {STYLE_NAMES})")
+    parser.add_argument("--workers", type=int, default=1, help="processes converting at once (one per core)")
+    parser.add_argument("--from-archive", metavar="FILE", help="first unpack a converted corpus (--archive's output)")
+    parser.add_argument("--archive", metavar="FILE", help="then pack the converted corpus into FILE (.tar.xz)")
     arguments = parser.parse_args(argv)
+    if arguments.workers < 1:
+        parser.error(f"--workers must be at least 1, got {arguments.workers}")
     unknown = sorted(set(arguments.styles) - set(STYLE_NAMES))
     if unknown:
         parser.error(f"unknown styles {unknown}; the corpus has {list(STYLE_NAMES)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     styles = arguments.styles or None
-    pieces = build_music21_corpus(styles=styles)
+    try:
+        if arguments.from_archive:
+            print(f"{read_archive(arguments.from_archive)} pieces in {corpus_folder()}")
+        pieces = build_music21_corpus(styles=styles, workers=arguments.workers)
+        if arguments.archive:
+            print(f"wrote {write_archive(arguments.archive)}")
+    except (DatasetError, OSError) as error:
+        parser.exit(1, f"error: {error}\n")
     counts = Counter(piece.style for piece in pieces)
     voices: dict[str, Counter[int]] = defaultdict(Counter)
     for piece in pieces:
