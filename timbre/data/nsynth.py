@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from timbre.data import DataBundle
 from timbre.data.equalizer import random_equalizer
 from timbre.data.families import NSYNTH_FAMILIES, NSYNTH_SOURCES
+from timbre.data.half_partials import remove_half_integer_partials
 from timbre.errors import ConfigError, DatasetError
 from timbre.io.audio import SAMPLE_RATE, load_audio
 
@@ -197,6 +198,11 @@ class NoteDataset(Dataset):
             (:func:`timbre.data.equalizer.random_equalizer`) applied to drawn items; 0 disables it.
             Never applied with ``deterministic_crops`` (validation).
         equalizer_probability: chance that a drawn item is equalised.
+        half_partial_removal: chance that a drawn item loses its partials at 0.5, 1.5, ... times
+            its pitch (:func:`timbre.data.half_partials.remove_half_integer_partials`), before
+            any equalising; never with ``deterministic_crops``.
+        half_partial_count: how many half-integer partials are removed (the decoder's
+            ``n_subharmonics``).
 
     Raises:
         DatasetError: the split is missing or malformed.
@@ -220,11 +226,18 @@ class NoteDataset(Dataset):
         silence_db: float | None = -60.0,
         equalizer_db: float = 0.0,
         equalizer_probability: float = 0.5,
+        half_partial_removal: float = 0.0,
+        half_partial_count: int = 8,
     ) -> None:
         if equalizer_db < 0 or not 0.0 <= equalizer_probability <= 1.0:
             raise ConfigError(
                 f"equalizer_db must be >= 0 and equalizer_probability in [0, 1], got {equalizer_db} "
                 f"and {equalizer_probability}"
+            )
+        if not 0.0 <= half_partial_removal <= 1.0 or half_partial_count < 1:
+            raise ConfigError(
+                f"half_partial_removal must be in [0, 1] and half_partial_count >= 1, got {half_partial_removal} "
+                f"and {half_partial_count}"
             )
         if crop_samples is not None and crop_samples <= 0:
             raise ConfigError(f"crop_samples must be positive or None, got {crop_samples}")
@@ -250,6 +263,8 @@ class NoteDataset(Dataset):
         self.silence_db = silence_db
         self.equalizer_db = 0.0 if deterministic_crops else float(equalizer_db)
         self.equalizer_probability = float(equalizer_probability)
+        self.half_partial_removal = 0.0 if deterministic_crops else float(half_partial_removal)
+        self.half_partial_count = int(half_partial_count)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -267,6 +282,10 @@ class NoteDataset(Dataset):
         audio = load_audio(self.audio_path(index), self.sample_rate)
         if self.crop_samples is not None:
             audio = self._crop(index, audio)
+        # No draw when off, so that runs without it replay the equaliser's draws as before.
+        if self.half_partial_removal and float(torch.rand(())) < self.half_partial_removal:
+            fundamental_hz = 440.0 * 2.0 ** ((int(example["pitch"]) - 69) / 12.0)
+            audio = remove_half_integer_partials(audio, self.sample_rate, fundamental_hz, self.half_partial_count)
         if self.equalizer_db and float(torch.rand(())) < self.equalizer_probability:
             audio = random_equalizer(audio, self.sample_rate, self.equalizer_db)
         return {
@@ -316,6 +335,8 @@ def build_note_bundle(
     silence_db: float | None = -60.0,
     equalizer_db: float = 0.0,
     equalizer_probability: float = 0.5,
+    half_partial_removal: float = 0.0,
+    half_partial_count: int = 8,
     **filters: Any,
 ) -> DataBundle:
     """Training and validation notes of an NSynth-layout dataset.
@@ -328,6 +349,8 @@ def build_note_bundle(
         seed, sample_rate, crop_hop, silence_db: as in :class:`NoteDataset`.
         equalizer_db, equalizer_probability: the training notes' random equaliser, as in
             :class:`NoteDataset` (validation notes are never equalised).
+        half_partial_removal, half_partial_count: the training notes' removal of half-integer
+            partials, as in :class:`NoteDataset` (validation notes keep theirs).
         **filters: ``families``, ``sources``, ``instruments``, ``pitch_range``, ``velocities``,
             applied to both splits.
 
@@ -343,6 +366,8 @@ def build_note_bundle(
         crop_samples=crop_samples,
         equalizer_db=equalizer_db,
         equalizer_probability=equalizer_probability,
+        half_partial_removal=half_partial_removal,
+        half_partial_count=half_partial_count,
         **common,
     )
     valid = None
