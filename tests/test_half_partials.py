@@ -48,8 +48,13 @@ def test_a_synthetic_organ_loses_its_octave_below_and_keeps_its_whole_partials()
     change = partial_levels_db(removed, 220.0, ratios) - partial_levels_db(note, 220.0, ratios)
     assert np.all(change[[0, 2, 5]] < -40.0)
     assert np.abs(change[[1, 3, 4]]).max() < 0.1
+    only_the_fifth = remove_half_integer_partials(note, SAMPLE_RATE, 220.0, 2, [False, True])
+    change = partial_levels_db(only_the_fifth, 220.0, ratios) - partial_levels_db(note, 220.0, ratios)
+    assert change[2] < -40.0 and np.abs(change[[0, 1, 3, 4, 5]]).max() < 0.1  # 4.5 is beyond count=2
     with pytest.raises(ConfigError, match="pitch > 0 Hz"):
         remove_half_integer_partials(note, SAMPLE_RATE, 0.0)
+    with pytest.raises(ConfigError, match="removed names 1 partials, count is 2"):
+        remove_half_integer_partials(note, SAMPLE_RATE, 220.0, 2, [True])
 
 
 @pytest.fixture(scope="module")
@@ -69,21 +74,27 @@ def test_training_notes_lose_half_integer_partials_and_validation_notes_never(dr
     removing = NoteDataset(drawbar_organ, "train", crop_samples=SAMPLE_RATE, half_partial_removal=1.0)
     organs = [index for index in range(len(plain)) if "organ" in plain.note_str(index)]
     assert organs, "FluidR3's program 16 should be in the training split"
-    for index in range(len(plain)):
-        torch.manual_seed(index)
-        before = plain[index]["audio"].numpy()
-        torch.manual_seed(index)  # the same crop: it is drawn first
-        after = removing[index]["audio"].numpy()
-        pitch = int(plain.examples[index]["pitch"])
-        fundamental = 440.0 * 2.0 ** ((pitch - 69) / 12)
-        assert np.array_equal(after, remove_half_integer_partials(before, SAMPLE_RATE, fundamental))
-        if index in organs:
-            # FluidR3's drawbar sounds the 16' (0.5) and 5 1/3' (1.5) stops; both go, 8' and 4' stay.
-            levels_before = partial_levels_db(before, fundamental, [0.5, 1.0, 1.5, 2.0])
-            levels_after = partial_levels_db(after, fundamental, [0.5, 1.0, 1.5, 2.0])
-            assert levels_before[2] - levels_before[1] > -20.0
-            assert levels_after[2] - levels_after[1] < levels_before[2] - levels_before[1] - 25.0
-            assert abs(levels_after[1] - levels_before[1]) < 0.5 and abs(levels_after[3] - levels_before[3]) < 0.5
+    registrations = set()
+    for seed in range(12):
+        for index in range(len(plain)):
+            torch.manual_seed(1000 * seed + index)
+            before = plain[index]["audio"].numpy()  # the same crop: it is drawn first
+            float(torch.rand(()))  # then whether to remove
+            removed = (torch.rand(8) < 0.5).tolist()  # then which partials
+            torch.manual_seed(1000 * seed + index)
+            after = removing[index]["audio"].numpy()
+            pitch = int(plain.examples[index]["pitch"])
+            fundamental = 440.0 * 2.0 ** ((pitch - 69) / 12)
+            assert np.array_equal(after, remove_half_integer_partials(before, SAMPLE_RATE, fundamental, 8, removed))
+            if index in organs:
+                # FluidR3's drawbar sounds the 16' (0.5) and 5 1/3' (1.5) stops; each goes on its own.
+                ratios = [0.5, 1.0, 1.5, 2.0]
+                change = partial_levels_db(after, fundamental, ratios) - partial_levels_db(before, fundamental, ratios)
+                assert np.abs(change[[1, 3]]).max() < 0.5
+                for position, k in ((0, 0), (2, 1)):
+                    assert (change[position] < -25.0) == removed[k]
+                registrations.add((removed[0], removed[1]))
+    assert registrations == {(False, False), (False, True), (True, False), (True, True)}
 
     off = NoteDataset(drawbar_organ, "train", crop_samples=SAMPLE_RATE, half_partial_removal=0.0)
     torch.manual_seed(0)

@@ -198,9 +198,10 @@ class NoteDataset(Dataset):
             (:func:`timbre.data.equalizer.random_equalizer`) applied to drawn items; 0 disables it.
             Never applied with ``deterministic_crops`` (validation).
         equalizer_probability: chance that a drawn item is equalised.
-        half_partial_removal: chance that a drawn item loses its partials at 0.5, 1.5, ... times
-            its pitch (:func:`timbre.data.half_partials.remove_half_integer_partials`), before
-            any equalising; never with ``deterministic_crops``.
+        half_partial_removal: chance that a drawn item loses some of its partials at 0.5, 1.5,
+            ... times its pitch, each with probability 1/2
+            (:func:`timbre.data.half_partials.remove_half_integer_partials`), before any
+            equalising; never with ``deterministic_crops``.
         half_partial_count: how many half-integer partials are removed (the decoder's
             ``n_subharmonics``).
 
@@ -285,7 +286,11 @@ class NoteDataset(Dataset):
         # No draw when off, so that runs without it replay the equaliser's draws as before.
         if self.half_partial_removal and float(torch.rand(())) < self.half_partial_removal:
             fundamental_hz = 440.0 * 2.0 ** ((int(example["pitch"]) - 69) / 12.0)
-            audio = remove_half_integer_partials(audio, self.sample_rate, fundamental_hz, self.half_partial_count)
+            # Each partial on its own: an organ with a 16' stop and no 5 1/3' must occur.
+            removed = (torch.rand(self.half_partial_count) < 0.5).tolist()
+            audio = remove_half_integer_partials(
+                audio, self.sample_rate, fundamental_hz, self.half_partial_count, removed
+            )
         if self.equalizer_db and float(torch.rand(())) < self.equalizer_probability:
             audio = random_equalizer(audio, self.sample_rate, self.equalizer_db)
         return {
