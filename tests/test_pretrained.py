@@ -67,10 +67,10 @@ def test_the_wavenet_decodes_fast_v3s_embeddings_at_their_pitch() -> None:
 def test_default_model_loads_and_decodes_a_short_note() -> None:
     model = timbre.load()
     assert not model.is_autoregressive and model.decoder_kind == "fast"
-    # Version 5: version 3's architecture (the 64-dim embedding, whose bottleneck reads the log-mel
+    # Version 7: version 3's architecture (the 64-dim embedding, whose bottleneck reads the log-mel
     # bands too) with partials on the octave below, trained with the mel-level loss.
     assert model.autoencoder.latent_dim == 64 and model.autoencoder.encoder.bottleneck_inputs == "mel"
-    assert model.info["path"] == timbre.load("fast-v5").info["path"]
+    assert model.info["path"] == timbre.load("fast-v7").info["path"]
     assert model.autoencoder.decoder.mel_loss_weight > 0 and model.reads_source_pitch
     audio = model.synthesize(model.encode(FLUTE), pitch=67, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)

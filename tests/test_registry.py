@@ -34,6 +34,7 @@ BUNDLED = {
     "fast-v4": "autoencoder",
     "fast-v5": "autoencoder",
     "fast-v6": "autoencoder",
+    "fast-v7": "autoencoder",
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",

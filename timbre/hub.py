@@ -16,17 +16,19 @@ from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {
-    "default": "fast-v5",
+    "default": "fast-v7",
     "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
     "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), the default in sessions 4-6
     "fast-v4": "fast-v4",  # version 3 trained on with the mel-level loss, the default in sessions 7-8
     # Version 4 with partials on the octave below, read at the pitch a sound was encoded at (the
-    # default from session 9).
+    # default in session 9).
     "fast-v5": "fast-v5",
     # Version 5 trained on randomly equalised notes: identifies more unseen instruments, but plays
     # an unseen electronic organ's octave below too loud (its card).
     "fast-v6": "fast-v6",
+    # Version 6 trained on notes that lose random half-integer partials (the default from session 10).
+    "fast-v7": "fast-v7",
     # The NSynth autoencoder at CPU size with its own encoder; holds no pitch. Named "wavenet-small"
     # until the pitch-clock WaveNet replaced it.
     "wavenet-v1": "wavenet-v1",
@@ -61,7 +63,7 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
-    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"`` ... ``"fast-v6"``,
+    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"`` ... ``"fast-v7"``,
     ``"wavenet"`` = ``"wavenet-small"`` = ``"wavenet-v2"``, ``"wavenet-v1"``), or any checkpoint file or run directory
     written by ``timbre-train``.
 
