@@ -103,7 +103,17 @@ def play(result, preset: int, key: int, velocity: int = 100) -> np.ndarray:
 
     synth = pysfizz.Synth(sample_rate=48000, block_size=256)
     assert synth.load_sfz_file(path), f"sfizz cannot load {path}"
-    stereo = synth.render_note(key, velocity, HOLD, TOTAL)
+    # sfizz streams a sample past its preloaded head from a background thread, and even when
+    # freewheeling it may play silence where that thread falls behind (a busy CPU): play the note
+    # until two renderings agree, i.e. until the whole sample is in memory.
+    previous = None
+    for _ in range(8):
+        stereo = synth.render_note(key, velocity, HOLD, TOTAL)
+        if previous is not None and np.array_equal(stereo, previous):
+            break
+        previous = stereo
+    else:
+        raise AssertionError(f"sfizz never rendered {path} key {key} velocity {velocity} the same way twice")
     return resample(stereo.mean(axis=0).astype(np.float32), 48000, SR)[: round(TOTAL * SR)]
 
 
