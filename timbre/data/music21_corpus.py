@@ -356,13 +356,15 @@ def build_music21_corpus(
             manifest["pieces"].append(asdict(piece))
         if room is None or work_count <= room:
             manifest["done_sources"].append(source.path)
+            complete.add(source.path)
         with atomic_write(folder / MANIFEST, "w") as handle:
             json.dump(manifest, handle, indent=0)
 
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(sources), desc="converting music21 corpus", unit="file", disable=not progress)
-    if limit_per_style is None and workers > 1:
+    in_parallel = limit_per_style is None and workers > 1
+    if in_parallel:
         import multiprocessing
 
         tasks = [(source, None, frozenset(attempted[source.path])) for source in sources if source.path not in complete]
@@ -372,18 +374,23 @@ def build_music21_corpus(
             for source, work_count, converted in pool.imap(_convert_source, tasks):
                 record(source, None, work_count, converted)
                 bar.update(1)
-    else:
-        # With a limit, a source's room depends on what the sources before it gave: serially.
-        taken: Counter[str] = Counter()
-        for source in sources:
+
+    # Serially, the sources not converted above: with a limit, a source's room depends on what
+    # the sources before it gave. The same pass picks the pieces to return.
+    wanted: list[str] = []
+    chosen_per_style: Counter[str] = Counter()
+    for source in sources:
+        if not in_parallel:
             bar.update(1)
-            room = None if limit_per_style is None else limit_per_style - taken[_style_name(source)]
-            if room is not None and room <= 0:
-                continue
-            known = attempted[source.path]
-            if source.path not in complete and (room is None or len(known) < room):
-                record(source, room, *_convert_source((source, room, frozenset(known)))[1:])
-            taken[_style_name(source)] += len(known[:room])
+        room = None if limit_per_style is None else limit_per_style - chosen_per_style[_style_name(source)]
+        if room is not None and room <= 0:
+            continue
+        known = attempted[source.path]
+        if source.path not in complete and (room is None or len(known) < room):
+            record(source, room, *_convert_source((source, room, frozenset(known)))[1:])
+        chosen = known[:room]
+        wanted += chosen
+        chosen_per_style[_style_name(source)] += len(chosen)
     bar.close()
     if skipped_now:
         logger.warning(
@@ -391,16 +398,6 @@ def build_music21_corpus(
             skipped_now,
             folder / MANIFEST,
         )
-
-    wanted: list[str] = []
-    chosen_per_style: Counter[str] = Counter()
-    for source in sources:
-        room = None if limit_per_style is None else limit_per_style - chosen_per_style[_style_name(source)]
-        if room is not None and room <= 0:
-            continue
-        chosen = attempted[source.path][:room]
-        wanted += chosen
-        chosen_per_style[_style_name(source)] += len(chosen)
     rows = {row["id"]: row for row in manifest["pieces"]}
     pieces = [CorpusPiece(**rows[piece_id]) for piece_id in wanted if piece_id in rows]
     if not pieces:
