@@ -18,12 +18,18 @@ from timbre.train.warm_start import widened_state
 
 
 def small_autoencoder(
-    latent_dim: int, bottleneck_inputs: str = "level", hidden: int = 24, n_subharmonics: int = 0
+    latent_dim: int,
+    bottleneck_inputs: str = "level",
+    hidden: int = 24,
+    n_subharmonics: int = 0,
+    partial_inputs: int = 0,
+    octave_down_probability: float = 0.0,
 ) -> Autoencoder:
     """A small mel-encoder / harmonic-plus-noise autoencoder with every optional decoder part on."""
     encoder = WaveNetEncoder(
         channels=16, layers=2, stages=2, latent_dim=latent_dim, hop_length=512, downsample=128,
         frontend="mel", n_mels=20, n_fft=512, bottleneck_inputs=bottleneck_inputs,
+        partial_inputs=partial_inputs, octave_down_probability=octave_down_probability,
     )  # fmt: skip
     decoder = HarmonicNoiseDecoder(
         latent_dim=latent_dim, hidden_channels=hidden, n_harmonics=16, n_noise_bands=17, n_frame_blocks=2,

@@ -155,7 +155,8 @@ class TimbreModel:
                 (``sample_rate`` says its rate; default: the model's), or an Embedding (returned as is).
             pitch, velocity: MIDI pitch and velocity of the source note, when known (metadata).
                 A model that :attr:`reads_source_pitch` estimates a pitch not given
-                (:func:`timbre.models.source_pitch.heard_midi_pitch`, ``embedding.extra["estimated_pitch"]``).
+                (:func:`timbre.models.source_pitch.heard_midi_pitch`, ``embedding.extra["estimated_pitch"]``);
+                an encoder that reads partial levels reads them at that pitch.
             refine: gradient steps that move the embedding towards one the decoder renders closer
                 to the source (:mod:`timbre.models.refine`; parallel decoder only). Each step costs
                 about a decode and its backward pass (0.2-0.4 s for a 4 s note on 2 CPU threads).
@@ -185,8 +186,16 @@ class TimbreModel:
         waveform = torch.zeros(1, encoded_frames * self.hop_length)
         waveform[0, : audio.shape[0]] = torch.from_numpy(np.clip(audio, -1.0, 1.0))
         waveform = waveform.to(self.device)
+        heard_pitch = None
+        if pitch is None and (self.reads_source_pitch or self.autoencoder.encoder_reads_pitch):
+            from timbre.models.source_pitch import heard_midi_pitch
+
+            heard_pitch = heard_midi_pitch(audio, self.sample_rate)
+        encoder_pitch = None
+        if self.autoencoder.encoder_reads_pitch:  # partial levels are read at the pitch given, else heard
+            encoder_pitch = torch.tensor([pitch if pitch is not None else heard_pitch], device=self.device)
         with torch.inference_mode():
-            z = self.autoencoder.encode(waveform)
+            z = self.autoencoder.encode(waveform, encoder_pitch)
         if refine:
             from timbre.models.refine import estimate_midi_pitch, refine_embedding
 
@@ -197,9 +206,7 @@ class TimbreModel:
         z = z[0].T.cpu()[:frames]
         extra: dict[str, Any] = {}
         if pitch is None and self.reads_source_pitch:
-            from timbre.models.source_pitch import heard_midi_pitch
-
-            extra[ESTIMATED_PITCH] = heard_midi_pitch(audio, self.sample_rate)
+            extra[ESTIMATED_PITCH] = heard_pitch
         return Embedding(
             z,
             self.sample_rate,

@@ -42,14 +42,22 @@ class Autoencoder(nn.Module):
         self.hop_length = encoder.hop_length
         self.latent_dim = encoder.latent_dim
 
-    def encode(self, audio: torch.Tensor) -> torch.Tensor:
-        """``audio [batch, samples]`` (a multiple of ``hop_length``) to ``z [batch, latent_dim, frames]``."""
-        return self.encoder(audio)
+    @property
+    def encoder_reads_pitch(self) -> bool:
+        """Whether :meth:`encode` needs the notes' pitch (an encoder reading partial levels)."""
+        return bool(getattr(self.encoder, "reads_pitch", False))
+
+    def encode(self, audio: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """``audio [batch, samples]`` (a multiple of ``hop_length``) to ``z [batch, latent_dim, frames]``.
+
+        ``pitch`` (MIDI ``[batch]``) is needed when :attr:`encoder_reads_pitch`, ignored otherwise.
+        """
+        return self.encoder(audio, pitch)
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Reconstruction loss of ``batch["audio"] [batch, samples]`` given ``batch["pitch"] [batch]``."""
         audio, pitch = batch["audio"], batch["pitch"]
-        return self.decoder.reconstruction_loss(audio, self.encode(audio), pitch)
+        return self.decoder.reconstruction_loss(audio, self.encode(audio, pitch), pitch)
 
     def decode(
         self, z: torch.Tensor, pitch: torch.Tensor, n_samples: int | None = None, **options: Any

@@ -25,7 +25,13 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from timbre.models.partial_levels import FLOOR_LEVEL, partial_levels
 from timbre.models.wavenet import dilations, quantize_and_scale
+
+# The window partial levels are read with: 2048 samples at 16 kHz (7.8 Hz bins) separate the
+# half-integer partials of the lowest notes trained on (MIDI 24, 33 Hz: 16 Hz apart), which the
+# mel front end's 1024-sample window cannot.
+PARTIAL_FFT_SECONDS = 0.128
 
 
 class NonCausalResidualLayer(nn.Module):
@@ -104,6 +110,17 @@ class WaveNetEncoder(nn.Module):
             every log-mel band. With ``"mel"`` the spectral envelope has a linear path into the
             embedding, as the level has: the stack alone handed a 16-dim bottleneck an envelope
             so smoothed that every instrument decoded with nearly the same partial profile.
+        partial_inputs: ``"mel"`` front end only: how many partial levels at the note's pitch the
+            encoder also reads, at 0.5, 1, 1.5, ... times the fundamental (0: none, the encoder
+            does not need the pitch). Above a few hundred hertz a mel band spans several
+            partials, so from mel frames alone the encoder can tell a drawbar organ's 5 1/3'
+            stop (partial 1.5) from none only through the band's sum; the levels measured at the
+            partials themselves (:func:`timbre.models.partial_levels.partial_levels`, the
+            measure the decoder's partial loss uses) say it directly. They reach the residual
+            stack and, with ``bottleneck_inputs="mel"``, the bottleneck, after the bands.
+        octave_down_probability: in training, the chance that a note's partial levels are read
+            at an octave below its pitch. An encoder told no pitch hears one (YIN), which is an
+            octave low for organs sounding a 16' stop; trained on both, the encoder reads either.
     """
 
     def __init__(
@@ -120,6 +137,8 @@ class WaveNetEncoder(nn.Module):
         n_fft: int = 1024,
         sample_rate: int = 16000,
         bottleneck_inputs: str = "level",
+        partial_inputs: int = 0,
+        octave_down_probability: float = 0.0,
     ) -> None:
         super().__init__()
         if bottleneck_inputs not in ("level", "mel"):
@@ -134,12 +153,19 @@ class WaveNetEncoder(nn.Module):
         if frontend not in ("waveform", "mel"):
             raise ValueError(f"encoder frontend must be 'waveform' or 'mel', got {frontend!r}")
         self.frontend = frontend
+        if partial_inputs < 0 or (partial_inputs and frontend != "mel"):
+            raise ValueError(f"encoder partial_inputs must be >= 0 and needs the mel front end, got {partial_inputs}")
+        if not 0.0 <= octave_down_probability <= 1.0:
+            raise ValueError(f"encoder octave_down_probability must be in [0, 1], got {octave_down_probability}")
+        self.partial_inputs = partial_inputs
+        self.octave_down_probability = octave_down_probability
+        self.sample_rate = sample_rate
         self.bottleneck_inputs = bottleneck_inputs if frontend == "mel" else "none"
         if frontend == "mel":
             if downsample < 2:
                 raise ValueError("the mel front end needs downsample >= 2 (its hop)")
             self.mel = LogMelFrontEnd(sample_rate, downsample, n_fft, n_mels)
-            self.start = nn.Conv1d(n_mels + 1, channels, 1)
+            self.start = nn.Conv1d(n_mels + 1 + partial_inputs, channels, 1)
         elif downsample == 1:
             self.start = nn.Conv1d(1, channels, kernel_size, padding=kernel_size // 2)
         else:
@@ -150,11 +176,36 @@ class WaveNetEncoder(nn.Module):
         # through the stack alone the level came out compressed (a 40 dB range decoded as 17 dB).
         # The bands follow it with bottleneck_inputs="mel"; the stack's channels come first so a
         # model can grow from one without them (timbre.train.warm_start).
-        skipped = {"none": 0, "level": 1, "mel": 1 + n_mels}[self.bottleneck_inputs]
+        skipped = {"none": 0, "level": 1, "mel": 1 + n_mels + partial_inputs}[self.bottleneck_inputs]
         self.bottleneck = nn.Conv1d(channels + skipped, latent_dim, 1)
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        """Args: audio ``[batch, samples]`` in [-1, 1], samples a multiple of ``hop_length``.
+    @property
+    def reads_pitch(self) -> bool:
+        """Whether :meth:`forward` needs the note's pitch (it reads partial levels)."""
+        return self.partial_inputs > 0
+
+    def partial_features(self, audio: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+        """Levels of partials 0.5, 1, 1.5, ... x the pitch, ``[batch, partial_inputs, samples // downsample]``.
+
+        Args:
+            audio: ``[batch, samples]``.
+            pitch: MIDI pitch ``[batch]`` (fractional allowed).
+
+        Returns:
+            log10 amplitudes / 4 (the mel bands' scale), from -1 (-80 dBFS, also for partials at or
+            above Nyquist) up; frames centred as the mel frames are.
+        """
+        n_frames = audio.shape[-1] // self.downsample
+        fundamental_hz = 440.0 * 2.0 ** ((pitch.to(audio.dtype) - 69.0) / 12.0)
+        multiples = 0.5 * torch.arange(1, self.partial_inputs + 1, device=audio.device, dtype=audio.dtype)
+        partial_hz = (fundamental_hz[:, None] * multiples)[:, None, :].expand(-1, n_frames, -1)
+        n_fft = int(PARTIAL_FFT_SECONDS * self.sample_rate)
+        levels = partial_levels(audio, partial_hz, self.downsample, self.sample_rate, n_fft=n_fft)
+        return levels.transpose(1, 2) / -FLOOR_LEVEL
+
+    def forward(self, audio: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """Args: audio ``[batch, samples]`` in [-1, 1], samples a multiple of ``hop_length``;
+        pitch: MIDI pitch ``[batch]``, needed when :attr:`reads_pitch` (ignored otherwise).
 
         Returns: embedding ``[batch, latent_dim, samples // hop_length]``.
         """
@@ -167,8 +218,21 @@ class WaveNetEncoder(nn.Module):
         skipped = None
         if self.frontend == "mel":
             features = self.mel(audio)
-            # [level, bands]: the level first, where models without the bands have it.
-            skipped = features[:, -1:] if self.bottleneck_inputs == "level" else features.roll(1, dims=1)
+            if self.partial_inputs:
+                if pitch is None:
+                    raise ValueError("this encoder reads partial levels at the note's pitch: pass pitch [batch]")
+                if self.training and self.octave_down_probability > 0:
+                    lowered = torch.rand(pitch.shape, device=pitch.device) < self.octave_down_probability
+                    pitch = torch.where(lowered, pitch - 12, pitch)
+                # [bands, level, partials]: new inputs last, where a model without them grows them.
+                features = torch.cat([features, self.partial_features(audio, pitch)], dim=1)
+            # [level, bands, partials]: the level first, where models without the bands have it.
+            level_and_bands = features[:, : -self.partial_inputs or None]
+            skipped = (
+                level_and_bands[:, -1:]
+                if self.bottleneck_inputs == "level"
+                else torch.cat([level_and_bands.roll(1, dims=1), features[:, level_and_bands.shape[1] :]], dim=1)
+            )
             x = self.start(features)
         else:
             _, scaled = quantize_and_scale(audio)

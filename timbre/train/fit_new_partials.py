@@ -84,7 +84,7 @@ def fit_half_integer_partials(
         items = [dataset[index] for index in order[start : start + batch_size]]
         audio = torch.stack([item["audio"] for item in items]).float()
         pitch = torch.stack([torch.as_tensor(item["pitch"]) for item in items]).long()
-        z = model.encode(audio)
+        z = model.encode(audio, pitch)
         feature, _ = decoder.control_features(z, pitch)  # [batch, channels, frames]
         distribution = decoder.controls(z, pitch)["harmonic_distribution"]  # [batch, frames, partials]
         half_share, sounding = _half_integer_shares(decoder, audio, pitch, feature.shape[-1])

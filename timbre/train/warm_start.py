@@ -1,7 +1,9 @@
 """Starting a new training run from a trained autoencoder's weights (``trainer.init_from``).
 
 The new model may be the trained one with a wider embedding (``latent_dim``), more inputs to
-the encoder's bottleneck (``bottleneck_inputs="mel"``) and more synthesis controls at the end of
+the encoder's bottleneck (``bottleneck_inputs="mel"``), partial levels read by the encoder
+(``partial_inputs``: its start convolution's new input columns start at zero, as do the
+bottleneck's) and more synthesis controls at the end of
 the decoder's output convolution (``n_subharmonics``); everything else must match. The new model
 then computes what the trained one did (exactly, but for what new controls add), and training
 goes on from there instead of from scratch:
@@ -28,6 +30,7 @@ from timbre.errors import CheckpointError
 
 _BOTTLENECK_WEIGHT = "encoder.bottleneck.weight"
 _BOTTLENECK_BIAS = "encoder.bottleneck.bias"
+_ENCODER_START_WEIGHT = "encoder.start.weight"
 _DECODER_INPUT_WEIGHT = "decoder.input.weight"
 _DECODER_OUTPUT = ("decoder.output.weight", "decoder.output.bias")
 
@@ -60,6 +63,15 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
         elif name == _BOTTLENECK_WEIGHT and old.shape[2:] == tensor.shape[2:] and _grows(old.shape, tensor.shape):
             tensor[:old_latent] = 0.0
             tensor[:old_latent, :old_inputs] = old
+        elif (
+            name == _ENCODER_START_WEIGHT
+            and tensor.shape[0] == old.shape[0]
+            and tensor.shape[2:] == old.shape[2:]
+            and tensor.shape[1] > old.shape[1]
+        ):
+            # Input channels: [mel bands, level, partial levels]: the partial levels are new, last.
+            tensor.zero_()
+            tensor[:, : old.shape[1]] = old
         elif name == _BOTTLENECK_BIAS and _grows(old.shape, tensor.shape):
             tensor[:old_latent] = old
         elif (
@@ -83,8 +95,9 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
         else:
             raise CheckpointError(
                 f"{origin}: cannot start from these weights: {name} has shape {tuple(old.shape)} there and "
-                f"{tuple(tensor.shape)} here; only the embedding width, the bottleneck's inputs and the "
-                "decoder's half-integer partials (n_subharmonics) may grow"
+                f"{tuple(tensor.shape)} here; only the embedding width, the encoder's and the bottleneck's "
+                "inputs (partial_inputs, bottleneck_inputs) and the decoder's half-integer partials "
+                "(n_subharmonics) may grow"
             )
     return target
 
