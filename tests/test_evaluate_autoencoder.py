@@ -277,3 +277,17 @@ def test_a_reference_folder_is_scored_beside_the_model(tiny_testset: Path, tmp_p
     with pytest.raises(DatasetError, match="reference folder lacks 1 of the evaluated notes"):
         evaluate_autoencoder("default", tiny_testset, tmp_path / "other", baselines=(), track_pitch="none",
                              sweeps=0, seconds=0.5, reference=partial)  # fmt: skip
+
+
+def test_notes_can_be_encoded_told_nothing_as_encode_file_is(tiny_testset: Path, tmp_path: Path):
+    """``--encode-pitch heard``: the model hears each note's pitch (YIN hears these six right, so the
+    figures are the labelled run's); the setting is recorded in the report's command."""
+    from timbre.evaluation.autoencoder import evaluate_autoencoder
+
+    options = {"baselines": (), "track_pitch": "none", "sweeps": 0, "seconds": 0.5}
+    given = evaluate_autoencoder("default", tiny_testset, tmp_path / "given", **options)
+    heard = evaluate_autoencoder("default", tiny_testset, tmp_path / "heard", encode_pitch="heard", **options)
+    assert heard["summary"]["model"] == given["summary"]["model"]
+    assert "--encode-pitch heard" in heard["command"] and "--encode-pitch" not in given["command"]
+    with pytest.raises(ConfigError, match="encode_pitch must be one of given, heard"):
+        evaluate_autoencoder("default", tiny_testset, tmp_path / "other", encode_pitch="midi", **options)

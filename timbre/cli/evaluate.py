@@ -153,6 +153,7 @@ def _autoencoder(args: argparse.Namespace) -> int:
         progress=True,
         reference=args.reference,
         refine=args.refine,
+        encode_pitch=args.encode_pitch,
     )
     print(summary_table(report))
     print(f"report in {args.out}/report.md")
@@ -212,6 +213,11 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         "--refine", type=_count, default=0, metavar="STEPS",
         help="refine each encoding by STEPS gradient steps through the decoder, as encode --refine does "
         "(parallel decoder; default: 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--encode-pitch", choices=("given", "heard"), default="given",
+        help="encode each note told its labelled pitch (default), or told nothing, as encode(file) is, so "
+        "that a model needing the pitch hears it",
     )  # fmt: skip
     parser.add_argument("--sweeps", type=_count, default=4, help="interpolation sweeps, 0 for none (default: 4)")
     parser.add_argument("--steps", type=_steps, default=7, help="steps per sweep, endpoints included (default: 7)")

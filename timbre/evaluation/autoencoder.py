@@ -78,6 +78,8 @@ from timbre.synthesizer import TimbreModel
 REPORT_STEM = "report"
 # What ``track_pitch`` may say: whose pitch PESTO judges.
 PITCH_TRACKING = {"all": None, "model": (ORIGINAL, MODEL), "none": ()}
+# How each note is encoded: told its labelled pitch, or told nothing (the pitch heard, where needed).
+ENCODE_PITCH = ("given", "heard")
 # The targets of the high-fidelity default model (issue 13), on 24 GM programs x 5 pitches of TimGM6mb.
 TARGETS = {"top1": 0.60, "top3": 0.85, "spectral_distance": 1.0, "pitch_accuracy": 0.98}
 # The row of the notes of ``reference`` (another soundfont's rendering of the same programs).
@@ -121,6 +123,7 @@ def evaluate_autoencoder(
     progress: bool = False,
     reference: str | Path | None = None,
     refine: int = 0,
+    encode_pitch: str = "given",
 ) -> dict[str, Any]:
     """Evaluate an autoencoder on a folder of notes; write the report files.
 
@@ -151,6 +154,9 @@ def evaluate_autoencoder(
             version of each instrument is identified as that instrument.
         refine: refinement steps of the model's encoding (``model.encode(..., refine=N)``, at each
             note's labelled pitch); the baselines are encoded without.
+        encode_pitch: ``"given"``: each note is encoded told its labelled pitch (``encode(file,
+            pitch=p)``); ``"heard"``: told nothing (``encode(file)``), so that a model that needs the
+            pitch hears it, as a user's call without one does.
 
     Returns:
         The report written to ``report.json``.
@@ -160,7 +166,7 @@ def evaluate_autoencoder(
         "baselines": list(baselines), "track_pitch": track_pitch, "sweeps": sweeps, "steps": steps,
         "seconds": seconds, "pitch_range": pitch_range, "batch_size": batch_size, "temperature": temperature,
         "clock_gain": clock_gain, "device": device, "reference": None if reference is None else str(reference),
-        "refine": refine,
+        "refine": refine, "encode_pitch": encode_pitch,
     }  # fmt: skip
     _check_settings(settings)
     out_dir = Path(out_dir)
@@ -188,7 +194,7 @@ def evaluate_autoencoder(
 
     reference_audio = None if reference is None else _reference_notes(reference, chosen, sample_rate, samples)
     started = time.perf_counter()
-    embeddings = _encode(trained, chosen, inputs, lengths, refine)
+    embeddings = _encode(trained, chosen, inputs, lengths, refine, encode_pitch == "given")
     outputs = {MODEL: decode_notes(trained, embeddings, pitches, samples, **decode_options)}
     timings["model_seconds"] = time.perf_counter() - started
     if FIXED_EMBEDDING in baselines:
@@ -292,6 +298,8 @@ def _check_settings(settings: dict[str, Any]) -> None:
     unknown = sorted(set(settings["baselines"]) - set(BASELINES))
     if unknown:
         raise ConfigError(f"unknown baseline {unknown[0]!r}; known: {', '.join(BASELINES)}")
+    if settings["encode_pitch"] not in ENCODE_PITCH:
+        raise ConfigError(f"encode_pitch must be one of {', '.join(ENCODE_PITCH)}, got {settings['encode_pitch']!r}")
     if settings["track_pitch"] not in PITCH_TRACKING:
         raise ConfigError(f"track_pitch must be one of {', '.join(PITCH_TRACKING)}, got {settings['track_pitch']!r}")
     seconds = settings["seconds"]
@@ -303,12 +311,21 @@ def _check_settings(settings: dict[str, Any]) -> None:
 
 
 def _encode(
-    model: TimbreModel, notes: Sequence[Note], inputs: np.ndarray, lengths: Sequence[int], refine: int = 0
+    model: TimbreModel,
+    notes: Sequence[Note],
+    inputs: np.ndarray,
+    lengths: Sequence[int],
+    refine: int = 0,
+    pitch_given: bool = True,
 ) -> list[Embedding]:
-    """Each note's embedding; from its file, as a user would, when the note is evaluated whole."""
+    """Each note's embedding; from its file, as a user would, when the note is evaluated whole;
+    told the note's pitch when ``pitch_given``."""
     return [
         model.encode(
-            note.path if length == inputs.shape[1] else audio, pitch=note.pitch, velocity=note.velocity, refine=refine
+            note.path if length == inputs.shape[1] else audio,
+            pitch=note.pitch if pitch_given else None,
+            velocity=note.velocity,
+            refine=refine,
         )
         for note, audio, length in tqdm(
             list(zip(notes, inputs, lengths)), desc="refining", unit="note", disable=not refine, leave=False
@@ -320,7 +337,7 @@ def _command(settings: dict[str, Any]) -> str:
     """The ``timbre evaluate autoencoder`` command line that repeats this run."""
     words = ["timbre", "evaluate", "autoencoder"]
     for key, value in settings.items():
-        if value is None or (key == "refine" and not value):
+        if value is None or (key == "refine" and not value) or (key == "encode_pitch" and value == "given"):
             continue
         if key == "pitch_range":
             key, value = "pitches", f"{value[0]}-{value[1]}"
