@@ -57,7 +57,7 @@ def decoded_db(model: torch.nn.Module, audio: np.ndarray, pitch: int) -> list[fl
     decoder = model.decoder
     numbers = dsp.partial_numbers(decoder.n_harmonics, getattr(decoder, "n_subharmonics", 0)).tolist()
     with torch.inference_mode():
-        z = model.encode(torch.from_numpy(audio[: 4 * 16000])[None])
+        z = model.encode(torch.from_numpy(audio[: 4 * 16000])[None], torch.tensor([pitch]))
         distribution = decoder.controls(z, torch.tensor([pitch]))["harmonic_distribution"][0, 20:300].mean(0)
     one = float(distribution[numbers.index(1.0)])
     return [20 * math.log10(float(distribution[numbers.index(r)]) / one) if r in numbers else None for r in PARTIALS]

@@ -35,7 +35,7 @@ def encode_and_decode(
 ) -> None:
     """Encode ``audio`` [batch, samples] and decode it back: the whole resynthesis path."""
     with torch.inference_mode():
-        model.decoder.synthesize(model.encode(audio), pitch, n_samples, generator=generator)
+        model.decoder.synthesize(model.encode(audio, pitch), pitch, n_samples, generator=generator)
 
 
 def median_seconds(run: Callable[[], object], repeats: int) -> float:
@@ -76,9 +76,9 @@ def main() -> None:
         n_samples = round(args.seconds * SAMPLE_RATE / model.hop_length) * model.hop_length
         for batch in args.batches:
             audio = (torch.rand(batch, n_samples) * 2 - 1) * 0.3
-            with torch.inference_mode():
-                z = model.encode(audio)
             pitch = torch.full((batch,), args.pitch)
+            with torch.inference_mode():
+                z = model.encode(audio, pitch)
             generator = torch.Generator().manual_seed(0)
             audio_seconds = batch * n_samples / SAMPLE_RATE
 
