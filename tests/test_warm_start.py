@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from timbre.errors import CheckpointError
+from timbre.errors import CheckpointError, ConfigError
 from timbre.models.autoencoder import Autoencoder
 from timbre.models.encoder import WaveNetEncoder
 from timbre.models.parallel import HarmonicNoiseDecoder
@@ -24,6 +25,7 @@ def small_autoencoder(
     n_subharmonics: int = 0,
     partial_inputs: int = 0,
     octave_down_probability: float = 0.0,
+    half_partial_gain_db: float = 0.0,
 ) -> Autoencoder:
     """A small mel-encoder / harmonic-plus-noise autoencoder with every optional decoder part on."""
     encoder = WaveNetEncoder(
@@ -35,6 +37,7 @@ def small_autoencoder(
         latent_dim=latent_dim, hidden_channels=hidden, n_harmonics=16, n_noise_bands=17, n_frame_blocks=2,
         n_control_blocks=1, fft_sizes=(512, 128), pitch_deviation_cents=50.0, loudness_loss_weight=1.0,
         partial_loss_weight=1.0, max_inharmonicity=0.01, reverb_seconds=0.05, n_subharmonics=n_subharmonics,
+        half_partial_gain_db=half_partial_gain_db,
     )  # fmt: skip
     return Autoencoder(encoder, decoder)
 
@@ -180,3 +183,28 @@ def test_init_from_a_missing_checkpoint_is_one_clear_error(note_dataset, tmp_pat
             note_dataset, tmp_path / "run", latent_dim=4, bottleneck_inputs="level",
             **{"trainer.init_from": str(tmp_path / "nowhere")},
         )  # fmt: skip
+
+
+def test_a_gain_on_the_half_integer_partials_starts_at_0_db_and_lifts_them_past_the_ceiling():
+    torch.manual_seed(1)
+    trained = small_autoencoder(latent_dim=4, n_subharmonics=4)
+    with torch.no_grad():
+        for parameter in trained.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    trained.eval()
+    grown = small_autoencoder(latent_dim=4, n_subharmonics=4, half_partial_gain_db=24.0).eval()
+    grown.load_state_dict(widened_state(grown, trained.state_dict(), "trained.pt"))
+    audio, pitch = 0.3 * torch.randn(2, 4096), torch.tensor([57, 70])
+    with torch.no_grad():
+        z = trained.encode(audio)
+        before = trained.decoder.controls(z, pitch)["harmonic_distribution"]
+        torch.testing.assert_close(grown.decoder.controls(z, pitch)["harmonic_distribution"], before)
+        # A gain control of atanh(0.5) is +12 dB: each half-integer partial 12 dB up on the whole ones.
+        grown.decoder.output.bias[-1] = math.atanh(0.5)
+        after = grown.decoder.controls(z, pitch)["harmonic_distribution"]
+    half = grown.decoder.half_integer_partials
+    change_db = 20 * torch.log10(after / before)
+    lift = change_db[..., half] - change_db[..., ~half].mean(-1, keepdim=True)
+    torch.testing.assert_close(lift, torch.full_like(lift, 12.0), atol=1e-3, rtol=0)
+    with pytest.raises(ConfigError, match="needs n_subharmonics > 0"):
+        small_autoencoder(latent_dim=4, half_partial_gain_db=12.0)

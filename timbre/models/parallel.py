@@ -112,6 +112,13 @@ class HarmonicNoiseDecoder(nn.Module):
             in the harmonic distribution (ascending frequency); 0 disables them. Their controls
             are the output convolution's last channels, so a trained decoder can gain them
             (:mod:`timbre.train.warm_start`).
+        half_partial_gain_db: range (+-dB) of a per-frame gain on all half-integer partials, one
+            more control channel after theirs; 0 disables it. Each partial's control tops out at
+            ``exp_sigmoid``'s ceiling, and a drawbar organ's 16' stop (partial 0.5, +11 dB over
+            partial 1 on the training soundfonts) came out at -2 dB with both controls near it,
+            where their gradients vanish: even 150 refinement steps on the embedding left it
+            there. The gain lifts (or lowers) the octave below past that ceiling; from a zero
+            weight it is 0 dB, so a trained decoder gains it without changing its output.
     """
 
     # Set by register_buffer; declared for the type checker.
@@ -142,6 +149,7 @@ class HarmonicNoiseDecoder(nn.Module):
         reverb_seconds: float = 0.0,
         reverb_bands: int = 8,
         n_subharmonics: int = 0,
+        half_partial_gain_db: float = 0.0,
     ) -> None:
         super().__init__()
         if control_hop <= 0 or hop_length % control_hop:
@@ -153,6 +161,8 @@ class HarmonicNoiseDecoder(nn.Module):
                 "pitch_deviation_cents, max_inharmonicity, reverb_seconds and n_subharmonics must be >= 0, got "
                 f"{pitch_deviation_cents}, {max_inharmonicity}, {reverb_seconds}, {n_subharmonics}"
             )
+        if half_partial_gain_db < 0 or (half_partial_gain_db and not n_subharmonics):
+            raise ConfigError(f"half_partial_gain_db={half_partial_gain_db} must be >= 0, and needs n_subharmonics > 0")
         if reverb_seconds > 0 and reverb_bands < 1:
             raise ConfigError(f"reverb_bands={reverb_bands} must be at least 1")
         self.latent_dim = latent_dim
@@ -160,6 +170,7 @@ class HarmonicNoiseDecoder(nn.Module):
         self.sample_rate = sample_rate
         self.n_harmonics = n_harmonics
         self.n_subharmonics = n_subharmonics
+        self.half_partial_gain_db = float(half_partial_gain_db)
         self.n_noise_bands = n_noise_bands
         self.control_hop = control_hop
         self.n_pitches = n_pitches
@@ -187,7 +198,11 @@ class HarmonicNoiseDecoder(nn.Module):
             [1, n_harmonics, n_noise_bands]
             + ([1] if self.pitch_deviation_cents else [])
             + ([n_subharmonics] if n_subharmonics else [])
+            + ([1] if self.half_partial_gain_db else [])
         )
+        # The output channels of the half-integer partials' controls (new channels come last).
+        first_sub = sum(self._control_split[:3]) + (1 if self.pitch_deviation_cents else 0)
+        self.subharmonic_channels = slice(first_sub, first_sub + n_subharmonics)
         # Where each control channel's partial goes among the partials sorted by frequency: the
         # whole-number ones first, the half-integer ones after them (the channels' order).
         channel_ratios = torch.cat([torch.arange(1.0, n_harmonics + 1), torch.arange(float(n_subharmonics)) + 0.5])
@@ -284,16 +299,21 @@ class HarmonicNoiseDecoder(nn.Module):
             deviation = torch.zeros_like(amplitude[..., 0])
 
         if self.n_subharmonics:
-            # The half-integer partials' controls are the output's last channels: sorted in among
-            # the whole partials by frequency. A decoder that gains them from a trained one should
+            # The half-integer partials' controls follow the bend's (before the gain's, if any):
+            # sorted in among the whole partials by frequency. A decoder that gains them from a trained one should
             # have them fitted to data first (timbre.train.fit_new_partials: trained from one level,
             # they fell under the noise for every note).
-            raw_distribution = torch.cat([raw_distribution, parts[-1]], dim=-1)[..., self.partial_order]
+            raw_distribution = torch.cat([raw_distribution, raw[..., self.subharmonic_channels]], dim=-1)[
+                ..., self.partial_order
+            ]
         top_ratio = dsp.harmonic_ratios(
             self.n_harmonics, inharmonicity, n_subharmonics=self.n_subharmonics
         ) * dsp.cents_to_ratio(torch.tensor(self.pitch_deviation_cents, dtype=torch.float64))
         audible = (dsp.midi_to_hz(pitch).double()[:, None] * top_ratio < self.sample_rate / 2).to(z.dtype)
         distribution = dsp.exp_sigmoid(raw_distribution) * audible[:, None, :]
+        if self.half_partial_gain_db:
+            gain = 10.0 ** (self.half_partial_gain_db / 20.0 * torch.tanh(parts[-1]))  # [batch, frames, 1]
+            distribution = torch.where(self.half_integer_partials, distribution * gain, distribution)
         distribution = distribution / (distribution.sum(dim=-1, keepdim=True) + 1e-7)
         if self.n_subharmonics and source_pitch is not None and bool((source_pitch != pitch).any()):
             at_source = self.controls(z, source_pitch)["harmonic_distribution"]

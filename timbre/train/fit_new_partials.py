@@ -69,8 +69,9 @@ def fit_half_integer_partials(
         raise ConfigError("trainer.fit_new_partials needs a harmonic-plus-noise decoder with n_subharmonics > 0")
     decoder = model.decoder
     n_sub = decoder.n_subharmonics
-    new_rows = decoder.output.weight[-n_sub:]
-    if new_rows.abs().amax() > 0 or (decoder.output.bias is not None and decoder.output.bias[-n_sub:].abs().amax() > 0):
+    rows = decoder.subharmonic_channels
+    new_rows = decoder.output.weight[rows]
+    if new_rows.abs().amax() > 0 or (decoder.output.bias is not None and decoder.output.bias[rows].abs().amax() > 0):
         raise ConfigError(
             "trainer.fit_new_partials: the half-integer partials' output rows are not the zeros a warm start "
             "leaves new rows at (trainer.init_from has them already?): drop trainer.fit_new_partials"
@@ -92,7 +93,7 @@ def fit_half_integer_partials(
         # partials' sum becomes the audio's; partials above Nyquist (weight 0) are fitted as quiet.
         present = distribution[..., is_half]
         whole_total = distribution[..., ~is_half].sum(-1, keepdim=True)
-        current = dsp.exp_sigmoid(decoder.output(feature)[:, -n_sub:].transpose(1, 2))
+        current = dsp.exp_sigmoid(decoder.output(feature)[:, rows].transpose(1, 2))
         wanted = torch.where(present > 0, current * half_share * whole_total / present.clamp(min=1e-12), 0.0)
         features.append(feature.transpose(1, 2)[sounding])
         targets.append(inverse_exp_sigmoid(wanted).clamp(_QUIETEST, _LOUDEST)[sounding])
@@ -107,10 +108,10 @@ def fit_half_integer_partials(
     penalty[-1, -1] = 0.0  # the bias is not penalised
     solution = torch.linalg.solve(gram + penalty, design.T @ y)  # [channels + 1, n_sub]
     explained = 1.0 - ((design @ solution - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp(min=1e-12)
-    decoder.output.weight[-n_sub:, :, 0] = solution[:-1].T.to(decoder.output.weight.dtype)
+    decoder.output.weight[rows, :, 0] = solution[:-1].T.to(decoder.output.weight.dtype)
     bias = decoder.output.bias
     assert bias is not None  # a Conv1d made with its bias
-    bias[-n_sub:] = solution[-1].to(bias.dtype)
+    bias[rows] = solution[-1].to(bias.dtype)
     return (
         f"half-integer partials fitted on {len(order)} crops ({len(x):,} sounding frames): "
         f"the rows explain {100 * float(explained):.0f}% of the wanted controls' variance"

@@ -3,8 +3,8 @@
 The new model may be the trained one with a wider embedding (``latent_dim``), more inputs to
 the encoder's bottleneck (``bottleneck_inputs="mel"``), partial levels read by the encoder
 (``partial_inputs``: its start convolution's new input columns start at zero, as do the
-bottleneck's) and more synthesis controls at the end of
-the decoder's output convolution (``n_subharmonics``); everything else must match. The new model
+bottleneck's) and more synthesis controls at the end of the decoder's output convolution
+(``n_subharmonics``, ``half_partial_gain_db``); everything else must match. The new model
 then computes what the trained one did (exactly, but for what new controls add), and training
 goes on from there instead of from scratch:
 
@@ -13,8 +13,9 @@ goes on from there instead of from scratch:
 - the decoder's first convolution reads the new embedding channels with zero weights, so they
   change nothing until training gives them a use (their gradient is not zero: the new channels
   are not);
-- the decoder's new output channels (its ``n_subharmonics`` half-integer partials, and nothing
-  else) start at zero, weights and bias: each new partial as loud as an untrained one, the same for
+- the decoder's new output channels (its ``n_subharmonics`` half-integer partials and the gain
+  on them, ``half_partial_gain_db``, and nothing else) start at zero, weights and bias; a zero
+  gain control is a 0 dB gain; each new partial as loud as an untrained one, the same for
   every note, until ``trainer.fit_new_partials`` fits them to data
   (:mod:`timbre.train.fit_new_partials`) or training moves them.
 
@@ -87,7 +88,7 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
         elif (
             name in _DECODER_OUTPUT
             and tensor.shape[1:] == old.shape[1:]
-            and tensor.shape[0] - old.shape[0] == getattr(getattr(model, "decoder", None), "n_subharmonics", 0) > 0
+            and tensor.shape[0] - old.shape[0] in _new_control_rows(model)
         ):
             # Controls are split in order [amplitude, harmonics, noise, bend, new ...]: new ones last.
             tensor.zero_()
@@ -97,9 +98,18 @@ def widened_state(model: nn.Module, source: dict[str, torch.Tensor], origin: str
                 f"{origin}: cannot start from these weights: {name} has shape {tuple(old.shape)} there and "
                 f"{tuple(tensor.shape)} here; only the embedding width, the encoder's and the bottleneck's "
                 "inputs (partial_inputs, bottleneck_inputs) and the decoder's half-integer partials "
-                "(n_subharmonics) may grow"
+                "(n_subharmonics) and their gain (half_partial_gain_db) may grow"
             )
     return target
+
+
+def _new_control_rows(model: nn.Module) -> set[int]:
+    """How many output rows a decoder may have gained: its half-integer partials, the gain on
+    them (``half_partial_gain_db``), or both, in that order after the older controls."""
+    decoder = getattr(model, "decoder", None)
+    n_sub = getattr(decoder, "n_subharmonics", 0)
+    gain = 1 if getattr(decoder, "half_partial_gain_db", 0.0) else 0
+    return {rows for rows in (n_sub, gain, n_sub + gain) if rows > 0}
 
 
 def _grows(old: torch.Size, new: torch.Size) -> bool:
