@@ -110,8 +110,8 @@ class HarmonicNoiseDecoder(nn.Module):
         reverb_bands: log-spaced bands of the response, each with its own gain and decay.
         n_subharmonics: partials at ``0.5, 1.5, ...`` times the fundamental, among the others
             in the harmonic distribution (ascending frequency); 0 disables them. Their controls
-            are the output convolution's last channels, so a trained decoder can gain them
-            (:mod:`timbre.train.warm_start`).
+            come after the older ones in the output convolution, so a trained decoder can gain
+            them (:mod:`timbre.train.warm_start`).
         half_partial_gain_db: range (+-dB) of a per-frame gain on all half-integer partials, one
             more control channel after theirs; 0 disables it. Each partial's control tops out at
             ``exp_sigmoid``'s ceiling, and a drawbar organ's 16' stop (partial 0.5, +11 dB over
@@ -299,10 +299,10 @@ class HarmonicNoiseDecoder(nn.Module):
             deviation = torch.zeros_like(amplitude[..., 0])
 
         if self.n_subharmonics:
-            # The half-integer partials' controls follow the bend's (before the gain's, if any):
-            # sorted in among the whole partials by frequency. A decoder that gains them from a trained one should
-            # have them fitted to data first (timbre.train.fit_new_partials: trained from one level,
-            # they fell under the noise for every note).
+            # The half-integer partials' controls follow the bend's (and precede the gain's):
+            # sorted in among the whole partials by frequency. A decoder that gains them from a
+            # trained one should have them fitted to data first (timbre.train.fit_new_partials:
+            # trained from one level, they fell under the noise for every note).
             raw_distribution = torch.cat([raw_distribution, raw[..., self.subharmonic_channels]], dim=-1)[
                 ..., self.partial_order
             ]
