@@ -12,7 +12,11 @@ import torch
 import timbre
 from timbre.cli import main
 from timbre.errors import ConfigError
+from timbre.io.audio import load_audio
 from timbre.models.refine import estimate_midi_pitch, refine_embedding
+from timbre.render.timbres import TimbreSet
+from timbre.synthesizer import encoding_key
+from timbre.train.export import export_run
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +80,7 @@ def test_the_pitch_of_a_real_note_is_estimated(violin):
 
 def test_encode_refines_short_and_long_sounds_keeping_their_frames(bundled, violin):
     path, pitch = violin
-    plain = bundled.encode(path, pitch=pitch)
+    plain = bundled.encode(path, pitch=pitch, refine=0)
     refined = bundled.encode(path, pitch=pitch, refine=3)
     assert refined.tensor.shape == plain.tensor.shape and not torch.equal(refined.tensor, plain.tensor)
     assert refined.pitch == pitch
@@ -93,3 +97,34 @@ def test_cli_encode_refine(bundled, violin, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(path), "--out", str(tmp_path / "y.npy"), "--refine", "-3"])
     assert exit_info.value.code == 2 and "-3 is not a whole number >= 0" in capsys.readouterr().err
+
+
+def test_a_model_exported_with_refine_steps_refines_by_default_and_ships_its_timbre_set_refined(
+    fast_checkpoint: Path, wavenet_checkpoint: Path, violin, tmp_path: Path
+):
+    destination = export_run(fast_checkpoint, "refining-test", destination=tmp_path / "bundle", refine_steps=2)
+    model = timbre.load(destination / "model.pt")
+    assert model.default_refine == 2 and timbre.load(fast_checkpoint).default_refine == 0
+    assert "- Refinement steps of `encode` by default: 2 " in (destination / "MODEL_CARD.md").read_text()
+    path, pitch = violin
+    by_default = model.encode(path, pitch=pitch)
+    assert torch.equal(by_default.tensor, model.encode(path, pitch=pitch, refine=2).tensor)
+    assert not torch.equal(by_default.tensor, model.encode(path, pitch=pitch, refine=0).tensor)
+
+    # The bundled timbre set's notes were refined at export, and encode returns those embeddings:
+    # the same as refining them now, and only for that very sound at that pitch and step count.
+    entries = TimbreSet().entries
+    assert len(model.known_embeddings) == len(entries)
+    entry = entries[0]
+    audio = load_audio(entry.path, model.sample_rate)
+    stored = model.known_embeddings[encoding_key(audio, entry.pitch, 2)]["tensor"]
+    assert torch.equal(model.encode(entry.path, pitch=entry.pitch).tensor, stored)
+    model.known_embeddings.clear()
+    assert torch.allclose(model.encode(entry.path, pitch=entry.pitch).tensor, stored, atol=1e-5)
+    for other in (encoding_key(audio * 0.5, entry.pitch, 2), encoding_key(audio, entry.pitch + 1, 2),
+                  encoding_key(audio, entry.pitch, 3)):  # fmt: skip
+        assert other not in timbre.load(destination / "model.pt").known_embeddings
+
+    with pytest.raises(ConfigError, match="only a parallel decoder can refine an embedding"):
+        export_run(wavenet_checkpoint, "x", destination=tmp_path / "wavenet", refine_steps=1)
+    assert not (tmp_path / "wavenet" / "model.pt").exists()

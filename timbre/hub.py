@@ -85,4 +85,7 @@ def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreMod
     info["sampling_temperature"] = sampling.get("temperature")
     info["sampling_clock_gain"] = sampling.get("clock_gain")
     info["sampling_makeup_db"] = sampling.get("makeup_db")
-    return TimbreModel(model, name=name, info=info, device=device)
+    info["encoding_refine"] = checkpoint.get("encoding", {}).get("refine")
+    return TimbreModel(
+        model, name=name, info=info, device=device, known_embeddings=checkpoint.get("known_embeddings", {})
+    )

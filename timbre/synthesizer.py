@@ -6,11 +6,12 @@ autoregressive decoder) with file handling, duration fitting, velocity and batch
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,15 +39,24 @@ class TimbreModel:
         name: how it was loaded (a bundled name or a path); stored in embeddings.
         info: facts from its checkpoint (step, training command, pitch range, ...).
         device: where to run ("cpu", "cuda", or a torch.device).
+        known_embeddings: refined encodings computed when the model was exported (its bundled
+            timbre set's notes), by :func:`encoding_key`: ``{"tensor": [frames, latent_dim],
+            "extra": {...}}``. ``encode`` returns them instead of refining those sounds again.
     """
 
     def __init__(
-        self, autoencoder: Autoencoder, name: str = "model", info: dict[str, Any] | None = None, device: str = "cpu"
+        self,
+        autoencoder: Autoencoder,
+        name: str = "model",
+        info: dict[str, Any] | None = None,
+        device: str = "cpu",
+        known_embeddings: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         self.device = check_device(device)
         self.autoencoder = autoencoder.eval().to(self.device)
         self.name = name
         self.info = dict(info or {})
+        self.known_embeddings = dict(known_embeddings or {})
 
     @property
     def sample_rate(self) -> int:
@@ -87,6 +97,13 @@ class TimbreModel:
         stated in its card (``python -m timbre.train.export --makeup-db``); 0 unless set."""
         gain = self.info.get("sampling_makeup_db")
         return 0.0 if gain is None else float(gain)
+
+    @property
+    def default_refine(self) -> int:
+        """The refinement steps ``encode`` takes when given none: the ones the model was exported
+        with (``python -m timbre.train.export --refine``, stated in its card), else 0."""
+        steps = self.info.get("encoding_refine")
+        return 0 if steps is None else int(steps)
 
     @property
     def reads_source_pitch(self) -> bool:
@@ -146,7 +163,7 @@ class TimbreModel:
         sample_rate: int | None = None,
         pitch: int | None = None,
         velocity: int | None = None,
-        refine: int = 0,
+        refine: int | None = None,
     ) -> Embedding:
         """Encode a sound into an :class:`Embedding` ``[frames, latent_dim]``.
 
@@ -160,10 +177,14 @@ class TimbreModel:
             refine: gradient steps that move the embedding towards one the decoder renders closer
                 to the source (:mod:`timbre.models.refine`; parallel decoder only). Each step costs
                 about a decode and its backward pass (0.2-0.4 s for a 4 s note on 2 CPU threads).
-                The note is rendered at ``pitch``, estimated with PESTO when not given.
+                The note is rendered at ``pitch``; when not given, at the pitch estimated above
+                (a model that reads source pitch), else at the one PESTO hears. None: the
+                model's own (:attr:`default_refine`); 0 encodes in one pass.
         """
         if isinstance(source, Embedding):
             return source
+        if refine is None:
+            refine = self.default_refine
         if not isinstance(refine, numbers.Integral) or isinstance(refine, bool) or refine < 0:
             raise ConfigError(f"refine must be a whole number of steps >= 0, got {refine!r}")
         if refine and self.is_autoregressive:
@@ -176,6 +197,12 @@ class TimbreModel:
                 TimbreWarning,
                 stacklevel=2,
             )
+        known = self.known_embeddings.get(encoding_key(audio, pitch, refine)) if refine else None
+        if known is not None:
+            return Embedding(
+                known["tensor"].clone(), self.sample_rate, self.hop_length, source=label, pitch=pitch,
+                velocity=velocity, model=self.name, extra=dict(known["extra"]),
+            )  # fmt: skip
         frames = math.ceil(audio.shape[0] / self.hop_length)
         # Encoders pad by reflection (a mel front end by half an FFT), which needs more than one
         # frame of input, and refining needs more than half the loss's largest FFT: a shorter clip
@@ -199,7 +226,11 @@ class TimbreModel:
         if refine:
             from timbre.models.refine import estimate_midi_pitch, refine_embedding
 
-            refine_pitch = pitch if pitch is not None else estimate_midi_pitch(waveform[0], self.sample_rate)
+            # The embedding records the pitch it was fitted at: the heard one when the model
+            # estimated it (its octave below is taken from there), else PESTO's.
+            refine_pitch = pitch if pitch is not None else heard_pitch
+            if refine_pitch is None:
+                refine_pitch = estimate_midi_pitch(waveform[0], self.sample_rate)
             z = refine_embedding(
                 self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine
             )
@@ -442,3 +473,11 @@ def _pad_frames(tensor: torch.Tensor, frames: int) -> torch.Tensor:
     """Repeat the last frame of ``[f, dim]`` up to ``frames`` (the tail is silenced afterwards)."""
     missing = frames - tensor.shape[0]
     return torch.cat([tensor, tensor[-1:].expand(missing, -1)]) if missing > 0 else tensor
+
+
+def encoding_key(audio: np.ndarray, pitch: int | None, refine: int) -> str:
+    """What identifies a refined encoding among a model's known ones: the hash of the audio
+    ``[samples]`` (float32 at the model's rate), the pitch it was told (None: estimated) and the
+    refinement steps."""
+    digest = hashlib.sha256(np.ascontiguousarray(audio, dtype=np.float32).tobytes()).hexdigest()
+    return f"{digest}:{pitch}:{refine}"

@@ -29,9 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     encode.add_argument("--out", required=True, help="output .npy (metadata goes to a .json beside it)")
     encode.add_argument("--pitch", type=midi_pitch, default=None, help="MIDI pitch of the input note, if known")
     encode.add_argument(
-        "--refine", type=non_negative_int, default=0, metavar="STEPS",
+        "--refine", type=non_negative_int, default=None, metavar="STEPS",
         help="move the embedding by STEPS gradient steps towards one the decoder renders closer to the input "
-        "(parallel decoder; ~0.3 s per step for a 4 s note; the pitch is --pitch, else estimated; default: 0)",
+        "(parallel decoder; ~0.2 s per step for a 4 s note; the pitch is --pitch, else estimated; default: "
+        "the model's own, stated in its card; 0 encodes in one pass)",
     )  # fmt: skip
     add_model_argument(encode)
     encode.set_defaults(handler=run_encode)

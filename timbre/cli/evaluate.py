@@ -210,9 +210,9 @@ def _register_autoencoder(actions: argparse._SubParsersAction) -> None:
         "all systems, or none",
     )
     parser.add_argument(
-        "--refine", type=_count, default=0, metavar="STEPS",
+        "--refine", type=_count, default=None, metavar="STEPS",
         help="refine each encoding by STEPS gradient steps through the decoder, as encode --refine does "
-        "(parallel decoder; default: 0)",
+        "(parallel decoder; default: the model's own, 0 unless its card says otherwise)",
     )  # fmt: skip
     parser.add_argument(
         "--encode-pitch", choices=("given", "heard"), default="given",

@@ -122,7 +122,7 @@ def evaluate_autoencoder(
     device: str = "cpu",
     progress: bool = False,
     reference: str | Path | None = None,
-    refine: int = 0,
+    refine: int | None = None,
     encode_pitch: str = "given",
 ) -> dict[str, Any]:
     """Evaluate an autoencoder on a folder of notes; write the report files.
@@ -152,8 +152,9 @@ def evaluate_autoencoder(
             if they were reconstructions: e.g. the test set rendered from another soundfont
             (``timbre evaluate build-testset --soundfont ...``) says how often another maker's
             version of each instrument is identified as that instrument.
-        refine: refinement steps of the model's encoding (``model.encode(..., refine=N)``, at each
-            note's labelled pitch); the baselines are encoded without.
+        refine: refinement steps of the model's encoding (``model.encode(..., refine=N)``; None:
+            the model's own, :attr:`timbre.TimbreModel.default_refine`); the baselines are encoded
+            without.
         encode_pitch: ``"given"``: each note is encoded told its labelled pitch (``encode(file,
             pitch=p)``); ``"heard"``: told nothing (``encode(file)``), so that a model that needs the
             pitch hears it, as a user's call without one does.
@@ -178,6 +179,8 @@ def evaluate_autoencoder(
         raise ConfigError(f"model {model}: a clock gain applies to WaveNet decoders with a pitch clock only")
     if clock_gain is None and trained.has_pitch_clock:
         clock_gain = settings["clock_gain"] = trained.default_clock_gain
+    if refine is None:  # recorded, so that the report's command repeats it with any model
+        refine = settings["refine"] = trained.default_refine
     sample_rate = trained.sample_rate
     folder = read_note_folder(data, split, pitch_range)
     chosen = [folder.notes[index] for index in select_notes(folder.notes, notes, seed)]
@@ -337,7 +340,7 @@ def _command(settings: dict[str, Any]) -> str:
     """The ``timbre evaluate autoencoder`` command line that repeats this run."""
     words = ["timbre", "evaluate", "autoencoder"]
     for key, value in settings.items():
-        if value is None or (key == "refine" and not value) or (key == "encode_pitch" and value == "given"):
+        if value is None or (key == "encode_pitch" and value == "given"):
             continue
         if key == "pitch_range":
             key, value = "pitches", f"{value[0]}-{value[1]}"

@@ -176,15 +176,21 @@ def load_model(path: str | Path, use_ema: bool = True) -> tuple[nn.Module, dict[
 
 
 def export_inference_checkpoint(
-    source: str | Path, destination: str | Path, sampling: Mapping[str, float] | None = None
+    source: str | Path,
+    destination: str | Path,
+    sampling: Mapping[str, float] | None = None,
+    refine_steps: int = 0,
 ) -> Path:
     """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint.
 
     ``sampling``: how :meth:`timbre.TimbreModel.synthesize` decodes an autoregressive decoder when
     told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``, ``makeup_db``),
-    stored as ``sampling``.
+    stored as ``sampling``. ``refine_steps``: the refinement steps :meth:`timbre.TimbreModel.encode`
+    takes when told nothing else, stored as ``encoding`` (``{"refine": steps}``) when not 0.
     """
     check_sampling(sampling or {})
+    if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
+        raise ConfigError(f"refine_steps must be a whole number >= 0, got {refine_steps!r}")
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
     exported = {
@@ -196,6 +202,8 @@ def export_inference_checkpoint(
     }
     if sampling:
         exported["sampling"] = {key: float(value) for key, value in sampling.items()}
+    if refine_steps:
+        exported["encoding"] = {"refine": refine_steps}
     return save_checkpoint(destination, exported)
 
 

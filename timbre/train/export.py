@@ -15,14 +15,16 @@ import json
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
+from tqdm import tqdm
 
-from timbre.cli.common import finite_float, non_negative_float
-from timbre.constants import PRETRAINED_DIR
+from timbre.cli.common import finite_float, non_negative_float, non_negative_int
+from timbre.constants import PRETRAINED_DIR, TIMBRE_SET_DIR
 from timbre.errors import ConfigError, TimbreError
 from timbre.io.files import atomic_write
-from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model
+from timbre.train.checkpoint import export_inference_checkpoint, load_checkpoint, load_model, save_checkpoint
 
 # The card's words for each sampling default (timbre.train.checkpoint.SAMPLING_DEFAULTS).
 SAMPLING_WORDS = {
@@ -40,13 +42,15 @@ def export_run(
     report: str | Path | None = None,
     destination: str | Path | None = None,
     sampling: Mapping[str, float] | None = None,
+    refine_steps: int = 0,
 ) -> Path:
     """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory.
 
     ``sampling``: how the model's autoregressive decoder decodes by default (``temperature``,
     ``clock_gain``, ``makeup_db``: see :func:`~timbre.train.checkpoint.export_inference_checkpoint`),
     stated in the card; refused for a model it would not change (a parallel decoder; a clock gain
-    without a pitch clock).
+    without a pitch clock). ``refine_steps``: the refinement steps ``encode`` takes by default,
+    stated in the card; parallel decoders only.
     """
     destination = Path(destination) if destination else PRETRAINED_DIR / name
     checkpoint = load_checkpoint(run)
@@ -56,12 +60,49 @@ def export_run(
             raise ConfigError(f"{run}: sampling settings apply to autoregressive (wavenet) decoders only")
         if "clock_gain" in sampling and not decoder.get("source_harmonics"):
             raise ConfigError(f"{run}: a clock gain applies to WaveNet decoders with a pitch clock only")
-    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling)
+    if refine_steps and checkpoint["model_config"].get("settings", {}).get("decoder", {}).get("kind") == "wavenet":
+        raise ConfigError(f"{run}: only a parallel decoder can refine an embedding; refine steps do not apply")
+    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling, refine_steps)
+    if refine_steps:
+        store_timbre_set_encodings(destination / "model.pt")
     model, _ = load_model(destination / "model.pt")
-    card = model_card(name, description, checkpoint, model, data_command, Path(report) if report else None, sampling)
+    card = model_card(
+        name, description, checkpoint, model, data_command, Path(report) if report else None, sampling, refine_steps
+    )
     with atomic_write(destination / "MODEL_CARD.md", mode="w") as handle:
         handle.write(card)
     return destination
+
+
+def store_timbre_set_encodings(model_file: Path, timbre_set: str | Path = TIMBRE_SET_DIR) -> int:
+    """Refine the encodings of a timbre set's notes once, now, and store them in ``model_file``.
+
+    ``encode`` of such a note, at its pitch, then returns the stored embedding instead of taking
+    the model's default refinement steps again (:attr:`timbre.TimbreModel.known_embeddings`): the
+    live instrument, the demo and MIDI renders start from the bundled set without that wait.
+
+    Returns:
+        How many notes were stored.
+    """
+    from timbre.hub import load
+    from timbre.io.audio import load_audio
+    from timbre.render.timbres import TimbreSet
+    from timbre.synthesizer import encoding_key
+
+    model = load(model_file)
+    known: dict[str, dict[str, Any]] = {}
+    for entry in tqdm(TimbreSet(timbre_set).entries, desc="refining the timbre set", unit="note"):
+        audio = load_audio(entry.path, model.sample_rate)
+        embedding = model.encode(audio, pitch=entry.pitch, velocity=entry.velocity)
+        known[encoding_key(audio, entry.pitch, model.default_refine)] = {
+            "tensor": embedding.tensor.contiguous(),
+            "extra": embedding.extra,
+        }
+    exported = load_checkpoint(model_file)
+    for added_on_load in ("format", "path"):
+        exported.pop(added_on_load)
+    save_checkpoint(model_file, {**exported, "known_embeddings": known})
+    return len(known)
 
 
 def model_card(
@@ -72,6 +113,7 @@ def model_card(
     data_command: str,
     report: Path | None,
     sampling: Mapping[str, float] | None = None,
+    refine_steps: int = 0,
 ) -> str:
     """The Markdown model card of an exported run."""
     run = checkpoint.get("run", {})
@@ -97,6 +139,14 @@ def model_card(
         *(
             f"- {SAMPLING_WORDS[key]} by default: {value:g} (when `synthesize` is given none)."
             for key, value in (sampling or {}).items()
+        ),
+        *(
+            [
+                f"- Refinement steps of `encode` by default: {refine_steps} (`encode(sound, refine=0)` "
+                "encodes in one pass)."
+            ]
+            if refine_steps
+            else []
         ),
         "",
         "## Resolved training config",
@@ -151,12 +201,19 @@ def main() -> None:
         default=None,
         help="gain in dB applied to an autoregressive decoder's audio (e.g. the level a clock gain loses)",
     )
+    parser.add_argument(
+        "--refine",
+        type=non_negative_int,
+        default=0,
+        metavar="STEPS",
+        help="refinement steps encode takes by default (parallel decoders; see timbre.models.refine)",
+    )
     args = parser.parse_args()
     given = {"temperature": args.temperature, "clock_gain": args.clock_gain, "makeup_db": args.makeup_db}
     sampling = {key: value for key, value in given.items() if value is not None}
     try:
         destination = export_run(
-            args.run, args.name, args.description, args.data_command, args.report, args.out, sampling
+            args.run, args.name, args.description, args.data_command, args.report, args.out, sampling, args.refine
         )
     except TimbreError as error:
         print(f"timbre.train.export: error: {error}", file=sys.stderr)

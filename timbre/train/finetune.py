@@ -397,7 +397,10 @@ def export_finetuned(
     best = result.best_checkpoint if result.best_checkpoint and result.best_checkpoint.is_file() else None
     source = best or result.run_dir / "checkpoints" / LAST_CHECKPOINT
     destination = result.run_dir / settings.export
-    export_inference_checkpoint(source, destination / "model.pt")
+    # The fine-tuned model encodes as its base does, refined by the same default steps (its
+    # timbre set is not refined ahead: a new decoder would need its own, 16 encodings more).
+    refine_steps = int(load_checkpoint(base_path).get("encoding", {}).get("refine", 0))
+    export_inference_checkpoint(source, destination / "model.pt", refine_steps=refine_steps)
     model, _ = load_model(destination / "model.pt")
     comparison = compare_on_notes(base_path, destination, held_out, settings.track_pitch)
     markdown = comparison_markdown(comparison, base, len(held_out))
@@ -413,7 +416,9 @@ def export_finetuned(
         + f"); frozen: {', '.join(settings.freeze) or 'nothing'}; pitch shifts up to {settings.pitch_shift_semitones} "
         f'semitones. Load it with `timbre.load("{destination}")`.'
     )
-    card = model_card(name, description, checkpoint, model, "", destination / "evaluation" / "report.md")
+    card = model_card(
+        name, description, checkpoint, model, "", destination / "evaluation" / "report.md", refine_steps=refine_steps
+    )
     with atomic_write(destination / "MODEL_CARD.md", mode="w") as handle:
         handle.write(card)
     return destination, comparison
