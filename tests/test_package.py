@@ -91,7 +91,8 @@ def test_one_cache_variable_and_its_deprecated_alias(monkeypatch, tmp_path):
 
 
 def test_the_bundled_files_are_where_the_constants_say():
-    for name in ("fast", "fast-v2", "fast-v3", "fast-v4", "fast-v5", "fast-v6", "fast-v7", "wavenet-v1", "wavenet-v2"):
+    for name in ("fast", "fast-v2", "fast-v3", "fast-v4", "fast-v5", "fast-v6", "fast-v7", "fast-v7-refined",
+                 "wavenet-v1", "wavenet-v2"):  # fmt: skip
         assert (constants.PRETRAINED_DIR / name / "model.pt").is_file()
     assert (constants.DEFAULT_COMPOSER_DIR / "model.pt").is_file()
     assert (constants.TIMBRE_SET_DIR / "index.json").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 import timbre
 from timbre.data.timbre_set import TIMBRE_SET_DIR, timbre_file_name
@@ -70,7 +71,12 @@ def test_default_model_loads_and_decodes_a_short_note() -> None:
     # Version 7: version 3's architecture (the 64-dim embedding, whose bottleneck reads the log-mel
     # bands too) with partials on the octave below, trained with the mel-level loss.
     assert model.autoencoder.latent_dim == 64 and model.autoencoder.encoder.bottleneck_inputs == "mel"
-    assert model.info["path"] == timbre.load("fast-v7").info["path"]
+    # fast-v7's weights, refining each encoding by 30 steps unless told otherwise.
+    assert model.info["path"] == timbre.load("fast-v7-refined").info["path"] and model.default_refine == 30
+    one_pass = timbre.load("fast-v7")
+    assert one_pass.default_refine == 0 and not one_pass.known_embeddings
+    weights = one_pass.autoencoder.state_dict()
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in model.autoencoder.state_dict().items())
     assert model.autoencoder.decoder.mel_loss_weight > 0 and model.reads_source_pitch
     audio = model.synthesize(model.encode(FLUTE), pitch=67, seconds=SHORT_NOTE_SECONDS, seed=0)
     assert audio.shape == (round(SHORT_NOTE_SECONDS * 16000),)

@@ -114,13 +114,17 @@ def test_a_model_exported_with_refine_steps_refines_by_default_and_ships_its_tim
     # The bundled timbre set's notes were refined at export, and encode returns those embeddings:
     # the same as refining them now, and only for that very sound at that pitch and step count.
     entries = TimbreSet().entries
-    assert len(model.known_embeddings) == len(entries)
+    assert len(model.known_embeddings) == 2 * len(entries)
     entry = entries[0]
     audio = load_audio(entry.path, model.sample_rate)
     stored = model.known_embeddings[encoding_key(audio, entry.pitch, 2)]["tensor"]
+    told_nothing = model.known_embeddings[encoding_key(audio, None, 2)]
     assert torch.equal(model.encode(entry.path, pitch=entry.pitch).tensor, stored)
+    assert torch.equal(model.encode(entry.path).tensor, told_nothing["tensor"])
+    assert model.encode(entry.path).extra == told_nothing["extra"]
     model.known_embeddings.clear()
     assert torch.allclose(model.encode(entry.path, pitch=entry.pitch).tensor, stored, atol=1e-5)
+    assert torch.allclose(model.encode(entry.path).tensor, told_nothing["tensor"], atol=1e-5)
     for other in (encoding_key(audio * 0.5, entry.pitch, 2), encoding_key(audio, entry.pitch + 1, 2),
                   encoding_key(audio, entry.pitch, 3)):  # fmt: skip
         assert other not in timbre.load(destination / "model.pt").known_embeddings

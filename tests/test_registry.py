@@ -35,6 +35,7 @@ BUNDLED = {
     "fast-v5": "autoencoder",
     "fast-v6": "autoencoder",
     "fast-v7": "autoencoder",
+    "fast-v7-refined": "autoencoder",
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",

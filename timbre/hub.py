@@ -16,7 +16,7 @@ from timbre.synthesizer import TimbreModel, check_device
 
 # Public names of the bundled autoencoders; "default" is what timbre.load() returns.
 ALIASES = {
-    "default": "fast-v7",
+    "default": "fast-v7-refined",
     "fast": "fast",  # the version-1 parallel model, the default until session 3
     "fast-v2": "fast-v2",  # the version-2 parallel model, the default in session 3
     "fast-v3": "fast-v3",  # the version-3 parallel model (64-dim embedding), the default in sessions 4-6
@@ -29,6 +29,10 @@ ALIASES = {
     "fast-v6": "fast-v6",
     # Version 6 trained on notes that lose random half-integer partials (the default from session 10).
     "fast-v7": "fast-v7",
+    # Version 7's weights with encode refining each embedding by 30 steps through the decoder
+    # (timbre.models.refine) unless told otherwise, its timbre set refined ahead (the default from
+    # session 12).
+    "fast-v7-refined": "fast-v7-refined",
     # The NSynth autoencoder at CPU size with its own encoder; holds no pitch. Named "wavenet-small"
     # until the pitch-clock WaveNet replaced it.
     "wavenet-v1": "wavenet-v1",
@@ -63,9 +67,9 @@ def resolve(name_or_path: str | Path = "default") -> Path:
 
 
 def load(name_or_path: str | Path = "default", device: str = "cpu") -> TimbreModel:
-    """Load a bundled autoencoder by name (``"default"``, ``"fast"``, ``"fast-v2"`` ... ``"fast-v7"``,
-    ``"wavenet"`` = ``"wavenet-small"`` = ``"wavenet-v2"``, ``"wavenet-v1"``), or any checkpoint file or run directory
-    written by ``timbre-train``.
+    """Load a bundled autoencoder by name (``"default"`` = ``"fast-v7-refined"``, ``"fast"``, ``"fast-v2"`` ...
+    ``"fast-v7"``, ``"wavenet"`` = ``"wavenet-small"`` = ``"wavenet-v2"``, ``"wavenet-v1"``), or any checkpoint
+    file or run directory written by ``timbre-train``.
 
     Raises:
         CheckpointError: unknown name, missing or corrupt file, or not an autoencoder checkpoint.

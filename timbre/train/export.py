@@ -77,12 +77,12 @@ def export_run(
 def store_timbre_set_encodings(model_file: Path, timbre_set: str | Path = TIMBRE_SET_DIR) -> int:
     """Refine the encodings of a timbre set's notes once, now, and store them in ``model_file``.
 
-    ``encode`` of such a note, at its pitch, then returns the stored embedding instead of taking
+    ``encode`` of such a note, told its pitch or nothing, then returns the stored embedding instead of taking
     the model's default refinement steps again (:attr:`timbre.TimbreModel.known_embeddings`): the
     live instrument, the demo and MIDI renders start from the bundled set without that wait.
 
     Returns:
-        How many notes were stored.
+        How many encodings were stored (two a note).
     """
     from timbre.hub import load
     from timbre.io.audio import load_audio
@@ -93,11 +93,12 @@ def store_timbre_set_encodings(model_file: Path, timbre_set: str | Path = TIMBRE
     known: dict[str, dict[str, Any]] = {}
     for entry in tqdm(TimbreSet(timbre_set).entries, desc="refining the timbre set", unit="note"):
         audio = load_audio(entry.path, model.sample_rate)
-        embedding = model.encode(audio, pitch=entry.pitch, velocity=entry.velocity)
-        known[encoding_key(audio, entry.pitch, model.default_refine)] = {
-            "tensor": embedding.tensor.contiguous(),
-            "extra": embedding.extra,
-        }
+        for pitch in (entry.pitch, None):  # told the note's pitch, as renders are, and told nothing
+            embedding = model.encode(audio, pitch=pitch)
+            known[encoding_key(audio, pitch, model.default_refine)] = {
+                "tensor": embedding.tensor.contiguous(),
+                "extra": embedding.extra,
+            }
     exported = load_checkpoint(model_file)
     for added_on_load in ("format", "path"):
         exported.pop(added_on_load)
