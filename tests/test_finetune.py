@@ -66,6 +66,7 @@ def test_a_tiny_finetune_lowers_the_held_out_loss_and_exports_a_loadable_model(c
     assert min(losses[1:]) < 0.97 * losses[0], losses
 
     model = timbre.load(str(run / "model"))
+    assert model.default_refine == timbre.load().default_refine == 30  # it encodes as its base does
     held_out_file = sorted((clarinet_notes / "nsynth-valid" / "audio").glob("*.wav"))[0]
     note = model.synthesize(model.encode(str(held_out_file)), pitch=64, seconds=1.0)
     assert note.shape == (16000,) and np.isfinite(note).all() and np.abs(note).max() > 1e-3
