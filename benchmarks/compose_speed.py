@@ -1,11 +1,14 @@
 """Composer generation speed: KV-cached decoding against recomputing the whole prefix per token.
 
-Usage: python benchmarks/compose_speed.py [--tokens 1024] [--threads 1] [--model PATH]
+Usage: python benchmarks/compose_speed.py [--tokens 1024] [--threads 1] [--model PATH] [--pieces 40]
 
-Both methods decode greedily from BOS with the same weights, so they must produce the same
-tokens (checked). The cached method runs with a cache that holds all ``--tokens`` tokens; the
-recomputing one runs the full causal forward over the prefix at every step. A third row times
-what ``timbre compose`` does: cached sampling under the grammar masks.
+Every greedy row decodes from the model's opening tokens with the same weights. The float32 rows
+must produce the same tokens (checked): recomputing the prefix, the cache stepped through the
+model's modules (version 1's step), and the cache stepped by ``CachedStep`` (what generation uses).
+The int8 row samples with int8 weights, ``timbre compose``'s default; the last row times what
+``timbre compose`` does (cached int8 sampling under the grammar masks). For a many-style composer
+the held-out bits per token of float32 and int8 weights follow, on the first ``--pieces`` test
+pieces (the corpus is converted first if not cached).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import time
 
 import torch
 
-from timbre.models.composer import Composer
+from timbre.models.composer import Composer, with_sampling_weights
 from timbre.symbolic.compose import CompositionControl, load_composer
-from timbre.symbolic.tokens import TokenGrammar, special_token_id
+from timbre.symbolic.tokens import TokenGrammar
 
 
 @torch.inference_mode()
@@ -41,6 +44,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024, help="tokens to generate (default: 1024)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--model", help="composer checkpoint (default: the bundled chorale model)")
+    parser.add_argument("--pieces", type=int, default=40, help="held-out pieces for bits per token (default: 40)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -58,42 +62,83 @@ def main() -> None:
     )
     model = Composer(**settings).eval()
     model.load_state_dict(trained.state_dict())
-    bos = special_token_id(composer.tokenizer, "BOS")
-    prompt = torch.tensor([[bos]])
+    # BOS, and for a many-style model the "any" style and voice-count tokens after it.
+    head = composer.head()
+    prompt = torch.tensor([head])
     parameters = sum(p.numel() for p in model.parameters())
 
-    model.generate(prompt, 16, temperature=0.0)  # warm-up
-    cached_seconds, cached = timed(model.generate, prompt, args.tokens, temperature=0.0)
-    recompute_seconds, recomputed = timed(recompute_generate, model, prompt, args.tokens)
-    identical = torch.equal(cached, recomputed)
+    quantized = with_sampling_weights(model, "int8")
 
-    grammar = TokenGrammar(composer.tokenizer, composer.programs or None)
-    control = CompositionControl(grammar, [[bos]], bars=None, tokens=args.tokens, finish_after=args.tokens)
+    model.generate(prompt, 16, temperature=0.0)  # warm-up
+    quantized.generate(prompt, 16, temperature=0.0)
+    recompute_seconds, recomputed = timed(recompute_generate, model, prompt, args.tokens)
+    module_seconds, module_stepped = timed(module_step_generate, model, prompt, args.tokens)
+    cached_seconds, cached = timed(model.generate, prompt, args.tokens, temperature=0.0)
+    int8_seconds, _ = timed(quantized.generate, prompt, args.tokens, temperature=0.0)
+    identical = torch.equal(cached, recomputed) and torch.equal(module_stepped, recomputed)
+
+    grammar = TokenGrammar(composer.tokenizer, composer.voice_programs(None, None) or None, composer.conditions)
+    control = CompositionControl(grammar, [head], bars=None, tokens=args.tokens, finish_after=args.tokens)
     generator = torch.Generator().manual_seed(0)
-    sampled_seconds, sampled = timed(model.generate, prompt, args.tokens + 8, 1.0, None, None, generator, control)
-    sampled_tokens = sampled.shape[1] - 1
+    sampled_seconds, sampled = timed(
+        quantized.generate, prompt, args.tokens + 8, temperature=1.0, generator=generator, control=control
+    )
+    sampled_tokens = sampled.shape[1] - len(head)
 
     print(
         f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
-        f"{args.tokens} tokens from BOS, torch threads {args.threads}"
+        f"{args.tokens} tokens after {len(head)} opening token(s), torch threads {args.threads}"
     )
     print()
-    print("| method | tokens | seconds | tokens/s | speed-up |")
-    print("|---|---|---|---|---|")
-    print(
-        f"| recompute prefix every token (greedy) | {args.tokens} | {recompute_seconds:.2f} | "
-        f"{args.tokens / recompute_seconds:.0f} | 1.0x |"
-    )
-    print(
-        f"| KV cache (greedy) | {args.tokens} | {cached_seconds:.2f} | {args.tokens / cached_seconds:.0f} | "
-        f"{recompute_seconds / cached_seconds:.1f}x |"
-    )
-    print(
-        f"| KV cache + grammar masks + sampling (timbre compose) | {sampled_tokens} | {sampled_seconds:.2f} | "
-        f"{sampled_tokens / sampled_seconds:.0f} | - |"
-    )
+    print("| method | weights | tokens | seconds | tokens/s | vs recompute | vs module step |")
+    print("|---|---|---|---|---|---|---|")
+    rows = [
+        ("recompute prefix every token (greedy)", "float32", args.tokens, recompute_seconds),
+        ("KV cache, step through the modules (greedy)", "float32", args.tokens, module_seconds),
+        ("KV cache, CachedStep (greedy)", "float32", args.tokens, cached_seconds),
+        ("KV cache, CachedStep (greedy)", "int8", args.tokens, int8_seconds),
+        ("KV cache + grammar masks + sampling (timbre compose)", "int8", sampled_tokens, sampled_seconds),
+    ]
+    for method, weights, tokens, seconds in rows:
+        print(
+            f"| {method} | {weights} | {tokens} | {seconds:.2f} | {tokens / seconds:.0f} | "
+            f"{recompute_seconds * tokens / args.tokens / seconds:.1f}x | "
+            f"{module_seconds * tokens / args.tokens / seconds:.2f}x |"
+        )
     print()
-    print(f"cached and recomputed greedy tokens identical: {identical}")
+    print(f"float32 greedy tokens identical across recompute, module step and CachedStep: {identical}")
+    if composer.conditions is not None and args.pieces:
+        print_held_out_bits(composer, model, quantized, args.pieces)
+
+
+@torch.inference_mode()
+def module_step_generate(model: Composer, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
+    """Greedy decoding with the KV cache, each token's step a call of the model's modules."""
+    cache = model.new_cache(prompt.shape[0])
+    logits = model(prompt, cache)[:, -1]
+    tokens = [prompt]
+    for _ in range(new_tokens):
+        next_token = logits.argmax(-1, keepdim=True)
+        tokens.append(next_token)
+        logits = model(next_token, cache)[:, -1]
+    return torch.cat(tokens, dim=1)
+
+
+@torch.inference_mode()
+def print_held_out_bits(composer, model: Composer, quantized: Composer, pieces: int) -> None:
+    """Bits per token of float32 and int8 weights on the first ``pieces`` held-out pieces."""
+    from timbre.evaluation.style_judge import conditioned_bits, conditioned_sequence, style_splits_of
+    from timbre.symbolic.tokens import special_token_id
+
+    test = style_splits_of(composer).test[:pieces]
+    bos, eos = special_token_id(composer.tokenizer, "BOS"), special_token_id(composer.tokenizer, "EOS")
+    sequences = [conditioned_sequence(piece, composer.conditions, bos, eos) for piece in test]
+    full, reduced = conditioned_bits(model, sequences), conditioned_bits(quantized, sequences)
+    tokens = sum(len(sequence) for sequence in sequences)
+    print(
+        f"held-out bits per token, {len(test)} test pieces ({tokens:,} tokens): float32 {full:.4f}, "
+        f"int8 {reduced:.4f} ({(reduced / full - 1) * 100:+.2f}%)"
+    )
 
 
 if __name__ == "__main__":

@@ -51,12 +51,12 @@ def main() -> None:
     print("|---|---|---|")
     for steps in args.steps:
         took = baseline if steps == 0 else seconds_per_encode(model, audio, entry.pitch, steps, args.repeats)
-        print(f"| {steps} | {took:.3f} | {took / baseline:.1f}x |")
+        print(f"| {steps} | {took:.4f} | {took / baseline:.1f}x |")
     if model.default_refine and known:
         model.known_embeddings.update(known)
         full = load_audio(entry.path, model.sample_rate)
         took = seconds_per_encode(model, full, entry.pitch, model.default_refine, args.repeats)
-        print(f"| {model.default_refine}, stored (bundled note) | {took:.3f} | {took / baseline:.1f}x |")
+        print(f"| {model.default_refine}, stored (bundled note) | {took:.4f} | {took / baseline:.2f}x |")
 
 
 if __name__ == "__main__":

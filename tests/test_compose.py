@@ -152,6 +152,20 @@ def test_cli_writes_identical_files_and_reports_errors(
     assert "empty.mid: the MIDI file holds no notes" in capsys.readouterr().err
 
 
+def test_sampling_weights_int8_by_default_float32_on_request(checkpoint: Path, tmp_path: Path) -> None:
+    default, exact = load_composer(checkpoint), load_composer(checkpoint, weights="float32")
+    assert exact.sampler is exact.model
+    assert isinstance(default.sampler.head, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(default.model.head, torch.nn.Linear)  # likelihoods stay float32
+    for composer in (default, exact):
+        assert compose(composer, bars=2, seed=3).note_num() > 0
+    out = tmp_path / "exact.mid"
+    assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--bars", "2", "--weights", "float32"]) == 0
+    assert out.read_bytes() == save_midi(compose(exact, bars=2, seed=0), tmp_path / "again.mid").read_bytes()
+    with pytest.raises(ConfigError, match="composer weights must be one of int8, float32, not 'bf16'"):
+        load_composer(checkpoint, weights="bf16")
+
+
 @pytest.mark.slow
 def test_bundled_model_composes_four_part_music_deterministically(tmp_path: Path) -> None:
     assert (DEFAULT_COMPOSER_DIR / "model.pt").is_file(), "the bundled chorale composer is missing"

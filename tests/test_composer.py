@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 import timbre.models.composer as composer_module
 from timbre.data.midi import build_midi_bundle
-from timbre.models.composer import Composer, sample_next
+from timbre.errors import ConfigError
+from timbre.models.composer import CachedStep, Composer, sample_next, with_sampling_weights
 
 
 def tiny_model(**overrides: object) -> Composer:
@@ -41,6 +42,36 @@ def test_generate_matches_step_by_step_argmax_of_the_full_pass() -> None:
     with torch.no_grad():
         logits = model(generated[:, :-1])
     assert torch.equal(logits[:, 4:].argmax(-1), generated[:, 5:])
+
+
+@pytest.mark.parametrize("weights", ["float32", "int8"])
+def test_cached_step_computes_what_the_model_computes_past_the_ring_wrap(weights: str) -> None:
+    model = with_sampling_weights(tiny_model(max_context=16), weights)
+    tokens = torch.randint(50, (2, 40))
+    with torch.inference_mode():
+        through_modules, stepped = model.new_cache(2), model.new_cache(2)
+        model(tokens[:, :5], through_modules)
+        model(tokens[:, :5], stepped)
+        step = CachedStep(model)
+        for i in range(5, 40):  # past 16 tokens the ring buffer overwrites its oldest slots
+            expected = model(tokens[:, i : i + 1], through_modules)[:, -1]
+            assert torch.equal(step(tokens[:, i], stepped), expected), f"token {i}"
+    assert stepped.length == 40 and all(torch.equal(a, b) for a, b in zip(stepped.keys, through_modules.keys))
+
+
+def test_int8_sampling_weights_keep_the_next_token_distribution() -> None:
+    model = tiny_model(dim=64)
+    quantized = with_sampling_weights(model, "int8")
+    linears = [m for m in quantized.modules() if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert len(linears) == 4 * 2 + 1  # every block's four products and the output head
+    assert with_sampling_weights(model, "float32") is model
+    tokens = torch.randint(50, (4, 48))
+    with torch.inference_mode():
+        exact, reduced = F.log_softmax(model(tokens), -1), F.log_softmax(quantized(tokens), -1)
+    kl = (exact.exp() * (exact - reduced)).sum(-1).mean()
+    assert 0 < kl < 1e-3  # changed (int8), but the distribution sampled from is kept
+    with pytest.raises(ConfigError, match="not 'int4'"):
+        with_sampling_weights(model, "int4")
 
 
 def sliding_window_logits(model: Composer, tokens: torch.Tensor, window: int) -> torch.Tensor:

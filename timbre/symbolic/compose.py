@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,11 @@ import numpy as np
 import symusic
 import torch
 
-from timbre.constants import DEFAULT_COMPOSER_DIR
+from timbre.constants import COMPOSER_SAMPLING_WEIGHTS, DEFAULT_COMPOSER_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
 from timbre.io.midi import load_score
-from timbre.models.composer import Composer
+from timbre.models.composer import Composer, with_sampling_weights
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
 from timbre.symbolic.tokens import (
     ConditionTokens,
@@ -66,6 +67,8 @@ class LoadedComposer:
         conditions: the style, voice and infilling tokens of a many-style composer (None for a
             single-corpus model such as composer-chorales).
         style_programs: programs of each style's voices, highest first (many-style composers).
+        weights: the weights it samples with, ``int8`` (default: a quarter of the bytes to read
+            per token, so faster) or ``float32``; likelihoods are always measured with ``model``.
     """
 
     model: Composer
@@ -76,6 +79,12 @@ class LoadedComposer:
     step: int | None = None
     conditions: ConditionTokens | None = None
     style_programs: dict[str, list[int]] = field(default_factory=dict)
+    weights: str = "int8"
+
+    @cached_property
+    def sampler(self) -> Composer:
+        """The model that samples: ``model`` with :attr:`weights` (made on first use)."""
+        return with_sampling_weights(self.model, self.weights)
 
     @property
     def styles(self) -> list[str]:
@@ -112,14 +121,18 @@ class LoadedComposer:
         return [bos, self.conditions.style_id(style), self.conditions.voices_id(voices)]
 
 
-def load_composer(path: str | Path | None = None) -> LoadedComposer:
+def load_composer(path: str | Path | None = None, weights: str = "int8") -> LoadedComposer:
     """Load a composer checkpoint (file or run directory); default: the bundled chorale model.
+
+    ``weights``: what it samples with, ``int8`` or ``float32`` (see :attr:`LoadedComposer.weights`).
 
     Raises:
         CheckpointError: missing or unreadable file, or a checkpoint that is not a composer.
     """
     from timbre.train.checkpoint import load_model
 
+    if weights not in COMPOSER_SAMPLING_WEIGHTS:
+        raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
     if path is None:
         path = DEFAULT_COMPOSER_DIR
         if not (path / "model.pt").is_file():
@@ -143,7 +156,7 @@ def load_composer(path: str | Path | None = None) -> LoadedComposer:
     style_programs = {str(k): list(v) for k, v in (artifacts.get("style_programs") or {}).items()}
     step = checkpoint.get("step") or (checkpoint.get("training") or {}).get("step")
     return LoadedComposer(
-        model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step, conditions, style_programs
+        model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step, conditions, style_programs, weights
     )
 
 
@@ -292,7 +305,7 @@ def compose_many(
 ) -> list[symusic.Score]:
     """Sample ``count`` pieces in one batch (see :func:`compose` for the arguments)."""
     _check_sampling(count, bars, tokens, temperature, top_k, top_p)
-    tokenizer, model = composer.tokenizer, composer.model
+    tokenizer, model = composer.tokenizer, composer.sampler
     head = composer.head(style, voices)
     programs = composer.voice_programs(style, voices)
     prime_score = load_score(prime) if isinstance(prime, (str, Path)) else prime

@@ -273,7 +273,7 @@ def regenerate_bars(
     # Only the primer's own voices are written: the regenerated bars keep its instrumentation.
     grammar = TokenGrammar(composer.tokenizer, sorted(set(assignment.values())), conditions)
     generator = torch.Generator().manual_seed(seed)
-    model = composer.model
+    model = composer.sampler
     for run in _runs(regenerate, conditions.max_fill_bars):
         first, last = run[0] - 1, run[-1]
         budget = MAX_TOKENS_PER_BAR * len(run)
