@@ -385,7 +385,8 @@ def _linear_function(module: nn.Module) -> Step:
     assert isinstance(module, torch.ao.nn.quantized.dynamic.Linear), f"not a linear layer: {module}"
     packed = module._packed_params._packed_params  # int8 weights, packed for fbgemm
     # reduce_range, as the module itself calls it: fbgemm's int8 products must not saturate.
-    return lambda x: torch.ops.quantized.linear_dynamic(x, packed, reduce_range=True)
+    operator = torch.ops.quantized.linear_dynamic.default  # the overload itself: no dispatch by arguments
+    return lambda x: operator(x, packed, True)
 
 
 def _layer_norm_function(norm: nn.LayerNorm) -> Step:
