@@ -94,6 +94,7 @@ def test_cli_encode_refine(bundled, violin, tmp_path, capsys):
     out = tmp_path / "z.npy"
     assert main(["encode", str(path), "--out", str(out), "--refine", "2"]) == 0  # pitch estimated
     assert np.load(out).shape[1] == bundled.autoencoder.latent_dim
+    assert "refining" in capsys.readouterr().err  # the steps' progress bar
     with pytest.raises(SystemExit) as exit_info:
         main(["encode", str(path), "--out", str(tmp_path / "y.npy"), "--refine", "-3"])
     assert exit_info.value.code == 2 and "-3 is not a whole number >= 0" in capsys.readouterr().err

@@ -164,6 +164,7 @@ class TimbreModel:
         pitch: int | None = None,
         velocity: int | None = None,
         refine: int | None = None,
+        progress: bool = False,
     ) -> Embedding:
         """Encode a sound into an :class:`Embedding` ``[frames, latent_dim]``.
 
@@ -180,6 +181,7 @@ class TimbreModel:
                 The note is rendered at ``pitch``; when not given, at the pitch estimated above
                 (a model that reads source pitch), else at the one PESTO hears. None: the
                 model's own (:attr:`default_refine`); 0 encodes in one pass.
+            progress: show a progress bar while refining.
         """
         if isinstance(source, Embedding):
             return source
@@ -232,8 +234,9 @@ class TimbreModel:
             if refine_pitch is None:
                 refine_pitch = estimate_midi_pitch(waveform[0], self.sample_rate)
             z = refine_embedding(
-                self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine
-            )
+                self.autoencoder.decoder, waveform, z, torch.tensor([refine_pitch], device=self.device), refine,
+                progress=progress,
+            )  # fmt: skip
         z = z[0].T.cpu()[:frames]
         extra: dict[str, Any] = {}
         if pitch is None and self.reads_source_pitch:

@@ -75,7 +75,7 @@ def run_encode(args: argparse.Namespace) -> int:
     out = check_output_file(args.out, [args.input], (".npy",))
     check_output_file(out.with_suffix(".json"), [args.input], (".json",))
     model = load_model(args)
-    embedding = model.encode(args.input, pitch=args.pitch, refine=args.refine)
+    embedding = model.encode(args.input, pitch=args.pitch, refine=args.refine, progress=True)
     path = embedding.save(args.out)
     print(f"encoded {args.input}: {embedding.frames} frames x {embedding.dim} dims ({embedding.seconds:.2f} s)")
     report_written([path, Path(path).with_suffix(".json")])

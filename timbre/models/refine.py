@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import trange
 
 from timbre.errors import ConfigError
 from timbre.models.parallel import HarmonicNoiseDecoder
@@ -36,6 +37,7 @@ def refine_embedding(
     steps: int,
     learning_rate: float = LEARNING_RATE,
     seed: int = 0,
+    progress: bool = False,
 ) -> Tensor:
     """``z`` after ``steps`` Adam steps on the decoder's reconstruction loss of ``audio``.
 
@@ -48,6 +50,7 @@ def refine_embedding(
         steps: gradient steps (0 returns ``z`` unchanged).
         learning_rate: Adam's step size.
         seed: seed of the decoder's noise during refinement.
+        progress: show a progress bar over the steps (seconds for a 4 s note).
 
     Returns:
         The refined embedding, ``z``'s shape, detached.
@@ -66,7 +69,7 @@ def refine_embedding(
         audio, pitch = audio.clone(), pitch.clone()
         refined = z.detach().clone().requires_grad_(True)
         optimizer = torch.optim.Adam([refined], lr=learning_rate)
-        for _ in range(steps):
+        for _ in trange(steps, desc="refining", unit="step", disable=not progress, leave=False):
             generator = torch.Generator(device=audio.device).manual_seed(seed)
             loss, _ = decoder.reconstruction_loss(audio, refined, pitch, generator=generator)
             (gradient,) = torch.autograd.grad(loss, refined)
