@@ -9,11 +9,12 @@ import pytest
 import symusic
 import torch
 
+import timbre.symbolic.compose as compose_module
 from timbre.cli import main
 from timbre.constants import DEFAULT_COMPOSER_DIR
 from timbre.data.midi import build_midi_bundle
 from timbre.errors import CheckpointError, ConfigError, MidiError
-from timbre.models.composer import Composer
+from timbre.models.composer import Composer, int8_sampling_available
 from timbre.symbolic.compose import (
     compose,
     compose_many,
@@ -152,18 +153,32 @@ def test_cli_writes_identical_files_and_reports_errors(
     assert "empty.mid: the MIDI file holds no notes" in capsys.readouterr().err
 
 
-def test_sampling_weights_int8_by_default_float32_on_request(checkpoint: Path, tmp_path: Path) -> None:
+@pytest.mark.skipif(not int8_sampling_available(), reason="PyTorch has no fbgemm int8 engine here")
+def test_sampling_weights_int8_by_default_float32_on_request(
+    checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     default, exact = load_composer(checkpoint), load_composer(checkpoint, weights="float32")
+    assert (default.weights, exact.weights) == ("int8", "float32")
     assert exact.sampler is exact.model
     assert isinstance(default.sampler.head, torch.ao.nn.quantized.dynamic.Linear)
     assert isinstance(default.model.head, torch.nn.Linear)  # likelihoods stay float32
     for composer in (default, exact):
         assert compose(composer, bars=2, seed=3).note_num() > 0
-    out = tmp_path / "exact.mid"
-    assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--bars", "2", "--weights", "float32"]) == 0
-    assert out.read_bytes() == save_midi(compose(exact, bars=2, seed=0), tmp_path / "again.mid").read_bytes()
     with pytest.raises(ConfigError, match="composer weights must be one of int8, float32, not 'bf16'"):
         load_composer(checkpoint, weights="bf16")
+
+    asked = []  # the weights the CLI asks for, through the real loader
+
+    def recording_loader(path, weights=None):
+        asked.append(weights)
+        return load_composer(path, weights)
+
+    monkeypatch.setattr(compose_module, "load_composer", recording_loader)
+    for flags in ([], ["--weights", "float32"], ["--weights", "int8"]):
+        out = tmp_path / f"cli{len(asked)}.mid"
+        assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--bars", "2", *flags]) == 0
+    assert asked == [None, "float32", "int8"]
+    assert (tmp_path / "cli1.mid").read_bytes() == save_midi(compose(exact, bars=2), tmp_path / "e.mid").read_bytes()
 
 
 @pytest.mark.slow

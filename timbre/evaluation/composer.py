@@ -364,6 +364,7 @@ def evaluate_composer(
             "top_k": top_k,
             "top_p": top_p,
             "seed": seed,
+            "weights": composer.weights,
             "seconds": generation_seconds,
         },
         "statistics": {
@@ -416,7 +417,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         "## Generated pieces against held-out pieces",
         "",
         (f"{generation['samples']} pieces of {generation['bars']} bars, temperature {generation['temperature']}, "
-        f"top-k {generation['top_k']}, top-p {generation['top_p']}, seed {generation['seed']} "
+        f"top-k {generation['top_k']}, top-p {generation['top_p']}, seed {generation['seed']}, "
+        f"{generation.get('weights', 'float32')} weights "
         f"({generation['seconds']:.1f} s)."),
         "",
         markdown_table(["statistic", "generated", "held out"], [

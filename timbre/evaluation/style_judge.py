@@ -401,7 +401,13 @@ def evaluate_style_composer(
         "likelihood_seconds": likelihood_seconds,
         "style_judge": judged,
         "infilling": infilling,
-        "generation": {"samples_per_style": samples, "bars": bars, "temperature": temperature, "seed": seed},
+        "generation": {
+            "samples_per_style": samples,
+            "bars": bars,
+            "temperature": temperature,
+            "seed": seed,
+            "weights": composer.weights,
+        },  # fmt: skip
     }
     return write_report(out_dir, REPORT_STEM, report, markdown_report(report))
 
@@ -438,7 +444,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"({real['folds']}-fold cross-validation): **{percent(real['accuracy'])}**. Generated pieces classified "
             f"as the style asked for: **{percent(judged['generated_classified_as_asked'])}** (target >= 70%: "
             f"{'met' if judged['target_met'] else 'NOT met'}); generation "
-            f"{judged['generated_tokens_per_second']:.0f} tokens/s.",
+            f"{judged['generated_tokens_per_second']:.0f} tokens/s with "
+            f"{report['generation'].get('weights', 'float32')} weights.",
             "",
             markdown_table(
                 ["style", "judge accuracy on real pieces", "generated classified as asked", "generated predicted as"],

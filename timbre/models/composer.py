@@ -350,19 +350,30 @@ class Composer(nn.Module):
         return torch.cat([prompt, torch.stack(new_tokens, dim=1)], dim=1)
 
 
+def int8_sampling_available() -> bool:
+    """Whether this PyTorch samples with int8 weights: dynamic quantization on fbgemm (x86-64)."""
+    return "fbgemm" in torch.backends.quantized.supported_engines
+
+
 def with_sampling_weights(model: Composer, weights: str) -> Composer:
     """``model`` as it samples with ``weights``: itself for ``float32``; for ``int8`` an eval copy
     whose linear layers (attention, feed-forward, output head) hold int8 weights with one scale
-    per output row and quantize each step's activations on the fly (PyTorch dynamic quantization).
+    per output row and quantize their input on the fly, one scale per call across the batch
+    (PyTorch dynamic quantization).
 
     One token at a time, a layer's work is a matrix-vector product that reads every weight once,
     so decoding is bound by reading the weights: int8 reads a quarter of float32's bytes. The
-    embedding, layer norms and the KV cache stay float32.
+    embedding, layer norms and the KV cache stay float32. ``model`` itself is not changed.
+
+    Raises:
+        ConfigError: unknown ``weights``, or ``int8`` where :func:`int8_sampling_available` is False.
     """
     if weights not in COMPOSER_SAMPLING_WEIGHTS:
         raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
-    if weights == "float32" or "fbgemm" not in torch.backends.quantized.supported_engines:
+    if weights == "float32":
         return model
+    if not int8_sampling_available():
+        raise ConfigError("int8 composer weights need PyTorch's fbgemm engine (x86-64), absent here: use float32")
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
@@ -370,8 +381,9 @@ def with_sampling_weights(model: Composer, weights: str) -> Composer:
     with warnings.catch_warnings():
         # torch.ao's eager quantization points users to torchao, whose CPU int8 path needs
         # torch.compile; this one runs fbgemm's kernels with nothing compiled.
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(model.eval(), {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        warnings.filterwarnings("ignore", "torch.ao.quantization is deprecated", DeprecationWarning)
+        warnings.filterwarnings("ignore", "torch.quantize_per_tensor, torch.quantize_per_channel", UserWarning)
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -382,9 +394,11 @@ def _linear_function(module: nn.Module) -> Step:
     if isinstance(module, nn.Linear):
         weight, bias = module.weight, module.bias
         return lambda x: F.linear(x, weight, bias)
-    assert isinstance(module, torch.ao.nn.quantized.dynamic.Linear), f"not a linear layer: {module}"
-    packed = module._packed_params._packed_params  # int8 weights, packed for fbgemm
-    # reduce_range, as the module itself calls it: fbgemm's int8 products must not saturate.
+    quantized = torch.ao.nn.quantized.dynamic.Linear
+    if not isinstance(module, quantized) or module._packed_params.dtype != torch.qint8 or module.version < 4:
+        raise TypeError(f"CachedStep steps float32 or int8 (with_sampling_weights) linear layers, not {module}")
+    packed = module._packed_params._packed_params
+    # reduce_range, as the module itself passes it: int8 products must not saturate without VNNI.
     operator = torch.ops.quantized.linear_dynamic.default  # the overload itself: no dispatch by arguments
     return lambda x: operator(x, packed, True)
 
@@ -397,15 +411,23 @@ def _layer_norm_function(norm: nn.LayerNorm) -> Step:
 class CachedStep:
     """One-token decoding steps of a :class:`Composer` over its KV cache, without module calls.
 
-    It computes what ``model(token[:, None], cache)[:, -1]`` does (the same operations in the same
-    order), but one token's step is a few hundred small operations, and on a CPU core Python's
-    per-module dispatch took a third of its time. Works on float32 and int8
+    It computes what ``model(token[:, None], cache)[:, -1]`` does in eval mode (the same
+    operations in the same order), but one token's step is a few hundred small operations, and on
+    a CPU core Python's per-module dispatch took a third of its time. Works on float32 and int8
     (:func:`with_sampling_weights`) composers; built once per generation.
+
+    Raises:
+        ValueError: ``model`` is in training mode (its dropout would be skipped).
+        TypeError: a block or linear layer of another kind than this module's.
     """
 
     def __init__(self, model: Composer) -> None:
+        if model.training:
+            raise ValueError("a composer samples in eval mode: call model.eval() first")
+        if not all(isinstance(block, Block) for block in model.blocks):
+            raise TypeError("CachedStep steps the blocks of timbre.models.composer.Block only")
         self.model = model
-        blocks = [block for block in model.blocks if isinstance(block, Block)]
+        blocks = [block for block in model.blocks if isinstance(block, Block)]  # all of them (checked)
         # Per block: attention norm, qkv, attention output, feed-forward norm, in and out.
         self.layers: list[tuple[Step, Step, Step, Step, Step, Step]] = [
             (

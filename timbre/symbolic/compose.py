@@ -30,7 +30,7 @@ from timbre.constants import COMPOSER_SAMPLING_WEIGHTS, DEFAULT_COMPOSER_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
 from timbre.io.midi import load_score
-from timbre.models.composer import Composer, with_sampling_weights
+from timbre.models.composer import Composer, int8_sampling_available, with_sampling_weights
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
 from timbre.symbolic.tokens import (
     ConditionTokens,
@@ -67,8 +67,9 @@ class LoadedComposer:
         conditions: the style, voice and infilling tokens of a many-style composer (None for a
             single-corpus model such as composer-chorales).
         style_programs: programs of each style's voices, highest first (many-style composers).
-        weights: the weights it samples with, ``int8`` (default: a quarter of the bytes to read
-            per token, so faster) or ``float32``; likelihoods are always measured with ``model``.
+        weights: the weights it samples with, ``int8`` (a quarter of the bytes to read per token;
+            :func:`load_composer`'s choice where PyTorch has it) or ``float32``; likelihoods are
+            always measured with ``model``.
     """
 
     model: Composer
@@ -79,7 +80,7 @@ class LoadedComposer:
     step: int | None = None
     conditions: ConditionTokens | None = None
     style_programs: dict[str, list[int]] = field(default_factory=dict)
-    weights: str = "int8"
+    weights: str = "float32"
 
     @cached_property
     def sampler(self) -> Composer:
@@ -121,18 +122,24 @@ class LoadedComposer:
         return [bos, self.conditions.style_id(style), self.conditions.voices_id(voices)]
 
 
-def load_composer(path: str | Path | None = None, weights: str = "int8") -> LoadedComposer:
+def load_composer(path: str | Path | None = None, weights: str | None = None) -> LoadedComposer:
     """Load a composer checkpoint (file or run directory); default: the bundled chorale model.
 
-    ``weights``: what it samples with, ``int8`` or ``float32`` (see :attr:`LoadedComposer.weights`).
+    ``weights``: what it samples with, ``int8`` or ``float32`` (see :attr:`LoadedComposer.weights`);
+    None: int8 where this PyTorch has it (:func:`timbre.models.composer.int8_sampling_available`).
 
     Raises:
         CheckpointError: missing or unreadable file, or a checkpoint that is not a composer.
+        ConfigError: unknown ``weights``, or int8 where this PyTorch lacks it.
     """
     from timbre.train.checkpoint import load_model
 
+    if weights is None:
+        weights = "int8" if int8_sampling_available() else "float32"
     if weights not in COMPOSER_SAMPLING_WEIGHTS:
         raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
+    if weights == "int8" and not int8_sampling_available():
+        raise ConfigError("int8 composer weights need PyTorch's fbgemm engine (x86-64), absent here: use float32")
     if path is None:
         path = DEFAULT_COMPOSER_DIR
         if not (path / "model.pt").is_file():
