@@ -239,6 +239,62 @@ def test_resume_config_keeps_the_run_settings_and_names_what_may_not_change():
         resume_config(composed, stored, ["trainer.resume=run", "model=other"], "run")
 
 
+def test_cpu_bf16_autocast_only_where_asked_and_the_cpu_has_bf16_units(monkeypatch, tmp_path, capsys):
+    import timbre.train.loop as loop
+    from timbre.runtime import cpu_has_native_bf16
+    from timbre.train.app import _warn_if_autocast_differs, resume_config
+
+    flags = tmp_path / "cpuinfo"
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_native_bf16(str(flags))
+    flags.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert not cpu_has_native_bf16(str(flags)) and not cpu_has_native_bf16(str(tmp_path / "missing"))
+
+    class Probe(torch.nn.Module):  # records the dtype its product runs in
+        def __init__(self):
+            super().__init__()
+            self.linear, self.dtypes = torch.nn.Linear(4, 4), []
+
+        def training_loss(self, batch):
+            out = self.linear(batch)
+            self.dtypes.append(out.dtype)
+            return out.float().pow(2).mean(), {}
+
+    data = loop.DataBundle(train=[torch.ones(2, 4)], valid=[])
+    for native, setting, precision, expected in [
+        (True, "auto", "bf16", torch.bfloat16),
+        (False, "auto", "bf16", torch.float32),  # emulated bf16 is slower: never chosen
+        (True, "never", "bf16", torch.float32),
+        (True, "auto", "fp32", torch.float32),
+    ]:
+        monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda native=native: native)
+        settings = loop.TrainerSettings(
+            max_steps=1, cpu_bf16=setting, precision=precision, device="cpu", progress=False
+        )
+        probe = Probe()
+        run_dir = tmp_path / f"{setting}{precision}{native}"
+        run_dir.mkdir()
+        trainer = loop.Trainer(probe, data, settings, run_dir, {"family": "probe"})
+        trainer.train_step(torch.ones(2, 4))
+        assert (probe.dtypes[-1], trainer.autocasts, trainer.run_info["bf16_autocast"]) == (
+            expected,
+            expected == torch.bfloat16,
+            expected == torch.bfloat16,
+        )
+    with pytest.raises(ConfigError, match="trainer.cpu_bf16 must be never or auto, got 'always'"):
+        loop.TrainerSettings(cpu_bf16="always").validate()
+
+    # A run may resume with it changed; the drift is reported.
+    stored = OmegaConf.create({"trainer": {"max_steps": 10, "resume": None}})
+    composed = OmegaConf.create({"trainer": {"max_steps": 10, "resume": "run", "cpu_bf16": "auto"}})
+    resumed = resume_config(composed, stored, ["trainer.resume=run", "trainer.cpu_bf16=auto"], "run")
+    assert resumed.trainer.cpu_bf16 == "auto"
+    _warn_if_autocast_differs({"run": {"threads": 2}}, True)
+    assert "trained in float32 and resumes in bf16 autocast" in capsys.readouterr().err
+    _warn_if_autocast_differs({"run": {"bf16_autocast": True}}, True)
+    assert capsys.readouterr().err == ""
+
+
 @pytest.mark.slow
 def test_resume_from_the_run_directory_alone_after_kill_9_during_checkpoints(note_dataset, tmp_path):
     """The README's resume: `timbre-train trainer.resume=RUN_DIR` and nothing else, after a hard kill."""

@@ -42,3 +42,23 @@ def threads(count: int) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+# CPU flags of native bfloat16 arithmetic (x86: AVX-512 BF16 dot products, AMX tiles).
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def cpu_has_native_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes in bfloat16 natively (x86 Linux: its flags say so).
+
+    Without such units bf16 matrix products are emulated and slower than float32; elsewhere
+    (another OS or architecture) the answer is False: float32 is never the wrong choice.
+    """
+    try:
+        with open(cpuinfo, encoding="utf-8") as file:
+            for line in file:
+                if line.startswith("flags"):
+                    return any(flag in line.split() for flag in NATIVE_BF16_FLAGS)
+    except OSError:
+        pass
+    return False

@@ -55,6 +55,7 @@ RESUMABLE_CHANGES = (
     "trainer.checkpoint_every",
     "trainer.keep_checkpoints",
     "trainer.num_workers",
+    "trainer.cpu_bf16",
     "trainer.progress",
     "trainer.device",
     "trainer.resume",
@@ -314,6 +315,8 @@ def train(config: DictConfig, run_dir: Path | None = None) -> TrainResult:
         if resume_state is not None:
             _warn_if_threads_differ(resume_state, threads)
         trainer = Trainer(model, data, settings, run_dir, spec, context, resume_state, run_info)
+        if resume_state is not None:
+            _warn_if_autocast_differs(resume_state, trainer.autocasts)
         result = trainer.fit()
         if context.is_main and context.distributed:
             print(f"timbre-train: {context.world_size} DDP replicas identical after step {result.step}", flush=True)
@@ -331,6 +334,18 @@ def _warn_if_threads_differ(resume_state: dict[str, Any], threads: int) -> None:
             f"timbre-train: warning: the run was trained with {before} CPU threads and resumes with {threads}; "
             f"float sums then round differently, so losses drift from an uninterrupted run "
             f"(set OMP_NUM_THREADS={before} to resume exactly)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _warn_if_autocast_differs(resume_state: dict[str, Any], autocasts: bool) -> None:
+    before = resume_state.get("run", {}).get("bf16_autocast", False)
+    if before != autocasts:
+        was, now = ("bf16 autocast", "float32") if before else ("float32", "bf16 autocast")
+        print(
+            f"timbre-train: warning: the run was trained in {was} and resumes in {now} (trainer.cpu_bf16, "
+            f"trainer.precision, this CPU's bf16 units); losses drift from an uninterrupted run",
             file=sys.stderr,
             flush=True,
         )

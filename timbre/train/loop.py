@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from timbre.data import DataBundle, SizedDataset
 from timbre.errors import ConfigError, TimbreError
 from timbre.io.files import remove_stale_temporaries
+from timbre.runtime import cpu_has_native_bf16
 from timbre.train.checkpoint import BEST_CHECKPOINT, LAST_CHECKPOINT, save_checkpoint
 from timbre.train.distributed import ProcessContext, barrier, replicas_identical
 from timbre.train.ema import ExponentialMovingAverage
@@ -52,6 +53,7 @@ class TrainerSettings:
     num_workers: int = 0
     seed: int = 0
     precision: str = "bf16"
+    cpu_bf16: str = "never"
     device: str = "auto"
     resume: str | None = None
     init_from: str | None = None
@@ -93,6 +95,8 @@ class TrainerSettings:
             raise ConfigError(f"trainer.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.precision not in ("bf16", "fp32"):
             raise ConfigError(f"trainer.precision must be bf16 or fp32, got {self.precision!r}")
+        if self.cpu_bf16 not in ("never", "auto"):
+            raise ConfigError(f"trainer.cpu_bf16 must be never or auto, got {self.cpu_bf16!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"trainer.device must be auto, cpu or cuda, got {self.device!r}")
         if self.device == "cuda" and not torch.cuda.is_available():
@@ -370,10 +374,10 @@ class Trainer:
         self.settings, self.data, self.context = settings, data, context
         self.run_dir = Path(run_dir)
         self.model_config = model_config
-        self.run_info = dict(run_info or {})
         self.device = settings.resolved_device()
         if self.device.type == "cuda" and context.distributed:
             self.device = torch.device("cuda", context.local_rank)
+        self.run_info = {**(run_info or {}), "bf16_autocast": self.autocasts}
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, learning_rate_multiplier(settings))
@@ -481,8 +485,17 @@ class Trainer:
         )
 
     def _autocast(self) -> Any:
-        enabled = self.device.type == "cuda" and self.settings.precision == "bf16"
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=enabled)
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocasts)
+
+    @property
+    def autocasts(self) -> bool:
+        """Whether steps run under bf16 autocast: on CUDA with ``precision=bf16``; on a CPU also
+        ``cpu_bf16=auto``, and only one with native bf16 units (emulated bf16 is slower than fp32)."""
+        if self.settings.precision != "bf16":
+            return False
+        if self.device.type == "cuda":
+            return True
+        return self.device.type == "cpu" and self.settings.cpu_bf16 == "auto" and cpu_has_native_bf16()
 
     def train_step(self, batch: Any) -> dict[str, float]:
         """One optimizer step on ``batch``; returns its metrics (``loss``, ``lr``, ``grad_norm``, ...)."""
