@@ -1,4 +1,5 @@
-"""Builds the native decoding kernel (timbre/generation/fastgen.c); all other metadata is in pyproject.toml.
+"""Builds the native kernels (timbre/generation/fastgen.c, the WaveNet's cached step, and
+composer_step.c, the composer's); all other metadata is in pyproject.toml.
 
 The kernel is plain C loaded with ctypes (timbre/generation/native.py), so it is built like an
 extension module but exports no Python entry point. It is compiled with warnings as errors and
@@ -43,7 +44,7 @@ class BuildKernel(build_ext):
 
 kernel = Extension(
     "timbre.generation._fastgen",
-    sources=["timbre/generation/fastgen.c"],
+    sources=["timbre/generation/fastgen.c", "timbre/generation/composer_step.c"],
     extra_compile_args=["-O3", *WARNINGS],
     libraries=["m"],
     optional=not os.environ.get("CI"),

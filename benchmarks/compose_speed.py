@@ -2,13 +2,15 @@
 
 Usage: python benchmarks/compose_speed.py [--tokens 1024] [--threads 1] [--model PATH] [--pieces 20]
 
-Every greedy row decodes from the model's opening tokens with the same weights. The float32 rows
-must produce the same tokens (checked): recomputing the prefix, the cache stepped through the
-model's modules (version 1's step), and the cache stepped by ``CachedStep`` (what generation uses).
-The int8 row samples with int8 weights, ``timbre compose``'s default; the last row times what
-``timbre compose`` does (cached int8 sampling under the grammar masks). For a many-style composer
-the held-out bits per token of float32 and int8 weights follow, on the first ``--pieces`` test
-pieces, each token scored as sampling sees it (the corpus is converted first if not cached).
+Every greedy row decodes from the model's opening tokens with the same weights. The float32 torch
+rows must produce the same tokens (checked): recomputing the prefix, the cache stepped through the
+model's modules (version 1's step), and the cache stepped by the torch ``CachedStep``. The native
+C step (``composer_step.c``, what ``generate`` uses where it was built) sums in another order, so
+its tokens are reported, not required, to agree. The int8 row steps int8 weights in torch
+(``--weights int8``); the last row times what ``timbre compose`` does (cached float32 sampling
+under the grammar masks). For a many-style composer the held-out bits per token of float32 and int8
+weights follow, on the first ``--pieces`` test pieces, each token scored as sampling sees it (the
+corpus is converted first if not cached).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 
 import torch
 
-from timbre.models.composer import CachedStep, Composer, with_sampling_weights
+from timbre.generation.composer_native import native_step_for
+from timbre.models.composer import CachedStep, Composer, KVCache, with_sampling_weights
 from timbre.symbolic.compose import CompositionControl, LoadedComposer, load_composer
 from timbre.symbolic.tokens import TokenGrammar
 
@@ -72,58 +75,80 @@ def main() -> None:
 
     quantized = with_sampling_weights(model, "int8")
 
-    model.generate(prompt, 16, temperature=0.0)  # warm-up
-    quantized.generate(prompt, 16, temperature=0.0)
+    def through_modules(model: Composer, cache: KVCache):
+        return lambda token, cache: model(token[:, None], cache)[:, -1]
+
+    def torch_step(model: Composer, cache: KVCache):
+        return CachedStep(model)
+
+    def native_step(model: Composer, cache: KVCache):
+        return native_step_for(model, cache)
+
+    native = native_step_for(model, model.new_cache(1)) is not None
+    for step in (through_modules, torch_step, native_step):  # warm-up
+        if step is not native_step or native:
+            stepped_generate(model, prompt, 16, step)
     recompute_seconds, recomputed = timed(recompute_generate, model, prompt, args.tokens)
-    module_seconds, module_stepped = timed(module_step_generate, model, prompt, args.tokens)
-    cached_seconds, cached = timed(model.generate, prompt, args.tokens, temperature=0.0)
-    int8_seconds, _ = timed(quantized.generate, prompt, args.tokens, temperature=0.0)
-    identical = torch.equal(cached, recomputed) and torch.equal(module_stepped, recomputed)
+    greedy = {"module": through_modules, "torch": torch_step}
+    if native:
+        greedy["native"] = native_step
+    seconds, outputs = {}, {}
+    for name, step in greedy.items():
+        seconds[name], outputs[name] = timed(stepped_generate, model, prompt, args.tokens, step)
+    int8_seconds, _ = timed(stepped_generate, quantized, prompt, args.tokens, torch_step)
+    identical = torch.equal(outputs["module"], recomputed) and torch.equal(outputs["torch"], recomputed)
+    native_agrees = native and torch.equal(outputs["native"], recomputed)
 
     grammar = TokenGrammar(composer.tokenizer, composer.voice_programs(None, None) or None, composer.conditions)
     control = CompositionControl(grammar, [head], bars=None, tokens=args.tokens, finish_after=args.tokens)
     generator = torch.Generator().manual_seed(0)
     sampled_seconds, sampled = timed(
-        quantized.generate, prompt, args.tokens + 8, temperature=1.0, generator=generator, control=control
+        model.generate, prompt, args.tokens + 8, temperature=1.0, generator=generator, control=control
     )
     sampled_tokens = sampled.shape[1] - len(head)
 
     print(
         f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
-        f"{args.tokens} tokens after {len(head)} opening token(s), torch threads {args.threads}"
+        f"{args.tokens} tokens after {len(head)} opening token(s), torch threads {args.threads}, "
+        f"native step {'built' if native else 'NOT built: torch steps only'}"
     )
     print()
     print("| method | weights | tokens | seconds | tokens/s | vs recompute | vs module step |")
     print("|---|---|---|---|---|---|---|")
     rows = [
         ("recompute prefix every token (greedy)", "float32", args.tokens, recompute_seconds),
-        ("KV cache, step through the modules (greedy)", "float32", args.tokens, module_seconds),
-        ("KV cache, CachedStep (greedy)", "float32", args.tokens, cached_seconds),
-        ("KV cache, CachedStep (greedy)", "int8", args.tokens, int8_seconds),
-        ("KV cache + grammar masks + sampling (timbre compose)", "int8", sampled_tokens, sampled_seconds),
+        ("KV cache, step through the modules (greedy)", "float32", args.tokens, seconds["module"]),
+        ("KV cache, CachedStep in torch (greedy)", "float32", args.tokens, seconds["torch"]),
+        ("KV cache, CachedStep in torch (greedy)", "int8", args.tokens, int8_seconds),
     ]
-    for method, weights, tokens, seconds in rows:
+    if native:
+        rows.append(("KV cache, native C step (greedy)", "float32", args.tokens, seconds["native"]))
+    rows.append(("KV cache + grammar masks + sampling (timbre compose)", "float32", sampled_tokens, sampled_seconds))
+    for method, weights, tokens, took in rows:
         print(
-            f"| {method} | {weights} | {tokens} | {seconds:.2f} | {tokens / seconds:.0f} | "
-            f"{recompute_seconds * tokens / args.tokens / seconds:.1f}x | "
-            f"{module_seconds * tokens / args.tokens / seconds:.2f}x |"
+            f"| {method} | {weights} | {tokens} | {took:.2f} | {tokens / took:.0f} | "
+            f"{recompute_seconds * tokens / args.tokens / took:.1f}x | "
+            f"{seconds['module'] * tokens / args.tokens / took:.2f}x |"
         )
     print()
-    print(f"float32 greedy tokens identical across recompute, module step and CachedStep: {identical}")
+    print(f"float32 greedy tokens identical across recompute, module step and torch CachedStep: {identical}")
+    if native:
+        print(f"native step's greedy tokens identical too (its sums round differently): {native_agrees}")
     if composer.conditions is not None and args.pieces:
         print_held_out_bits(composer, args.pieces)
 
 
 @torch.inference_mode()
-def module_step_generate(model: Composer, prompt: torch.Tensor, new_tokens: int) -> torch.Tensor:
-    """Greedy decoding with the KV cache, each token's step a call of the model's modules."""
+def stepped_generate(model: Composer, prompt: torch.Tensor, new_tokens: int, make_step) -> torch.Tensor:
+    """Greedy decoding with the KV cache, each token's step by ``make_step(model, cache)``."""
     cache = model.new_cache(prompt.shape[0])
     logits = model(prompt, cache)[:, -1]
+    step = make_step(model, cache)
     tokens = [prompt]
     for _ in range(new_tokens):
-        next_token = logits.argmax(-1, keepdim=True)
-        tokens.append(next_token)
-        logits = model(next_token, cache)[:, -1]
+        next_token = logits.argmax(-1)
+        tokens.append(next_token[:, None])
+        logits = step(next_token, cache)
     return torch.cat(tokens, dim=1)
 
 

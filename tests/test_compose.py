@@ -154,31 +154,31 @@ def test_cli_writes_identical_files_and_reports_errors(
 
 
 @pytest.mark.skipif(not int8_sampling_available(), reason="PyTorch has no fbgemm int8 engine here")
-def test_sampling_weights_int8_by_default_float32_on_request(
+def test_sampling_weights_float32_by_default_int8_on_request(
     checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    default, exact = load_composer(checkpoint), load_composer(checkpoint, weights="float32")
-    assert (default.weights, exact.weights) == ("int8", "float32")
+    exact, reduced = load_composer(checkpoint), load_composer(checkpoint, weights="int8")
+    assert (exact.weights, reduced.weights) == ("float32", "int8")
     assert exact.sampler is exact.model
-    assert isinstance(default.sampler.head, torch.ao.nn.quantized.dynamic.Linear)
-    assert isinstance(default.model.head, torch.nn.Linear)  # likelihoods stay float32
-    for composer in (default, exact):
+    assert isinstance(reduced.sampler.head, torch.ao.nn.quantized.dynamic.Linear)
+    assert isinstance(reduced.model.head, torch.nn.Linear)  # likelihoods stay float32
+    for composer in (exact, reduced):
         assert compose(composer, bars=2, seed=3).note_num() > 0
-    with pytest.raises(ConfigError, match="composer weights must be one of int8, float32, not 'bf16'"):
+    with pytest.raises(ConfigError, match="composer weights must be one of float32, int8, not 'bf16'"):
         load_composer(checkpoint, weights="bf16")
 
     asked = []  # the weights the CLI asks for, through the real loader
 
-    def recording_loader(path, weights=None):
+    def recording_loader(path, weights="float32"):
         asked.append(weights)
         return load_composer(path, weights)
 
     monkeypatch.setattr(compose_module, "load_composer", recording_loader)
-    for flags in ([], ["--weights", "float32"], ["--weights", "int8"]):
+    for flags in ([], ["--weights", "int8"]):
         out = tmp_path / f"cli{len(asked)}.mid"
         assert main(["compose", "--model", str(checkpoint), "--out", str(out), "--bars", "2", *flags]) == 0
-    assert asked == [None, "float32", "int8"]
-    assert (tmp_path / "cli1.mid").read_bytes() == save_midi(compose(exact, bars=2), tmp_path / "e.mid").read_bytes()
+    assert asked == ["float32", "int8"]
+    assert (tmp_path / "cli1.mid").read_bytes() == save_midi(compose(reduced, bars=2), tmp_path / "r.mid").read_bytes()
 
 
 @pytest.mark.slow

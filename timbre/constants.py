@@ -27,8 +27,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 PRETRAINED_DIR = PACKAGE_DIR / "pretrained"
 TIMBRE_SET_DIR = PRETRAINED_DIR / "timbres"
 DEFAULT_COMPOSER_DIR = PRETRAINED_DIR / "composer-chorales"
-# Weight formats a composer samples with (int8 by default); likelihoods are measured in float32.
-COMPOSER_SAMPLING_WEIGHTS = ("int8", "float32")
+# Weight formats a composer samples with (float32 by default); likelihoods are measured in float32.
+COMPOSER_SAMPLING_WEIGHTS = ("float32", "int8")
 # General MIDI soundfont of the Debian package fluid-soundfont-gm (reference renders, datasets).
 DEFAULT_SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 

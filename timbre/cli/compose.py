@@ -173,9 +173,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument(
-        "--weights", choices=COMPOSER_SAMPLING_WEIGHTS,
-        help="weights the composer samples with: int8 reads a quarter of float32's bytes per token, "
-        "faster for a composer of millions of weights (default: int8 on x86-64, else float32)",
+        "--weights", choices=COMPOSER_SAMPLING_WEIGHTS, default="float32",
+        help="weights the composer samples with: float32 (the native step where timbre was built with it) or "
+        "int8 (a quarter of the bytes per token, faster where the native step is missing; x86-64) "
+        "(default: %(default)s)",
     )  # fmt: skip
     styles = parser.add_argument_group("styles (a many-style composer such as composer-styles)")
     styles.add_argument("--style", help="style to write in, e.g. bach, palestrina, folk, irish, quartet (default: any)")

@@ -334,7 +334,10 @@ class Composer(nn.Module):
         assert prompt.dim() == 2 and prompt.shape[1] >= 1, "prompt must be [batch, time] with time >= 1"
         cache = self.new_cache(prompt.shape[0])
         logits = self(prompt[:, -self.max_context :], cache)[:, -1]
-        step = CachedStep(self)
+        # The C step (float32 on the CPU, built at install) where it applies, else the torch one.
+        from timbre.generation.composer_native import native_step_for  # deferred, as the WaveNet's engine
+
+        step = native_step_for(self, cache) or CachedStep(self)
         new_tokens = []
         for _ in range(max_new_tokens):
             allowed = control.allowed() if control is not None else None

@@ -67,9 +67,10 @@ class LoadedComposer:
         conditions: the style, voice and infilling tokens of a many-style composer (None for a
             single-corpus model such as composer-chorales).
         style_programs: programs of each style's voices, highest first (many-style composers).
-        weights: the weights it samples with, ``int8`` (a quarter of the bytes to read per token;
-            :func:`load_composer`'s choice where PyTorch has it) or ``float32``; likelihoods are
-            always measured with ``model``.
+        weights: the weights it samples with: ``float32`` (stepped by the native C kernel where it
+            was built, else in torch) or ``int8`` (stepped in torch, a quarter of the bytes to read
+            per token: faster than float32 in torch for millions of weights, slower than the native
+            step); likelihoods are always measured with ``model``.
     """
 
     model: Composer
@@ -122,11 +123,10 @@ class LoadedComposer:
         return [bos, self.conditions.style_id(style), self.conditions.voices_id(voices)]
 
 
-def load_composer(path: str | Path | None = None, weights: str | None = None) -> LoadedComposer:
+def load_composer(path: str | Path | None = None, weights: str = "float32") -> LoadedComposer:
     """Load a composer checkpoint (file or run directory); default: the bundled chorale model.
 
-    ``weights``: what it samples with, ``int8`` or ``float32`` (see :attr:`LoadedComposer.weights`);
-    None: int8 where this PyTorch has it (:func:`timbre.models.composer.int8_sampling_available`).
+    ``weights``: what it samples with, ``float32`` or ``int8`` (see :attr:`LoadedComposer.weights`).
 
     Raises:
         CheckpointError: missing or unreadable file, or a checkpoint that is not a composer.
@@ -134,8 +134,6 @@ def load_composer(path: str | Path | None = None, weights: str | None = None) ->
     """
     from timbre.train.checkpoint import load_model
 
-    if weights is None:
-        weights = "int8" if int8_sampling_available() else "float32"
     if weights not in COMPOSER_SAMPLING_WEIGHTS:
         raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
     if weights == "int8" and not int8_sampling_available():
