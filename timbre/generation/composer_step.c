@@ -82,6 +82,32 @@ static void rows_times(const float *restrict w, const float *restrict bias, int6
     }
 }
 
+/* One head's attention: softmax(q . k_s * scale) over the seen slots s, then the weighted sum of
+ * their values, into y [head_dim]; score [seen] is scratch. */
+CPU_DISPATCH
+static void attend(const float *restrict q, const float *restrict keys, const float *restrict values, int64_t seen,
+                   int64_t head_dim, float scale, float *restrict score, float *restrict y)
+{
+    float top = -INFINITY, total = 0.0f;
+    for (int64_t s = 0; s < seen; s++) {
+        const float *key = keys + s * head_dim;
+        float partial[16] = {0}, dot = 0.0f;
+        int64_t j = 0;
+        for (; j + 16 <= head_dim; j += 16)
+            for (int i = 0; i < 16; i++) partial[i] += q[j + i] * key[j + i];
+        for (; j < head_dim; j++) dot += q[j] * key[j];
+        for (int i = 0; i < 16; i++) dot += partial[i];
+        score[s] = dot * scale;
+        if (score[s] > top) top = score[s];
+    }
+    for (int64_t s = 0; s < seen; s++) total += score[s] = expf(score[s] - top);
+    for (int64_t j = 0; j < head_dim; j++) y[j] = 0.0f;
+    for (int64_t s = 0; s < seen; s++) {
+        const float weight = score[s] / total, *value = values + s * head_dim;
+        for (int64_t j = 0; j < head_dim; j++) y[j] += weight * value[j];
+    }
+}
+
 static void layer_norm(const float *x, const float *weight, const float *bias, int64_t width, float eps, float *out)
 {
     double mean = 0.0, variance = 0.0;
@@ -166,21 +192,8 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
                     cached_keys[slot * head_dim + j] = key[h * head_dim + j];
                     cached_values[slot * head_dim + j] = value[h * head_dim + j];
                 }
-                /* softmax(q . k / sqrt(head_dim)) over the seen slots, then the weighted values */
-                float *score = wide + b * wide_width, top = -INFINITY, total = 0.0f;
-                for (int64_t s = 0; s < seen; s++) {
-                    float dot = 0.0f;
-                    for (int64_t j = 0; j < head_dim; j++) dot += q[h * head_dim + j] * cached_keys[s * head_dim + j];
-                    score[s] = dot * scale;
-                    if (score[s] > top) top = score[s];
-                }
-                for (int64_t s = 0; s < seen; s++) total += score[s] = expf(score[s] - top);
-                float *y = attended + b * dim + h * head_dim;
-                for (int64_t j = 0; j < head_dim; j++) y[j] = 0.0f;
-                for (int64_t s = 0; s < seen; s++) {
-                    float weight = score[s] / total;
-                    for (int64_t j = 0; j < head_dim; j++) y[j] += weight * cached_values[s * head_dim + j];
-                }
+                attend(q + h * head_dim, cached_keys, cached_values, seen, head_dim, scale, wide + b * wide_width,
+                       attended + b * dim + h * head_dim);
             }
         }
         rows_times(k->out, NULL, dim, dim, attended, dim, batch, normed, dim);
