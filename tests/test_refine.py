@@ -100,6 +100,13 @@ def test_cli_encode_refine(bundled, violin, tmp_path, capsys):
     assert exit_info.value.code == 2 and "-3 is not a whole number >= 0" in capsys.readouterr().err
 
 
+def test_sound_design_commands_show_the_default_models_refinement(bundled, violin, tmp_path, capsys):
+    path, pitch = violin
+    out = tmp_path / "m.wav"
+    assert main(["morph", str(path), str(path), "--pitch", str(pitch), "--seconds", "1", "--out", str(out)]) == 0
+    assert out.is_file() and "refining" in capsys.readouterr().err  # the progress of encoding the ends
+
+
 def test_a_model_exported_with_refine_steps_refines_by_default_and_ships_its_timbre_set_refined(
     fast_checkpoint: Path, wavenet_checkpoint: Path, violin, tmp_path: Path
 ):

@@ -88,13 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     morph.set_defaults(handler=run_morph)
 
 
-def _source(path: str):
-    """An audio path, or the Embedding in a .npy file."""
+def _source(model, path: str):
+    """The Embedding in a .npy file, or an audio file's, encoded by ``model`` (refining with a
+    progress bar: seconds per file unless the model stores it)."""
     if path.lower().endswith(".npy"):
         from timbre.embedding import Embedding
 
         return Embedding.load(path)
-    return path
+    return model.encode(path, progress=True)
 
 
 def _sidecars(paths: list[str]) -> list[Path]:
@@ -127,7 +128,7 @@ def run_interpolate(args: argparse.Namespace) -> int:
         pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, seed=args.seed, temperature=args.temperature,
         progress=True,
     )  # fmt: skip
-    a, b = _source(args.a), _source(args.b)
+    a, b = _source(model, args.a), _source(model, args.b)
     notes: Iterator[np.ndarray]  # [samples] per step, synthesized as they are written
     if args.method == "crossfade":
         ends = list(synthesize_in_chunks(model, [model.encode(a), model.encode(b)], **options))
@@ -173,7 +174,7 @@ def run_grid(args: argparse.Namespace) -> int:
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     embeddings = grid_embeddings(
-        model, [_source(c) for c in args.corners], size=args.size, weighting=args.weighting, method=args.method
+        model, [_source(model, c) for c in args.corners], size=args.size, weighting=args.weighting, method=args.method
     )
     notes = synthesize_in_chunks(
         model, embeddings, pitch=args.pitch, seconds=args.seconds, velocity=args.velocity, seed=args.seed,
@@ -206,7 +207,7 @@ def run_morph(args: argparse.Namespace) -> int:
     model = load_model(args)
     warn_if_outside_training_range(model, args.pitch)
     audio = morph_note(
-        model, _source(args.a), _source(args.b), pitch=args.pitch, seconds=args.seconds or 4.0,
+        model, _source(model, args.a), _source(model, args.b), pitch=args.pitch, seconds=args.seconds or 4.0,
         curve=args.curve, method=args.method, velocity=args.velocity, seed=args.seed, temperature=args.temperature,
         progress=True,
     )  # fmt: skip
