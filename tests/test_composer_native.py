@@ -26,9 +26,10 @@ def tiny_model(**overrides: object) -> Composer:
     return model
 
 
-@pytest.mark.parametrize("batch", [1, 3])
-def test_native_step_gives_the_torch_steps_logits_and_cache_past_the_ring_wrap(batch: int) -> None:
-    model = tiny_model()
+# Head dims 8 and 20, widths 32 and 40: the kernel's 16-lane loops and their leftover loops both run.
+@pytest.mark.parametrize("batch,sizes", [(1, {}), (3, {}), (2, dict(dim=40, heads=2, ff_mult=3))])
+def test_native_step_gives_the_torch_steps_logits_and_cache_past_the_ring_wrap(batch: int, sizes: dict) -> None:
+    model = tiny_model(**sizes)
     tokens = torch.randint(50, (batch, 40))
     with torch.inference_mode():
         reference, native = model.new_cache(batch), model.new_cache(batch)
@@ -47,13 +48,18 @@ def test_native_step_gives_the_torch_steps_logits_and_cache_past_the_ring_wrap(b
 def test_generate_uses_the_native_step_and_samples_what_the_torch_step_samples() -> None:
     model = tiny_model(max_context=64)
     prompt = torch.randint(50, (2, 4))
-    native = model.generate(prompt, 30, temperature=0.0)
-    original = composer_native.native_step_for
-    try:
-        composer_native.native_step_for = lambda model, cache: None  # the torch step only
+    original, chosen = composer_native.native_step_for, []
+
+    def recording(model, cache):
+        chosen.append(original(model, cache))
+        return chosen[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(composer_native, "native_step_for", recording)
+        native = model.generate(prompt, 30, temperature=0.0)
+        patch.setattr(composer_native, "native_step_for", lambda model, cache: None)  # the torch step only
         in_torch = model.generate(prompt, 30, temperature=0.0)
-    finally:
-        composer_native.native_step_for = original
+    assert len(chosen) == 1 and isinstance(chosen[0], NativeComposerStep)
     assert torch.equal(native, in_torch)
 
 
@@ -65,6 +71,18 @@ def test_the_native_step_applies_to_float32_eval_models_only() -> None:
     if int8_sampling_available():
         quantized = with_sampling_weights(model, "int8")
         assert native_step_for(quantized, quantized.new_cache(1)) is None
+    # Caches it cannot write: another model's shape, not contiguous, not float32.
+    assert native_step_for(model, tiny_model(heads=2).new_cache(1)) is None
+    assert native_step_for(model, tiny_model(layers=3).new_cache(1)) is None
+    strided = model.new_cache(1)
+    strided.keys[0] = torch.zeros(1, 4, 8, 16).transpose(2, 3)  # [1, 4, 16, 8], strided
+    assert native_step_for(model, strided) is None
+    double = model.new_cache(1)
+    double.values[1] = double.values[1].double()
+    assert native_step_for(model, double) is None
+    unbiased = tiny_model()
+    unbiased.norm = torch.nn.LayerNorm(32, bias=False)
+    assert native_step_for(unbiased, unbiased.new_cache(1)) is None
 
 
 def test_a_token_out_of_the_vocabulary_is_refused_by_the_kernel() -> None:
@@ -76,4 +94,8 @@ def test_a_token_out_of_the_vocabulary_is_refused_by_the_kernel() -> None:
         assert step is not None
         with pytest.raises(RuntimeError, match="sizes or tokens out of range"):
             step(torch.tensor([50]), cache)
+        with pytest.raises(ValueError, match=r"one token per sequence of the cache \(1\), not \(2,\)"):
+            step(torch.tensor([3, 4]), cache)
+        with pytest.raises(ValueError, match="the cache it was built for"):
+            step(torch.tensor([3]), model.new_cache(1))
     assert cache.length == 2  # nothing advanced

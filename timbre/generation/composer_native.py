@@ -112,30 +112,57 @@ def _plain_float32(module: nn.Module) -> bool:
     return all(p.dtype == torch.float32 and p.device.type == "cpu" for p in module.parameters(recurse=False))
 
 
+# The kernel's limits (composer_step.c's MAX_BATCH, MAX_WIDTH, MAX_CAPACITY).
+MAX_BATCH, MAX_WIDTH, MAX_CAPACITY = 4096, 65536, 1 << 20
+
+
 def native_step_for(model: Composer, cache: KVCache) -> NativeComposerStep | None:
     """The native step for ``model`` and ``cache``, or None where it does not apply: no kernel
     built, a model in training mode, weights that are not float32 ``nn.Linear`` on the CPU
-    (int8 sampling weights step in torch), LayerNorms of unequal eps, or a cache that is not
-    contiguous float32."""
+    (int8 sampling weights step in torch), a layout other than Composer's own (biases where it has
+    none, LayerNorms without bias or of unequal eps), sizes past the kernel's limits, or a cache
+    that is not this model's contiguous float32 one."""
     step = load_step_function()
     if step is None or model.training:
         return None
-    blocks = list(model.blocks)
-    linears = [model.head, *(m for b in blocks if isinstance(b, Block) for m in _block_linears(b))]
-    norms = [model.norm, *(n for b in blocks if isinstance(b, Block) for n in (b.attention_norm, b.feed_forward_norm))]
-    if not all(isinstance(b, Block) for b in blocks) or not all(type(m) is nn.Linear for m in linears):
+    blocks = [block for block in model.blocks if isinstance(block, Block)]
+    if len(blocks) != len(model.blocks) or not blocks:
+        return None
+    linears = [model.head, *(m for b in blocks for m in _block_linears(b))]
+    norms = [model.norm, *(n for b in blocks for n in (b.attention_norm, b.feed_forward_norm))]
+    if not all(type(m) is nn.Linear for m in linears):
         return None
     if not all(_plain_float32(m) for m in [*linears, *norms, model.embedding]):
         return None
-    if len({norm.eps for norm in norms}) != 1 or not all(norm.weight is not None for norm in norms):
+    if len({norm.eps for norm in norms}) != 1 or any(norm.weight is None or norm.bias is None for norm in norms):
         return None
+    vocab, dim = model.embedding.weight.shape
+    hidden = blocks[0].feed_forward_in.out_features
+    unbiased = [model.head, *(m for b in blocks for m in (b.attention.qkv, b.attention.out))]
+    shapes = {
+        (m.in_features, m.out_features) for b in blocks for m in (b.attention.qkv, b.attention.out, b.feed_forward_in)
+    } | {(b.feed_forward_out.in_features, b.feed_forward_out.out_features) for b in blocks}
+    if any(m.bias is not None for m in unbiased):
+        return None
+    if shapes != {(dim, 3 * dim), (dim, dim), (dim, hidden), (hidden, dim)}:
+        return None
+    if tuple(model.head.weight.shape) != (vocab, dim) or model.head_dim % 2 or max(dim, hidden) > MAX_WIDTH:
+        return None
+    expected = (cache.keys[0].shape[0], model.heads, cache.capacity, model.head_dim) if cache.keys else None
     tensors = [*cache.keys, *cache.values]
-    if not all(t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous() for t in tensors):
+    if expected is None or len(cache.keys) != len(blocks) or len(cache.values) != len(blocks):
+        return None
+    if not 1 <= expected[0] <= MAX_BATCH or cache.capacity > MAX_CAPACITY:
+        return None
+    if not all(
+        tuple(t.shape) == expected and t.dtype == torch.float32 and t.device.type == "cpu" and t.is_contiguous()
+        for t in tensors
+    ):
         return None
     return NativeComposerStep(model, cache, step)
 
 
-def _block_linears(block: Block) -> list[nn.Module]:
+def _block_linears(block: Block) -> list[nn.Linear]:
     return [block.attention.qkv, block.attention.out, block.feed_forward_in, block.feed_forward_out]
 
 
@@ -169,7 +196,7 @@ class NativeComposerStep:
                 pointer(block.feed_forward_norm.weight), pointer(block.feed_forward_norm.bias),
                 pointer(block.feed_forward_in.weight), pointer(block.feed_forward_in.bias),
                 pointer(block.feed_forward_out.weight), pointer(block.feed_forward_out.bias),
-                _pointer(cache.keys[index]), _pointer(cache.values[index]),
+                pointer(cache.keys[index]), pointer(cache.values[index]),  # contiguous: the cache itself
             )  # fmt: skip
         self.blocks = blocks
         embedding = model.embedding.weight
@@ -183,12 +210,15 @@ class NativeComposerStep:
     def __call__(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
         """``token``: LongTensor ``[batch]`` -> next-token logits ``[batch, vocab_size]``; ``cache``
         (the one this step was built for) advances by one."""
-        assert cache is self.cache, "a native step writes the cache it was built for"
-        assert token.shape == (cache.keys[0].shape[0],), "one token per sequence of the cache"
-        tokens = token.to(torch.int64).contiguous()
+        if cache is not self.cache:
+            raise ValueError("a native step writes the cache it was built for")
+        if tuple(token.shape) != (cache.keys[0].shape[0],):
+            sequences = cache.keys[0].shape[0]
+            raise ValueError(f"one token per sequence of the cache ({sequences}), not {tuple(token.shape)}")
+        tokens = token.to(device="cpu", dtype=torch.int64).contiguous()
         cos, sin = self.model.rotary(cache.length, 1, torch.float32)
         cos, sin = cos[0].contiguous(), sin[0].contiguous()
-        logits = torch.empty(tokens.shape[0], self.composer.vocab)
+        logits = torch.empty(tokens.shape[0], self.composer.vocab, dtype=torch.float32, device="cpu")
         status = self.step(
             ctypes.byref(self.composer), tokens.shape[0], tokens.data_ptr(), cache.length,
             cos.data_ptr(), sin.data_ptr(), logits.data_ptr(),

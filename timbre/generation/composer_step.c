@@ -26,6 +26,7 @@
 /* Largest widths the scratch memory is sized for (checked): far above any CPU-sized composer. */
 #define MAX_WIDTH 65536
 #define MAX_BATCH 4096
+#define MAX_CAPACITY (1 << 20)
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
 #if __GNUC__ >= 11
@@ -153,7 +154,7 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
     const int64_t dim = m->dim, heads = m->heads, hidden = m->hidden;
     if (batch < 1 || batch > MAX_BATCH || dim < 2 || dim > MAX_WIDTH || heads < 1 || dim % heads ||
         (dim / heads) % 2 || hidden < 1 || hidden > MAX_WIDTH || m->layers < 1 || m->capacity < 1 ||
-        m->vocab < 1 || length < 0)
+        m->capacity > MAX_CAPACITY || m->vocab < 1 || length < 0)
         return COMPOSER_BAD_GEOMETRY;
     for (int64_t b = 0; b < batch; b++)
         if (tokens[b] < 0 || tokens[b] >= m->vocab) return COMPOSER_BAD_GEOMETRY;
@@ -162,7 +163,10 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
 
     /* x, normed, attended [batch][dim]; projected [batch][3 dim]; wide [batch][max(hidden, seen)] */
     int64_t wide_width = hidden > seen ? hidden : seen;
-    float *scratch = malloc(sizeof(float) * (size_t)(batch * (6 * dim + wide_width)));
+    /* at most MAX_BATCH * (6 MAX_WIDTH + MAX_CAPACITY) floats: no int64 overflow; checked for size_t */
+    int64_t floats = batch * (6 * dim + wide_width);
+    if ((uint64_t)floats > (uint64_t)(SIZE_MAX / sizeof(float))) return COMPOSER_NO_MEMORY;
+    float *scratch = malloc(sizeof(float) * (size_t)floats);
     if (!scratch) return COMPOSER_NO_MEMORY;
     float *x = scratch, *normed = x + batch * dim, *attended = normed + batch * dim;
     float *projected = attended + batch * dim, *wide = projected + batch * 3 * dim;
@@ -173,7 +177,9 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
 
     for (int64_t layer = 0; layer < m->layers; layer++) {
         const timbre_composer_block *k = &m->block[layer];
-        if (!k->qkv || !k->out || !k->feed_forward_in || !k->feed_forward_out || !k->keys || !k->values) {
+        if (!k->qkv || !k->out || !k->feed_forward_in || !k->feed_forward_out || !k->keys || !k->values ||
+            !k->attention_norm_weight || !k->attention_norm_bias || !k->feed_forward_norm_weight ||
+            !k->feed_forward_norm_bias) {
             free(scratch);
             return COMPOSER_MISSING_BUFFER;
         }

@@ -340,8 +340,8 @@ def _warn_if_threads_differ(resume_state: dict[str, Any], threads: int) -> None:
 
 
 def _warn_if_autocast_differs(resume_state: dict[str, Any], autocasts: bool) -> None:
-    before = resume_state.get("run", {}).get("bf16_autocast", False)
-    if before != autocasts:
+    before = resume_state.get("run", {}).get("bf16_autocast")
+    if before is not None and before != autocasts:  # checkpoints before 2026-12-03 did not record it
         was, now = ("bf16 autocast", "float32") if before else ("float32", "bf16 autocast")
         print(
             f"timbre-train: warning: the run was trained in {was} and resumes in {now} (trainer.cpu_bf16, "

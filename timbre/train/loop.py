@@ -377,6 +377,7 @@ class Trainer:
         self.device = settings.resolved_device()
         if self.device.type == "cuda" and context.distributed:
             self.device = torch.device("cuda", context.local_rank)
+        self.autocasts = self._autocasts()
         self.run_info = {**(run_info or {}), "bf16_autocast": self.autocasts}
         self.model = model.to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=settings.lr)
@@ -487,10 +488,10 @@ class Trainer:
     def _autocast(self) -> Any:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.autocasts)
 
-    @property
-    def autocasts(self) -> bool:
+    def _autocasts(self) -> bool:
         """Whether steps run under bf16 autocast: on CUDA with ``precision=bf16``; on a CPU also
-        ``cpu_bf16=auto``, and only one with native bf16 units (emulated bf16 is slower than fp32)."""
+        ``cpu_bf16=auto``, and only one with native bf16 units (emulated bf16 is slower than fp32).
+        Decided once, when the trainer is built (``self.autocasts``)."""
         if self.settings.precision != "bf16":
             return False
         if self.device.type == "cuda":
