@@ -45,6 +45,7 @@ class BuildKernel(build_ext):
 kernel = Extension(
     "timbre.generation._fastgen",
     sources=["timbre/generation/fastgen.c", "timbre/generation/composer_step.c"],
+    depends=["timbre/generation/cpu_dispatch.h"],  # rebuilds on change, and goes into the sdist
     extra_compile_args=["-O3", *WARNINGS],
     libraries=["m"],
     optional=not os.environ.get("CI"),

@@ -17,6 +17,7 @@
  * length % capacity; attention reads slots 0 .. min(length + 1, capacity) - 1, in any order
  * (softmax does not depend on it), which is what makes the cache a ring.
  */
+#include "cpu_dispatch.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,16 +28,6 @@
 #define MAX_WIDTH 65536
 #define MAX_BATCH 4096
 #define MAX_CAPACITY (1 << 20)
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#if __GNUC__ >= 11
-#define CPU_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CPU_DISPATCH __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#endif
-#else
-#define CPU_DISPATCH /* other compilers and CPUs: one baseline build */
-#endif
 
 enum { COMPOSER_OK = 0, COMPOSER_NO_MEMORY = 1, COMPOSER_BAD_GEOMETRY = 2, COMPOSER_MISSING_BUFFER = 3 };
 

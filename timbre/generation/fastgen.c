@@ -18,6 +18,7 @@
  * The hot loops are compiled once per CPU level and picked when the library loads (GCC's
  * target_clones), so one wheel runs on any x86-64 and uses AVX-512 or AVX2+FMA where present.
  */
+#include "cpu_dispatch.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -30,16 +31,6 @@
 #define BATCH_BLOCK 4
 /* Bumped whenever a structure or the signature of timbre_fastgen_run changes. */
 #define TIMBRE_FASTGEN_ABI 6
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
-#if __GNUC__ >= 11
-#define CPU_DISPATCH __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CPU_DISPATCH __attribute__((target_clones("arch=skylake-avx512", "arch=haswell", "default")))
-#endif
-#else
-#define CPU_DISPATCH /* other compilers and CPUs: one baseline build */
-#endif
 
 enum { TIMBRE_FLOAT32 = 0, TIMBRE_BFLOAT16 = 1, TIMBRE_INT8 = 2 }; /* weight_format of timbre_decoder */
 

@@ -358,6 +358,14 @@ def int8_sampling_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
 
 
+def check_sampling_weights(weights: str) -> None:
+    """Raise :class:`ConfigError` unless this PyTorch can sample with ``weights``."""
+    if weights not in COMPOSER_SAMPLING_WEIGHTS:
+        raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
+    if weights == "int8" and not int8_sampling_available():
+        raise ConfigError("int8 composer weights need PyTorch's fbgemm engine (x86-64), absent here: use float32")
+
+
 def with_sampling_weights(model: Composer, weights: str) -> Composer:
     """``model`` as it samples with ``weights``: itself for ``float32``; for ``int8`` an eval copy
     whose linear layers (attention, feed-forward, output head) hold int8 weights with one scale
@@ -371,12 +379,9 @@ def with_sampling_weights(model: Composer, weights: str) -> Composer:
     Raises:
         ConfigError: unknown ``weights``, or ``int8`` where :func:`int8_sampling_available` is False.
     """
-    if weights not in COMPOSER_SAMPLING_WEIGHTS:
-        raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
+    check_sampling_weights(weights)
     if weights == "float32":
         return model
-    if not int8_sampling_available():
-        raise ConfigError("int8 composer weights need PyTorch's fbgemm engine (x86-64), absent here: use float32")
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic

@@ -26,11 +26,11 @@ import numpy as np
 import symusic
 import torch
 
-from timbre.constants import COMPOSER_SAMPLING_WEIGHTS, DEFAULT_COMPOSER_DIR
+from timbre.constants import DEFAULT_COMPOSER_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
 from timbre.io.midi import load_score
-from timbre.models.composer import Composer, int8_sampling_available, with_sampling_weights
+from timbre.models.composer import Composer, check_sampling_weights, with_sampling_weights
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
 from timbre.symbolic.tokens import (
     ConditionTokens,
@@ -134,10 +134,7 @@ def load_composer(path: str | Path | None = None, weights: str = "float32") -> L
     """
     from timbre.train.checkpoint import load_model
 
-    if weights not in COMPOSER_SAMPLING_WEIGHTS:
-        raise ConfigError(f"composer weights must be one of {', '.join(COMPOSER_SAMPLING_WEIGHTS)}, not {weights!r}")
-    if weights == "int8" and not int8_sampling_available():
-        raise ConfigError("int8 composer weights need PyTorch's fbgemm engine (x86-64), absent here: use float32")
+    check_sampling_weights(weights)  # before the checkpoint loads
     if path is None:
         path = DEFAULT_COMPOSER_DIR
         if not (path / "model.pt").is_file():
