@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # noqa: F401
 
 from timbre.errors import ConfigError
@@ -32,6 +33,25 @@ def test_a_style_writes_with_its_voices_only(styled_checkpoint: Path) -> None:  
         compose(composer, style="jazz", bars=2)
 
 
+def test_style_guidance_writes_the_style_s_voices_and_refuses_where_nothing_guides(
+    styled_checkpoint: Path,  # noqa: F811
+) -> None:
+    composer = load_composer(styled_checkpoint)
+    guided = compose_many(composer, 2, style="trecento", bars=3, seed=4, style_guidance=3.0)
+    plain = compose_many(composer, 2, style="trecento", bars=3, seed=4)
+    for score in guided:
+        assert score.note_num() > 0 and {t.program for t in score.tracks} <= set(composer.style_programs["trecento"])
+    assert [s.dumps_midi() for s in guided] != [s.dumps_midi() for s in plain]
+    again = compose_many(composer, 2, style="trecento", bars=3, seed=4, style_guidance=3.0)
+    assert [s.dumps_midi() for s in guided] == [s.dumps_midi() for s in again]
+    refused = [(None, 2.0, "needs a style"), ("any", 2.0, "needs a style"), ("bach", -1.0, "finite number >= 0")]
+    for style, scale, message in [*refused, ("bach", float("nan"), "finite number")]:
+        with pytest.raises(ConfigError, match=message):
+            compose(composer, style=style, bars=1, style_guidance=scale)
+    with pytest.raises(ConfigError, match="needs a style"):
+        compose(load_composer(), bars=1, style_guidance=2.0)  # composer-chorales has no styles
+
+
 def test_condition_tokens_never_come_out_of_the_grammar(styled_checkpoint: Path) -> None:  # noqa: F811
     composer = load_composer(styled_checkpoint)
     grammar = TokenGrammar(composer.tokenizer, None, composer.conditions)
@@ -49,3 +69,23 @@ def test_the_bundled_chorale_model_still_loads_and_composes() -> None:
     assert {track.program for track in score.tracks} <= {40, 41, 42, 43} and score.note_num() > 4
     with pytest.raises(ConfigError, match="trained without styles"):
         compose(composer, style="bach", bars=2)
+
+
+def test_a_composer_exported_in_half_precision_loads_and_writes_its_styles(
+    styled_checkpoint: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from timbre.train.checkpoint import load_checkpoint
+    from timbre.train.export import export_run
+
+    destination = export_run(styled_checkpoint, "styles-half", destination=tmp_path / "bundle", half=True)
+    stored = load_checkpoint(destination / "model.pt")["model"]
+    original = load_checkpoint(styled_checkpoint)["ema"]
+    assert all(tensor.dtype == torch.float16 for tensor in stored.values() if tensor.is_floating_point())
+    assert all(torch.equal(stored[key], tensor.half()) for key, tensor in original.items())
+    composer = load_composer(destination / "model.pt")
+    assert composer.styles == load_composer(styled_checkpoint).styles
+    assert next(composer.model.parameters()).dtype == torch.float32
+    score = compose(composer, bars=2, style="bach", seed=1)
+    assert score.note_num() > 0 and {t.program for t in score.tracks if len(t.notes)} <= {40, 41, 42, 43}
+    assert "stored in float16, loaded float32" in (destination / "MODEL_CARD.md").read_text()

@@ -46,6 +46,33 @@ def test_generate_matches_step_by_step_argmax_of_the_full_pass() -> None:
     assert torch.equal(logits[:, 4:].argmax(-1), generated[:, 5:])
 
 
+def test_guided_generation_takes_the_argmax_of_the_guided_logits_of_the_full_pass() -> None:
+    model = tiny_model()
+    torch.manual_seed(0)
+    prompt, unconditional = torch.randint(50, (2, 5)), torch.randint(50, (2, 5))
+    scale = 8.0  # the untrained model repeats itself; a smaller scale changes no greedy token
+    generated = model.generate(prompt, 20, temperature=0.0, unconditional=unconditional, guidance=scale)
+    new = generated[:, 5:]
+    with torch.no_grad():
+        conditional = model(generated[:, :-1])[:, 4:]
+        free = model(torch.cat([unconditional, new[:, :-1]], dim=1))[:, 4:]
+    guided = free + scale * (conditional - free)
+    assert torch.equal(guided.argmax(-1), new)
+    # Here guidance changes the samples: the test would catch a generate that ignores it.
+    assert not torch.equal(model.generate(prompt, 20, temperature=0.0), generated)
+
+
+def test_guidance_towards_the_prompt_itself_or_at_scale_one_is_plain_sampling() -> None:
+    model = tiny_model()
+    prompt = torch.randint(50, (3, 4))
+    plain = model.generate(prompt, 30, generator=torch.Generator().manual_seed(3))
+    for unconditional, scale in ((prompt, 4.0), (torch.randint(50, (3, 4)), 1.0)):
+        guided = model.generate(
+            prompt, 30, generator=torch.Generator().manual_seed(3), unconditional=unconditional, guidance=scale
+        )
+        assert torch.equal(plain, guided)
+
+
 needs_int8 = pytest.mark.skipif(not int8_sampling_available(), reason="PyTorch has no fbgemm int8 engine here")
 
 

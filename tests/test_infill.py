@@ -40,12 +40,19 @@ def notes_between(score: symusic.Score, start: int, end: int) -> list[tuple[int,
     )
 
 
-@pytest.mark.parametrize("song", ["band.mid", "piano.mid"])
-def test_kept_bars_of_a_user_midi_file_are_bit_identical(styled_checkpoint: Path, song: str, tmp_path: Path) -> None:  # noqa: F811
+@pytest.mark.parametrize(("song", "guidance"), [("band.mid", 1.0), ("piano.mid", 1.0), ("band.mid", 3.0)])
+def test_kept_bars_of_a_user_midi_file_are_bit_identical(
+    styled_checkpoint: Path,  # noqa: F811
+    song: str,
+    guidance: float,
+    tmp_path: Path,
+) -> None:
     composer = load_composer(styled_checkpoint)
     original = symusic.Score(str(MIDI_FIXTURES / song))
     starts = bar_starts(composer, original)
-    edited = regenerate_bars(composer, MIDI_FIXTURES / song, REGENERATE, KEEP, style="bach", seed=3)[0]
+    edited = regenerate_bars(
+        composer, MIDI_FIXTURES / song, REGENERATE, KEEP, style="bach", seed=3, style_guidance=guidance
+    )[0]
     # Written to disk and read back, as a user gets it.
     path = save_midi(edited, tmp_path / "edited.mid")
     reread = symusic.Score(str(path))

@@ -56,7 +56,9 @@ def test_judge_separates_distinct_styles_and_reports_cross_validated_accuracy() 
 
 
 def test_evaluate_composer_reports_per_style(styled_checkpoint: Path, styled_cache: Path, tmp_path: Path) -> None:  # noqa: F811
-    report = evaluate_composer(styled_checkpoint, tmp_path, samples=2, bars=2, seed=0, cache_dir=styled_cache)
+    report = evaluate_composer(
+        styled_checkpoint, tmp_path, samples=2, bars=2, seed=0, cache_dir=styled_cache, top_k=5, style_guidance=2.0
+    )
     assert set(report["likelihood"]) == {"bach", "trecento"}
     for entry in report["likelihood"].values():
         # An untrained model is near uniform over its vocabulary: far above the fitted n-gram.
@@ -73,4 +75,7 @@ def test_evaluate_composer_reports_per_style(styled_checkpoint: Path, styled_cac
     assert infilling["middle_bits_per_token_infilling"] > 0
     written = json.loads((tmp_path / "composer_styles.json").read_text())
     assert written["infilling"]["kept_unchanged"] == 1.0
-    assert "## Style judge" in (tmp_path / "composer_styles.md").read_text()
+    # The judged pieces were sampled as asked, and the report says how.
+    assert written["generation"]["top_k"] == 5 and written["generation"]["style_guidance"] == 2.0
+    markdown = (tmp_path / "composer_styles.md").read_text()
+    assert "## Style judge" in markdown and "top-k 5, style guidance 2)" in markdown

@@ -14,6 +14,7 @@ from timbre.cli.common import (
     bounded_positive_int,
     check_inputs_exist,
     check_output_file,
+    non_negative_float,
 )
 from timbre.constants import COMPOSER_SAMPLING_WEIGHTS
 
@@ -59,6 +60,7 @@ def _compose(args: argparse.Namespace) -> int:
             progress=True,
             style=args.style,
             voices=args.voices,
+            style_guidance=args.style_guidance,
         )
     compute_seconds = time.perf_counter() - started
     path = save_midi(score, out)
@@ -83,7 +85,8 @@ def _in_option_terms() -> Iterator[None]:
         yield
     except ConfigError as error:
         message = str(error)
-        for word, flag in (("style ", "--style "), ("voices ", "--voices "), ("regenerate", "--regenerate")):
+        flags = (("style guidance", "--style-guidance"), ("style ", "--style "), ("voices ", "--voices "))
+        for word, flag in (*flags, ("regenerate", "--regenerate")):
             if message.startswith(word):
                 message = flag + message[len(word) :]
         raise ConfigError(message) from None
@@ -115,6 +118,7 @@ def _regenerate(args: argparse.Namespace, composer: Any, out: Path, render_out: 
     scores = regenerate_bars(
         composer, args.prime, regenerate, keep, variations=args.variations, style=args.style, voices=args.voices,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+        style_guidance=args.style_guidance,
     )  # fmt: skip
     seconds = time.perf_counter() - started
     paths = (
@@ -181,6 +185,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     styles = parser.add_argument_group("styles (a many-style composer such as composer-styles)")
     styles.add_argument("--style", help="style to write in, e.g. bach, palestrina, folk, irish, quartet (default: any)")
     styles.add_argument("--voices", type=bounded_positive_int(16), help="number of voices to write (default: any)")
+    styles.add_argument(
+        "--style-guidance", type=non_negative_float, default=1.0, metavar="SCALE",
+        help="classifier-free guidance towards --style: 1 samples the model as it is, above 1 keeps closer to "
+        "the style at twice the work per token (default: %(default)s)",
+    )  # fmt: skip
     styles.add_argument("--list-styles", action="store_true", help="list the styles of --model and exit")
     refine = parser.add_argument_group("regenerating bars of --prime (a many-style composer)")
     refine.add_argument("--regenerate", help="bars of --prime to rewrite, e.g. 5-8 or 5-8,13")

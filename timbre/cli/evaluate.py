@@ -44,6 +44,7 @@ def _composer(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache_dir=args.cache_dir,
         progress=True,
+        style_guidance=args.style_guidance,
     )
     if "style_judge" in report:  # a many-style composer (timbre.evaluation.style_judge)
         from timbre.evaluation.style_judge import summary_line
@@ -88,6 +89,11 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     add_sampling_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="random seed of the generated pieces (default: 0)")
+    parser.add_argument(
+        "--style-guidance", type=non_negative_float, default=1.0, metavar="SCALE",
+        help="classifier-free guidance of the pieces generated for each style (many-style composers; "
+        "see timbre compose --style-guidance) (default: %(default)s)",
+    )  # fmt: skip
     parser.add_argument("--cache-dir", help="corpus cache root (default: $TIMBRE_CACHE or ~/.cache/timbre)")
     parser.set_defaults(handler=_composer)
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
-from timbre.errors import CheckpointError, DatasetError
+from timbre.errors import CheckpointError, ConfigError, DatasetError
 from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.io.files import atomic_write
 from timbre.models.composer import Composer
@@ -306,6 +306,7 @@ def evaluate_composer(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    style_guidance: float = 1.0,
 ) -> dict[str, Any]:
     """Evaluate a composer checkpoint (default: the bundled one); write ``composer.json`` and ``composer.md``.
 
@@ -315,6 +316,8 @@ def evaluate_composer(
         samples, bars, temperature, top_k, top_p, seed: the pieces generated for the statistics.
         cache_dir: where the corpus cache lives (default as in training).
         progress: show a progress bar while the corpus is converted (the first run only).
+        style_guidance: classifier-free guidance of the pieces generated for each style (a
+            many-style composer; see :func:`timbre.symbolic.compose.compose`).
 
     Returns:
         The report written to ``composer.json``.
@@ -323,7 +326,10 @@ def evaluate_composer(
     if composer.conditions is not None:  # a many-style composer: per-style report, style judge, infilling
         from timbre.evaluation.style_judge import evaluate_style_composer
 
-        return evaluate_style_composer(composer, out_dir, samples, bars, temperature, seed, cache_dir)
+        sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "style_guidance": style_guidance}
+        return evaluate_style_composer(composer, out_dir, samples, bars, sampling, seed, cache_dir)
+    if style_guidance != 1.0:
+        raise ConfigError(f"{composer.path}: style guidance needs a many-style composer; this one has no styles")
     out_dir = Path(out_dir)
     splits = corpus_splits_of(composer, cache_dir, progress)
     started = time.perf_counter()

@@ -238,12 +238,16 @@ def judge_styles(
     splits: StyledSplits,
     samples_per_style: int,
     bars: int,
-    temperature: float,
+    sampling: dict[str, Any],
     seed: int,
     max_real_per_style: int,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Train the judge on held-out real pieces; classify pieces generated for each style."""
+    """Train the judge on held-out real pieces; classify pieces generated for each style.
+
+    ``sampling``: keyword arguments of :func:`~timbre.symbolic.compose.compose_many`
+    (``temperature``, ``top_k``, ``top_p``, ``style_guidance``).
+    """
     assert composer.conditions is not None, "a many-style composer"
     styles = list(composer.conditions.styles)
     real = [p for style in styles for p in [q for q in splits.valid + splits.test if q.style == style][
@@ -261,8 +265,7 @@ def judge_styles(
     started = time.perf_counter()
     tokens = 0
     for index, style in enumerate(judged):
-        scores = compose_many(composer, samples_per_style, bars=bars, temperature=temperature, seed=seed + index,
-                              style=style)  # fmt: skip
+        scores = compose_many(composer, samples_per_style, bars=bars, seed=seed + index, style=style, **sampling)
         tokens += sum(len(composer.tokenizer.encode(score).ids) for score in scores if score.note_num())
         for sample, score in enumerate(scores):
             (out_dir / f"{style}_{sample:02d}.mid").write_bytes(score.dumps_midi())
@@ -356,7 +359,7 @@ def evaluate_style_composer(
     out_dir: str | Path,
     samples: int = 16,
     bars: int = 16,
-    temperature: float = 1.0,
+    sampling: dict[str, Any] | None = None,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     max_test_pieces: int = 200,
@@ -370,7 +373,9 @@ def evaluate_style_composer(
     Args:
         composer: a loaded many-style composer.
         out_dir: created if needed.
-        samples: pieces generated per style for the judge; bars, temperature, seed: how.
+        samples: pieces generated per style for the judge; bars, seed: how.
+        sampling: keyword arguments of :func:`~timbre.symbolic.compose.compose_many` for them
+            (``temperature``, ``top_k``, ``top_p``, ``style_guidance``; default: plain sampling).
         cache_dir: where the corpus cache lives (default as in training).
         max_test_pieces: test pieces scored per style (the n-gram is pure Python).
         ngram_orders: n-gram orders tried on each style's valid pieces.
@@ -383,7 +388,8 @@ def evaluate_style_composer(
     started = time.perf_counter()
     likelihood = likelihood_by_style(composer, splits, max_test_pieces, ngram_orders)
     likelihood_seconds = time.perf_counter() - started
-    judged = judge_styles(composer, splits, samples, bars, temperature, seed, max_real_per_style, out_dir)
+    sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "style_guidance": 1.0, **(sampling or {})}
+    judged = judge_styles(composer, splits, samples, bars, sampling, seed, max_real_per_style, out_dir)
     infilling = infilling_figures(composer, splits, infill_pieces, infill_gap, seed)
     applicable = [entry for entry in likelihood.values() if entry["target_applies"]]
     report = {
@@ -404,7 +410,7 @@ def evaluate_style_composer(
         "generation": {
             "samples_per_style": samples,
             "bars": bars,
-            "temperature": temperature,
+            **sampling,
             "seed": seed,
             "weights": composer.weights,
         },  # fmt: skip
@@ -445,7 +451,7 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"as the style asked for: **{percent(judged['generated_classified_as_asked'])}** (target >= 70%: "
             f"{'met' if judged['target_met'] else 'NOT met'}); generation "
             f"{judged['generated_tokens_per_second']:.0f} tokens/s with "
-            f"{report['generation'].get('weights', 'float32')} weights.",
+            f"{report['generation'].get('weights', 'float32')} weights ({_sampling_words(report['generation'])}).",
             "",
             markdown_table(
                 ["style", "judge accuracy on real pieces", "generated classified as asked", "generated predicted as"],
@@ -472,6 +478,15 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{number(left) if left is not None else '-'}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _sampling_words(generation: dict[str, Any]) -> str:
+    """How the judged pieces were sampled, e.g. ``16 bars, temperature 1, style guidance 2``."""
+    words = [f"{generation['samples_per_style']} pieces of {generation['bars']} bars a style"]
+    words.append(f"temperature {generation.get('temperature', 1.0):g}")
+    words += [f"{key.replace('_', '-')} {generation[key]:g}" for key in ("top_k", "top_p") if generation.get(key)]
+    words.append(f"style guidance {generation.get('style_guidance', 1.0):g}")
+    return ", ".join(words)
 
 
 def summary_line(report: dict[str, Any]) -> str:

@@ -318,6 +318,8 @@ class Composer(nn.Module):
         top_p: float | None = None,
         generator: torch.Generator | None = None,
         control: GenerationControl | None = None,
+        unconditional: torch.Tensor | None = None,
+        guidance: float = 1.0,
     ) -> torch.Tensor:
         """Continue ``prompt`` token by token with the KV cache.
 
@@ -327,13 +329,25 @@ class Composer(nn.Module):
             max_new_tokens: upper bound on new tokens (``control`` may stop earlier).
             temperature, top_k, top_p, generator: see :func:`sample_next`.
             control: grammar mask and stopping rule, or None for free sampling.
+            unconditional: LongTensor ``[batch, time]``, the prompt without its condition (e.g.
+                ``Style_any`` for the style), for classifier-free guidance: both continue side by
+                side (one batch of ``2 * batch`` rows) with the same sampled tokens, and tokens are
+                sampled from ``uncond + guidance * (cond - uncond)`` logits (Sanchez et al. 2023,
+                "Stay on topic with classifier-free guidance"). None: plain sampling.
+            guidance: the guidance scale; 1 samples from the conditional model alone (and then
+                ``unconditional`` is not run), above 1 pushes further towards the condition.
 
         Returns:
             LongTensor ``[batch, time + new]``: the prompt followed by the new tokens.
         """
         assert prompt.dim() == 2 and prompt.shape[1] >= 1, "prompt must be [batch, time] with time >= 1"
-        cache = self.new_cache(prompt.shape[0])
-        logits = self(prompt[:, -self.max_context :], cache)[:, -1]
+        guided = unconditional is not None and guidance != 1.0
+        if guided:
+            assert unconditional is not None and unconditional.shape == prompt.shape, "one unconditional row a row"
+        rows = torch.cat([prompt, unconditional]) if guided else prompt  # type: ignore[list-item]
+        batch = prompt.shape[0]
+        cache = self.new_cache(rows.shape[0])
+        logits = self(rows[:, -self.max_context :], cache)[:, -1]
         # The C step (float32 on the CPU, built at install) where it applies, else the torch one.
         from timbre.generation.composer_native import native_step_for  # deferred, as the WaveNet's engine
 
@@ -341,13 +355,16 @@ class Composer(nn.Module):
         new_tokens = []
         for _ in range(max_new_tokens):
             allowed = control.allowed() if control is not None else None
+            if guided:
+                conditional, free = logits[:batch].float(), logits[batch:].float()
+                logits = free + guidance * (conditional - free)
             token = sample_next(logits, temperature, top_k, top_p, generator, allowed)
             new_tokens.append(token)
             if control is not None:
                 control.update(token)
                 if control.finished():
                     break
-            logits = step(token, cache)
+            logits = step(torch.cat([token, token]) if guided else token, cache)
         if not new_tokens:
             return prompt
         return torch.cat([prompt, torch.stack(new_tokens, dim=1)], dim=1)

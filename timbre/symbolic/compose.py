@@ -15,6 +15,7 @@ bars of a MIDI file is :mod:`timbre.symbolic.infill`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -304,9 +305,11 @@ def compose_many(
     progress: bool = False,
     style: str | None = None,
     voices: int | None = None,
+    style_guidance: float = 1.0,
 ) -> list[symusic.Score]:
     """Sample ``count`` pieces in one batch (see :func:`compose` for the arguments)."""
     _check_sampling(count, bars, tokens, temperature, top_k, top_p)
+    check_style_guidance(composer, style, style_guidance)
     tokenizer, model = composer.tokenizer, composer.sampler
     head = composer.head(style, voices)
     programs = composer.voice_programs(style, voices)
@@ -329,12 +332,18 @@ def compose_many(
         )
         generator = torch.Generator().manual_seed(seed)
         batch = torch.tensor([prompt] * count, dtype=torch.long)
+        # Guidance contrasts the style with "any" style (the same voices and primer).
+        unconditional = (
+            torch.tensor([[*composer.head("any", voices), *primer]] * count)
+            if is_guided(composer, style, style_guidance)
+            else None
+        )
         # One token at a time is too small a step to split across threads: more threads only
         # spin against each other (and against any other process on the machine).
         with threads(SEQUENTIAL_STEP_THREADS):
             output = model.generate(
                 batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
-                generator=generator, control=control,
+                generator=generator, control=control, unconditional=unconditional, guidance=style_guidance,
             )  # fmt: skip
     # Tracks in the style's voice order (soprano first for the chorales), then any others.
     order = {program: rank for rank, program in enumerate(programs)}
@@ -364,6 +373,7 @@ def compose(
     progress: bool = False,
     style: str | None = None,
     voices: int | None = None,
+    style_guidance: float = 1.0,
 ) -> symusic.Score:
     """Compose a piece from scratch or continue a primer.
 
@@ -378,6 +388,10 @@ def compose(
         progress: show a progress bar of the bars (or tokens) written.
         style: the style to write in (a many-style composer; None or ``"any"``: unconditional).
         voices: the number of voices to write (a many-style composer; None: any).
+        style_guidance: classifier-free guidance towards ``style`` (see
+            :meth:`timbre.models.composer.Composer.generate`): 1 samples the style-conditioned
+            model as it is; above 1 each token costs two sequences' steps and the piece keeps
+            closer to the style; 0 ignores the style except for its voices.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
@@ -395,6 +409,7 @@ def compose(
         progress=progress,
         style=style,
         voices=voices,
+        style_guidance=style_guidance,
     )[0]
 
 
@@ -408,6 +423,20 @@ def save_midi(score: symusic.Score, path: str | Path) -> Path:
     with atomic_write(path) as file:
         file.write(score.dumps_midi())
     return path
+
+
+def check_style_guidance(composer: LoadedComposer, style: str | None, style_guidance: float) -> None:
+    """Raise :class:`ConfigError` unless ``style_guidance`` is a finite number >= 0 that applies:
+    other than 1 only for a style of a many-style composer."""
+    if not (math.isfinite(style_guidance) and style_guidance >= 0):
+        raise ConfigError(f"style guidance must be a finite number >= 0, got {style_guidance}")
+    if style_guidance != 1.0 and (composer.conditions is None or style in (None, "any")):
+        raise ConfigError("style guidance needs a style to guide towards (a many-style composer and a style)")
+
+
+def is_guided(composer: LoadedComposer, style: str | None, style_guidance: float) -> bool:
+    """Whether sampling ``style`` at ``style_guidance`` runs the "any"-style sequence beside it."""
+    return style_guidance != 1.0 and composer.conditions is not None and style not in (None, "any")
 
 
 def _check_sampling(

@@ -33,7 +33,7 @@ from timbre.data.style_corpus import fit_context, infill_sequence
 from timbre.errors import ConfigError, MidiError
 from timbre.io.midi import load_score
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
-from timbre.symbolic.compose import LoadedComposer, _check_sampling
+from timbre.symbolic.compose import LoadedComposer, _check_sampling, check_style_guidance, is_guided
 from timbre.symbolic.tokens import (
     ConditionTokens,
     TokenGrammar,
@@ -216,6 +216,7 @@ def regenerate_bars(
     top_k: int | None = None,
     top_p: float | None = None,
     seed: int = 0,
+    style_guidance: float = 1.0,
 ) -> list[symusic.Score]:
     """Rewrite bars ``regenerate`` of ``prime``; every kept bar stays note for note.
 
@@ -226,7 +227,8 @@ def regenerate_bars(
         keep: bar numbers kept (default: every bar not regenerated); other bars are emptied.
         variations: alternatives to write, one score each.
         style, voices: conditions (None: any).
-        temperature, top_k, top_p, seed: sampling, as in :func:`timbre.symbolic.compose.compose`.
+        temperature, top_k, top_p, seed, style_guidance: sampling, as in
+            :func:`timbre.symbolic.compose.compose`.
 
     Returns:
         ``variations`` scores in the primer's ticks; notes of kept bars are the primer's own.
@@ -238,6 +240,7 @@ def regenerate_bars(
     _check_sampling(variations, 1, None, temperature, top_k, top_p)
     if composer.conditions is None:
         raise ConfigError(f"{composer.path}: this composer was trained without infilling and cannot regenerate bars")
+    check_style_guidance(composer, style, style_guidance)
     conditions = composer.conditions
     name = str(prime) if isinstance(prime, (str, Path)) else "primer"
     score = load_score(prime) if isinstance(prime, (str, Path)) else prime
@@ -270,6 +273,7 @@ def regenerate_bars(
         [grid.token_bars[i] if i + 1 in kept else empty_bars[i] for i in range(grid.count)] for _ in range(variations)
     ]
     head = composer.head(style, voices)
+    free_head = composer.head("any", voices) if is_guided(composer, style, style_guidance) else None
     # Only the primer's own voices are written: the regenerated bars keep its instrumentation.
     grammar = TokenGrammar(composer.tokenizer, sorted(set(assignment.values())), conditions)
     generator = torch.Generator().manual_seed(seed)
@@ -282,11 +286,16 @@ def regenerate_bars(
         for context in contexts:
             before, after = fit_context(context[:first], context[last:], max(room, 0))
             prompt = torch.tensor([infill_sequence(conditions, head, before, after, len(run))], dtype=torch.long)
+            unconditional = (
+                torch.tensor([infill_sequence(conditions, free_head, before, after, len(run))], dtype=torch.long)
+                if free_head is not None
+                else None
+            )
             control = InfillControl(grammar, conditions, 1, grid.time_signature_tokens[first:last], budget)
             with threads(SEQUENTIAL_STEP_THREADS):
                 model.generate(
                     prompt, budget + 8 * len(run) + 16, temperature=temperature, top_k=top_k, top_p=top_p,
-                    generator=generator, control=control,
+                    generator=generator, control=control, unconditional=unconditional, guidance=style_guidance,
                 )  # fmt: skip
             context[first:last] = _split_bars(control.tokens[0], composer, len(run), grid, first)
     return [_splice(score, composer, context, grid, kept, set(regenerate), assignment) for context in contexts]

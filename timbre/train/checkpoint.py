@@ -180,6 +180,7 @@ def export_inference_checkpoint(
     destination: str | Path,
     sampling: Mapping[str, float] | None = None,
     refine_steps: int = 0,
+    half: bool = False,
 ) -> Path:
     """Write an inference-only copy (EMA weights as ``model``, no optimizer state) of a checkpoint.
 
@@ -187,12 +188,16 @@ def export_inference_checkpoint(
     told nothing else (:data:`SAMPLING_DEFAULTS`: ``temperature``, ``clock_gain``, ``makeup_db``),
     stored as ``sampling``. ``refine_steps``: the refinement steps :meth:`timbre.TimbreModel.encode`
     takes when told nothing else, stored as ``encoding`` (``{"refine": steps}``) when not 0.
+    ``half``: store floating-point weights in float16 (half the bytes of a bundled model; they
+    load back into the model's float32 parameters, so only float16's rounding remains).
     """
     check_sampling(sampling or {})
     if isinstance(refine_steps, bool) or not isinstance(refine_steps, int) or refine_steps < 0:
         raise ConfigError(f"refine_steps must be a whole number >= 0, got {refine_steps!r}")
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
+    if half:
+        weights = {key: value.half() if value.is_floating_point() else value for key, value in weights.items()}
     exported = {
         "model_config": checkpoint["model_config"],
         "model": weights,

@@ -43,6 +43,7 @@ def export_run(
     destination: str | Path | None = None,
     sampling: Mapping[str, float] | None = None,
     refine_steps: int = 0,
+    half: bool = False,
 ) -> Path:
     """Export ``run``'s latest checkpoint as bundled model ``name``; returns its directory.
 
@@ -50,7 +51,8 @@ def export_run(
     ``clock_gain``, ``makeup_db``: see :func:`~timbre.train.checkpoint.export_inference_checkpoint`),
     stated in the card; refused for a model it would not change (a parallel decoder; a clock gain
     without a pitch clock). ``refine_steps``: the refinement steps ``encode`` takes by default,
-    stated in the card; parallel decoders only.
+    stated in the card; parallel decoders only. ``half``: float16 weights (half the file; see
+    :func:`~timbre.train.checkpoint.export_inference_checkpoint`).
     """
     destination = Path(destination) if destination else PRETRAINED_DIR / name
     checkpoint = load_checkpoint(run)
@@ -62,13 +64,14 @@ def export_run(
             raise ConfigError(f"{run}: a clock gain applies to WaveNet decoders with a pitch clock only")
     if refine_steps and checkpoint["model_config"].get("settings", {}).get("decoder", {}).get("kind") == "wavenet":
         raise ConfigError(f"{run}: only a parallel decoder can refine an embedding; refine steps do not apply")
-    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling, refine_steps)
+    export_inference_checkpoint(checkpoint["path"], destination / "model.pt", sampling, refine_steps, half)
     if refine_steps:
         store_timbre_set_encodings(destination / "model.pt")
     model, _ = load_model(destination / "model.pt")
     card = model_card(
-        name, description, checkpoint, model, data_command, Path(report) if report else None, sampling, refine_steps
-    )
+        name, description, checkpoint, model, data_command, Path(report) if report else None, sampling, refine_steps,
+        half,
+    )  # fmt: skip
     with atomic_write(destination / "MODEL_CARD.md", mode="w") as handle:
         handle.write(card)
     return destination
@@ -115,6 +118,7 @@ def model_card(
     report: Path | None,
     sampling: Mapping[str, float] | None = None,
     refine_steps: int = 0,
+    half: bool = False,
 ) -> str:
     """The Markdown model card of an exported run."""
     run = checkpoint.get("run", {})
@@ -130,7 +134,7 @@ def model_card(
         "## Facts",
         "",
         f"- Model: {describe_spec(checkpoint['model_config'])}, {parameters:,} parameters "
-        "(EMA weights; inference-only checkpoint, float32).",
+        f"(EMA weights; inference-only checkpoint, {'stored in float16, loaded' if half else ''} float32).",
         f"- Training steps: {training.get('step')} at batch {settings.get('batch_size')} "
         f"({run.get('world_size', 1)} process(es)); wall time {run.get('wall_seconds', 0) / 60:.1f} min on a "
         "2-core CPU shared with other jobs.",
@@ -209,13 +213,17 @@ def main() -> None:
         metavar="STEPS",
         help="refinement steps encode takes by default (parallel decoders; see timbre.models.refine)",
     )
+    parser.add_argument(
+        "--half", action="store_true", help="store the weights in float16 (half the file; they load in float32)"
+    )
     args = parser.parse_args()
     given = {"temperature": args.temperature, "clock_gain": args.clock_gain, "makeup_db": args.makeup_db}
     sampling = {key: value for key, value in given.items() if value is not None}
     try:
         destination = export_run(
-            args.run, args.name, args.description, args.data_command, args.report, args.out, sampling, args.refine
-        )
+            args.run, args.name, args.description, args.data_command, args.report, args.out, sampling, args.refine,
+            args.half,
+        )  # fmt: skip
     except TimbreError as error:
         print(f"timbre.train.export: error: {error}", file=sys.stderr)
         sys.exit(1)
