@@ -7,7 +7,9 @@ Steps, each writing WAVs and pictures under the output directory:
 3. ``grid/``: a 3×3 NSynth-Super-style grid between four instruments;
 4. ``morph.wav``: one note turning from flute into cello;
 5. ``chorale.mid`` / ``chorale.wav``: a chorale composed by the bundled composer, its four voices
-   played by four learned timbres, and ``chorale_morph.wav`` with the top voice morphing.
+   played by four learned timbres, and ``chorale_morph.wav`` with the top voice morphing; with a
+   many-style composer (the default) also ``palestrina.mid`` / ``.wav`` and ``irish.mid`` / ``.wav``,
+   each played by the learned timbres of its style's instruments (choir and organ, fiddle).
 """
 
 from __future__ import annotations
@@ -15,16 +17,22 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from timbre.data.timbre_set import load_timbre_index
 from timbre.hub import load
 from timbre.io.audio import load_audio, save_wav
 from timbre.sound_design import interpolation_sweep, morph_note, timbre_grid, write_notes
 
+if TYPE_CHECKING:
+    from timbre.symbolic.compose import LoadedComposer
+
 # GM programs of the bundled timbre set used by the demo.
 FLUTE, TRUMPET, CELLO, ORGAN, CLARINET, HORN, PIANO = 73, 56, 42, 19, 71, 60, 0
 # The chorale's four voices (soprano, alto, tenor, bass) and the timbre each plays.
 CHORALE_TIMBRES = {"0": f"gm:{FLUTE}", "1": f"gm:{CLARINET}", "2": f"gm:{HORN}", "3": f"gm:{CELLO}"}
+# What a many-style composer writes besides the chorale ("bach"): (style, voices).
+OTHER_STYLES = (("palestrina", 4), ("irish", 1))
 
 
 def run_demo(
@@ -37,9 +45,11 @@ def run_demo(
 ) -> list[Path]:
     """Run every step of the demo into ``out``; returns the files written."""
     from timbre.plots import plot_grid, plot_rainbowgram, plot_spectrogram
+    from timbre.symbolic.compose import load_composer
 
     out = Path(out)
     started = time.perf_counter()
+    loaded_composer = load_composer(composer)  # first: a missing checkpoint ends the demo before any work
     timbre_model = load(model)
     say(f"model: {timbre_model}")
     notes = {entry["program"]: entry for entry in load_timbre_index()}
@@ -79,8 +89,8 @@ def run_demo(
     plot_rainbowgram(morph, out / "morph.png", title="morph flute -> cello")
     written.append(out / "morph.png")
 
-    say(f"5/5 composing a {bars}-bar chorale and rendering it through learned timbres")
-    written += compose_and_render(timbre_model, out, composer, bars, seed, say)
+    say(f"5/5 composing {bars}-bar pieces and rendering them through learned timbres")
+    written += compose_and_render(timbre_model, out, loaded_composer, bars, seed, say)
     plot_spectrogram(load_audio(out / "chorale.wav"), out / "chorale.png", title="chorale rendered by timbre")
     written.append(out / "chorale.png")
 
@@ -91,18 +101,26 @@ def run_demo(
 
 
 def compose_and_render(
-    model, out: Path, composer: str | None, bars: int, seed: int, say: Callable[[str], None]
+    model, out: Path, composer: LoadedComposer, bars: int, seed: int, say: Callable[[str], None]
 ) -> list[Path]:
-    """Compose a chorale, render it with four timbres, then with its top voice morphing."""
+    """Compose a chorale, render it with four timbres, then with its top voice morphing; a
+    many-style composer also writes :data:`OTHER_STYLES`, each through its style's own timbres."""
     from timbre.render import render_midi
-    from timbre.symbolic.compose import compose, load_composer, save_midi
+    from timbre.symbolic.compose import compose, save_midi
 
-    score = compose(load_composer(composer), bars=bars, seed=seed)
-    midi = save_midi(score, out / "chorale.mid")
+    many_styles = "bach" in composer.styles
+    chorale = compose(composer, bars=bars, seed=seed, **({"style": "bach", "voices": 4} if many_styles else {}))
+    midi = save_midi(chorale, out / "chorale.mid")
     written = [midi]
     result = render_midi(midi, model, CHORALE_TIMBRES, seed=seed)
     written.append(save_wav(out / "chorale.wav", result.audio, result.sample_rate))
-    say(f"    {result.seconds:.1f} s of music rendered {result.realtime_factor:.1f}x faster than real time")
+    say(f"    chorale: {result.seconds:.1f} s of music rendered {result.realtime_factor:.1f}x faster than real time")
     morphing = render_midi(midi, model, CHORALE_TIMBRES, morphs={"0": [f"gm:{FLUTE}", f"gm:{TRUMPET}"]}, seed=seed)
     written.append(save_wav(out / "chorale_morph.wav", morphing.audio, morphing.sample_rate))
+    for style, voices in OTHER_STYLES if many_styles else ():
+        midi = save_midi(compose(composer, bars=bars, seed=seed, style=style, voices=voices), out / f"{style}.mid")
+        result = render_midi(midi, model, seed=seed)  # each program through its own learned timbre
+        written += [midi, save_wav(out / f"{style}.wav", result.audio, result.sample_rate)]
+        count = len(result.plan.tracks)
+        say(f"    {style}: {result.seconds:.1f} s of music in {count} voice{'s' if count > 1 else ''}")
     return written

@@ -15,12 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--out", default="out", help="output directory (default: %(default)s)")
     parser.add_argument("--model", default="default", help="autoencoder (default: the bundled default)")
-    parser.add_argument("--composer", default=None, help="composer checkpoint (default: the bundled chorale model)")
+    parser.add_argument("--composer", default=None, help="composer checkpoint (default: the bundled composer)")
     parser.add_argument(
         "--bars",
         type=bounded_positive_int(256),
         default=8,
-        help="bars of the composed chorale, at most 256 (default: 8)",
+        help="bars of each composed piece, at most 256 (default: 8)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.set_defaults(handler=run)
@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Encode the bundled instrument notes, decode them, sweep and grid between them, morph one into
-    another, compose a chorale and render it through learned timbres; WAVs and PNGs go to --out."""
+    another, compose a chorale (and, with a many-style composer, a Palestrina movement and an Irish tune)
+    and render them through learned timbres; WAVs, MIDI files and PNGs go to --out."""
     from timbre.demo import run_demo
 
     check_output_dir(args.out, [], [])
