@@ -68,8 +68,9 @@ def main() -> None:
 
     composer = load_composer(args.composer)
     # A many-style composer is asked for a four-part Bach chorale; the chorale model writes nothing else.
-    style = {"style": "bach", "voices": 4} if "bach" in composer.styles else {}
-    midi = save_midi(compose(composer, bars=args.bars, seed=args.seed, **style), args.out / "chorale.mid")
+    style, voices = ("bach", 4) if "bach" in composer.styles else (None, None)
+    score = compose(composer, bars=args.bars, seed=args.seed, style=style, voices=voices)
+    midi = save_midi(score, args.out / "chorale.mid")
     voices = voices_by_register(read_tracks(midi))
     if len(voices) > len(VOICE_TIMBRES):
         raise SystemExit(f"{midi}: {len(voices)} voices; this example plays at most {len(VOICE_TIMBRES)}")

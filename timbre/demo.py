@@ -109,7 +109,8 @@ def compose_and_render(
     from timbre.symbolic.compose import compose, save_midi
 
     many_styles = "bach" in composer.styles
-    chorale = compose(composer, bars=bars, seed=seed, **({"style": "bach", "voices": 4} if many_styles else {}))
+    style, voices = ("bach", 4) if many_styles else (None, None)
+    chorale = compose(composer, bars=bars, seed=seed, style=style, voices=voices)
     midi = save_midi(chorale, out / "chorale.mid")
     written = [midi]
     result = render_midi(midi, model, CHORALE_TIMBRES, seed=seed)
