@@ -7,10 +7,11 @@ rows must produce the same tokens (checked): recomputing the prefix, the cache s
 model's modules (version 1's step), and the cache stepped by the torch ``CachedStep``. The native
 C step (``composer_step.c``, what ``generate`` uses where it was built) sums in another order, so
 its tokens are reported, not required, to agree. The int8 row steps int8 weights in torch
-(``--weights int8``); the last row times what ``timbre compose`` does (cached float32 sampling
-under the grammar masks). For a many-style composer the held-out bits per token of float32 and int8
-weights follow, on the first ``--pieces`` test pieces, each token scored as sampling sees it (the
-corpus is converted first if not cached).
+(``--weights int8``); the last rows time what ``timbre compose`` does (cached float32 sampling
+under the grammar masks), for a many-style composer also with ``--style-guidance`` (two sequences
+stepped a token: the style's and the "any" style's). For a many-style composer the held-out bits
+per token of float32 and int8 weights follow, on the first ``--pieces`` test pieces, each token
+scored as sampling sees it (the corpus is converted first if not cached).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
     parser.add_argument("--model", help="composer checkpoint (default: the bundled chorale model)")
     parser.add_argument("--pieces", type=int, default=20, help="held-out pieces for bits per token (default: 20)")
+    parser.add_argument(
+        "--style-guidance", type=float, default=2.0, help="guidance scale of the guided row (default: 2)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -106,6 +110,7 @@ def main() -> None:
         model.generate, prompt, args.tokens + 8, temperature=1.0, generator=generator, control=control
     )
     sampled_tokens = sampled.shape[1] - len(head)
+    guided_row = guided_compose(model, composer, args.tokens, args.style_guidance) if composer.conditions else None
 
     print(
         f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
@@ -124,6 +129,8 @@ def main() -> None:
     if native:
         rows.append(("KV cache, native C step (greedy)", "float32", args.tokens, seconds["native"]))
     rows.append(("KV cache + grammar masks + sampling (timbre compose)", "float32", sampled_tokens, sampled_seconds))
+    if guided_row is not None:
+        rows.append(guided_row)
     for method, weights, tokens, took in rows:
         print(
             f"| {method} | {weights} | {tokens} | {took:.2f} | {tokens / took:.0f} | "
@@ -139,6 +146,22 @@ def main() -> None:
 
 
 @torch.inference_mode()
+def guided_compose(
+    model: Composer, composer: LoadedComposer, tokens: int, guidance: float
+) -> tuple[str, str, int, float]:
+    """A table row: sampling the composer's first style under its grammar with style guidance."""
+    style = composer.conditions.styles[0]  # type: ignore[union-attr]
+    styled, free = composer.head(style), composer.head("any")
+    grammar = TokenGrammar(composer.tokenizer, composer.voice_programs(style), composer.conditions)
+    control = CompositionControl(grammar, [styled], bars=None, tokens=tokens, finish_after=tokens)
+    seconds, sampled = timed(
+        model.generate, torch.tensor([styled]), tokens + 8, temperature=1.0, generator=torch.Generator().manual_seed(0),
+        control=control, unconditional=torch.tensor([free]), guidance=guidance,
+    )  # fmt: skip
+    method = f"... with style guidance {guidance:g} ({style}; timbre compose --style-guidance)"
+    return method, "float32", sampled.shape[1] - len(styled), seconds
+
+
 def stepped_generate(model: Composer, prompt: torch.Tensor, new_tokens: int, make_step) -> torch.Tensor:
     """Greedy decoding with the KV cache, each token's step by ``make_step(model, cache)``."""
     cache = model.new_cache(prompt.shape[0])
