@@ -233,6 +233,70 @@ def likelihood_by_style(
     return results
 
 
+def fit_judge(
+    composer: LoadedComposer, splits: StyledSplits, max_real_per_style: int, seed: int
+) -> tuple[StyleJudge, dict[str, Any]] | None:
+    """A judge trained on up to ``max_real_per_style`` held-out (valid, then test) pieces a style,
+    and its cross-validated accuracy on them; None when fewer than two styles have two pieces."""
+    assert composer.conditions is not None, "a many-style composer"
+    styles = list(composer.conditions.styles)
+    real = [p for style in styles for p in [q for q in splits.valid + splits.test if q.style == style][
+        :max_real_per_style]]  # fmt: skip
+    judged = [style for style in styles if sum(p.style == style for p in real) >= 2]
+    real = [p for p in real if p.style in judged]
+    if len(judged) < 2:
+        return None
+    features = np.stack([piece_features(_piece_score(composer, p)) for p in real])
+    labels = [p.style for p in real]
+    judge = StyleJudge(seed)
+    accuracy = judge.cross_validated_accuracy(features, labels)
+    return judge.fit(features, labels), accuracy
+
+
+def judge_generated(
+    composer: LoadedComposer,
+    judge: StyleJudge,
+    styles: Sequence[str],
+    samples_per_style: int,
+    bars: int,
+    sampling: dict[str, Any],
+    seed: int,
+    out_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Generate ``samples_per_style`` pieces for each style (seed ``seed + its index``), written to
+    ``out_dir`` as ``<style>_NN.mid`` when given, and classify them with ``judge``.
+
+    ``sampling``: keyword arguments of :func:`~timbre.symbolic.compose.compose_many`
+    (``temperature``, ``top_k``, ``top_p``, ``style_guidance``).
+
+    Returns:
+        ``{"generated": {style: {"samples", "classified_as_asked", "predicted"}},
+        "generated_classified_as_asked", "generation_seconds", "generated_tokens_per_second"}``.
+    """
+    generated: dict[str, Any] = {}
+    started = time.perf_counter()
+    tokens = 0
+    for index, style in enumerate(styles):
+        scores = compose_many(composer, samples_per_style, bars=bars, seed=seed + index, style=style, **sampling)
+        tokens += sum(len(composer.tokenizer.encode(score).ids) for score in scores if score.note_num())
+        for sample, score in enumerate(scores):
+            if out_dir is not None:
+                (out_dir / f"{style}_{sample:02d}.mid").write_bytes(score.dumps_midi())
+        predicted = judge.predict(np.stack([piece_features(score) for score in scores]))
+        generated[style] = {
+            "samples": len(scores),
+            "classified_as_asked": float(np.mean([label == style for label in predicted])),
+            "predicted": dict(Counter(predicted)),
+        }
+    seconds = time.perf_counter() - started
+    return {
+        "generated": generated,
+        "generated_classified_as_asked": float(np.mean([entry["classified_as_asked"] for entry in generated.values()])),
+        "generation_seconds": seconds,
+        "generated_tokens_per_second": tokens / seconds if seconds else 0.0,
+    }
+
+
 def judge_styles(
     composer: LoadedComposer,
     splits: StyledSplits,
@@ -243,50 +307,21 @@ def judge_styles(
     max_real_per_style: int,
     out_dir: Path,
 ) -> dict[str, Any]:
-    """Train the judge on held-out real pieces; classify pieces generated for each style.
-
-    ``sampling``: keyword arguments of :func:`~timbre.symbolic.compose.compose_many`
-    (``temperature``, ``top_k``, ``top_p``, ``style_guidance``).
-    """
-    assert composer.conditions is not None, "a many-style composer"
-    styles = list(composer.conditions.styles)
-    real = [p for style in styles for p in [q for q in splits.valid + splits.test if q.style == style][
-        :max_real_per_style]]  # fmt: skip
-    judged = [style for style in styles if sum(p.style == style for p in real) >= 2]
-    real = [p for p in real if p.style in judged]
-    if len(judged) < 2:
+    """Train the judge on held-out real pieces; classify pieces generated for each style
+    (:func:`fit_judge`, then :func:`judge_generated`)."""
+    fitted = fit_judge(composer, splits, max_real_per_style, seed)
+    if fitted is None:
         return {"skipped": "fewer than two styles have two held-out pieces"}
-    features = np.stack([piece_features(_piece_score(composer, p)) for p in real])
-    labels = [p.style for p in real]
-    judge = StyleJudge(seed)
-    accuracy = judge.cross_validated_accuracy(features, labels)
-    judge.fit(features, labels)
-    generated: dict[str, Any] = {}
-    started = time.perf_counter()
-    tokens = 0
-    for index, style in enumerate(judged):
-        scores = compose_many(composer, samples_per_style, bars=bars, seed=seed + index, style=style, **sampling)
-        tokens += sum(len(composer.tokenizer.encode(score).ids) for score in scores if score.note_num())
-        for sample, score in enumerate(scores):
-            (out_dir / f"{style}_{sample:02d}.mid").write_bytes(score.dumps_midi())
-        predicted = judge.predict(np.stack([piece_features(score) for score in scores]))
-        generated[style] = {
-            "samples": len(scores),
-            "classified_as_asked": float(np.mean([label == style for label in predicted])),
-            "predicted": dict(Counter(predicted)),
-        }
-    seconds = time.perf_counter() - started
-    overall = float(np.mean([entry["classified_as_asked"] for entry in generated.values()]))
+    judge, accuracy = fitted
+    styles = [style for style in composer.conditions.styles if style in accuracy["per_style"]]  # type: ignore[union-attr]
+    judged = judge_generated(composer, judge, styles, samples_per_style, bars, sampling, seed, out_dir)
     return {
         "judge": "logistic regression on pitch-class, interval and duration histograms, voices, polyphony, "
         "density, range and mean pitch per voice (scikit-learn)",
         "real_accuracy": accuracy,
-        "generated": generated,
-        "generated_classified_as_asked": overall,
+        **judged,
         "target": 0.7,
-        "target_met": overall >= 0.7,
-        "generation_seconds": seconds,
-        "generated_tokens_per_second": tokens / seconds if seconds else 0.0,
+        "target_met": judged["generated_classified_as_asked"] >= 0.7,
     }
 
 
