@@ -10,7 +10,7 @@ import symusic
 from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # noqa: F401
 
 from timbre.evaluation.composer import evaluate_composer
-from timbre.evaluation.style_judge import StyleJudge, piece_features
+from timbre.evaluation.style_judge import StyleJudge, judge_view, piece_features
 
 
 def melody(pitches: list[int], program: int = 73, quarter: int = 480, length: int = 1) -> symusic.Score:
@@ -37,6 +37,18 @@ def test_features_describe_pitch_intervals_durations_and_voices() -> None:
     assert both[44] == 2 / 8 and features[44] == 1 / 8  # voice count
     assert both[45] > features[45]  # polyphony
     assert np.allclose(both[[48, 50]], [63.6 / 128, 51.6 / 128])  # mean pitch of each voice, highest first
+
+
+def test_the_headline_judge_sees_a_tune_alike_in_every_key_and_the_other_does_not() -> None:
+    tune = [62, 66, 69, 71, 69, 66, 64, 62, 61, 62]  # D major
+    keys = [piece_features(melody([pitch + shift for pitch in tune])) for shift in (0, 2, 5, -3)]
+    features = np.stack(keys)
+    normalized, played = judge_view(features, "key_normalized"), judge_view(features, "as_played")
+    assert np.allclose(normalized[:, :12], normalized[0, :12])  # the same histogram from C
+    assert normalized[0, 0] > 0 and normalized[0, 1] == 0  # D becomes C; no C sharp in a major tune
+    assert not np.allclose(played[:, :12], played[0, :12]) and np.array_equal(played, features)
+    assert np.array_equal(normalized[:, 12:], features[:, 12:])  # only the pitch classes move
+    assert np.array_equal(features[0], piece_features(melody(tune)))  # judge_view copies, never edits
 
 
 def test_judge_separates_distinct_styles_and_reports_cross_validated_accuracy() -> None:
@@ -79,3 +91,7 @@ def test_evaluate_composer_reports_per_style(styled_checkpoint: Path, styled_cac
     assert written["generation"]["top_k"] == 5 and written["generation"]["style_guidance"] == 2.0
     markdown = (tmp_path / "composer_styles.md").read_text()
     assert "## Style judge" in markdown and "top-k 5, style guidance 2)" in markdown
+    # The judge on histograms as played is reported beside the headline one, on the same pieces.
+    played = written["style_judge"]["as_played"]
+    assert set(played["generated"]) == {"bach", "trecento"} and 0 <= played["real_accuracy"]["accuracy"] <= 1
+    assert "as played (keys not normalized)" in markdown

@@ -36,6 +36,9 @@ from timbre.symbolic.tokens import decode_ids
 # Candidate n-gram orders; long orders pay off on chorales, whose corpus repeats whole phrases.
 NGRAM_ORDERS = (2, 3, 4, 6, 8, 12, 16, 24)
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
+# Krumhansl-Kessler key profiles (probe-tone ratings from the tonic up), for key estimation.
+KRUMHANSL_MAJOR = np.array([6.35, 2.23, 3.48, 2.33, 4.38, 4.09, 2.52, 5.19, 2.39, 3.66, 2.29, 2.88])
+KRUMHANSL_MINOR = np.array([6.33, 2.68, 3.52, 5.38, 2.60, 3.53, 2.54, 4.75, 3.98, 2.69, 3.34, 3.17])
 REPORT_STEM = "composer"
 NATURAL_MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)
 # How the corpus code words a piece it leaves out, and how many of them the summary names.
@@ -174,16 +177,32 @@ def pitch_class_histogram(scores: Sequence[symusic.Score]) -> np.ndarray:
 def key_normalized_pitch_class_histogram(scores: Sequence[symusic.Score]) -> np.ndarray:
     """Mean over pieces of each piece's pitch-class histogram transposed to C: ``[12]``.
 
-    Each piece is rotated so that the major scale holding most of its notes starts on C
-    (minor pieces land on their relative major, A minor), which makes pieces in different
-    keys comparable.
+    Each piece is rotated so that its estimated key starts on C (minor pieces land on their
+    relative major, A minor; :func:`transposed_to_c`), which makes pieces in different keys
+    comparable.
     """
-    histograms = []
-    for score in scores:
-        histogram = pitch_class_histogram([score])
-        tonic = max(range(12), key=lambda t: sum(histogram[(t + step) % 12] for step in MAJOR_SCALE))
-        histograms.append(np.roll(histogram, -tonic))
+    histograms = [transposed_to_c(pitch_class_histogram([score])) for score in scores]
     return np.mean(histograms, axis=0) if histograms else np.zeros(12)
+
+
+def transposed_to_c(histogram: np.ndarray) -> np.ndarray:
+    """A pitch-class histogram ``[12]`` rotated so that its key's tonic is C, a minor key's
+    relative major tonic for a minor piece (A minor lands on A).
+
+    The key is the Krumhansl-Schmuckler estimate: the major or minor Krumhansl-Kessler profile,
+    at the tonic, that correlates best with the histogram. Unlike counting the notes inside each
+    major scale, the profiles weigh tonic and dominant, so a tune does not tie between the keys
+    a fifth apart and land on either, depending on the key it was played in.
+    """
+    if np.ptp(histogram) == 0:  # no notes, or every pitch class alike: no key to find
+        return histogram.copy()
+    correlations = [
+        (float(np.corrcoef(np.roll(histogram, -tonic), profile)[0, 1]), (tonic + shift) % 12)
+        for tonic in range(12)
+        for profile, shift in ((KRUMHANSL_MAJOR, 0), (KRUMHANSL_MINOR, 3))
+    ]
+    major_tonic = max(correlations, key=lambda pair: pair[0])[1]
+    return np.roll(histogram, -major_tonic)
 
 
 def pitch_ranges(scores: Sequence[symusic.Score]) -> dict[str, dict[str, float]]:
