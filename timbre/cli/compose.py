@@ -18,8 +18,6 @@ from timbre.cli.common import (
 )
 from timbre.constants import COMPOSER_SAMPLING_WEIGHTS
 
-# Names --model accepts for the bundled composer, like the autoencoder commands accept "default".
-BUNDLED_COMPOSER_NAMES = ("default", "chorales", "composer-chorales")
 # Upper bounds of --bars and --tokens (the library's own limits): longer pieces take many minutes.
 MAX_BARS = 1024
 MAX_TOKENS = 200_000
@@ -43,7 +41,7 @@ def _compose(args: argparse.Namespace) -> int:
     # Imported here so that `timbre --help` does not load torch and miditok.
     from timbre.symbolic.compose import compose, load_composer, save_midi
 
-    composer = load_composer(None if args.model in BUNDLED_COMPOSER_NAMES else args.model, args.weights)
+    composer = load_composer(args.model, args.weights)
     started = time.perf_counter()
     with _in_option_terms():
         if args.regenerate:
@@ -96,7 +94,7 @@ def _list_styles(args: argparse.Namespace) -> int:
     from timbre.data.styles import STYLES
     from timbre.symbolic.compose import load_composer
 
-    composer = load_composer(None if args.model in BUNDLED_COMPOSER_NAMES else args.model)
+    composer = load_composer(args.model)
     if composer.conditions is None:
         print(f"{composer.path}: a single-style composer (no --style); it writes what it was trained on")
         return 0

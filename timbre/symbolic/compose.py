@@ -27,7 +27,7 @@ import numpy as np
 import symusic
 import torch
 
-from timbre.constants import DEFAULT_COMPOSER_DIR
+from timbre.constants import BUNDLED_COMPOSERS, COMPOSER_ALIASES, DEFAULT_COMPOSER_DIR, PRETRAINED_DIR
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.io.files import atomic_write
 from timbre.io.midi import load_score
@@ -125,7 +125,9 @@ class LoadedComposer:
 
 
 def load_composer(path: str | Path | None = None, weights: str = "float32") -> LoadedComposer:
-    """Load a composer checkpoint (file or run directory); default: the bundled chorale model.
+    """Load a composer: a checkpoint file or run directory, a bundled composer's name
+    (:data:`~timbre.constants.BUNDLED_COMPOSERS`, or ``default``, ``styles``, ``chorales``), or
+    None for the default.
 
     ``weights``: what it samples with, ``float32`` or ``int8`` (see :attr:`LoadedComposer.weights`).
 
@@ -136,13 +138,13 @@ def load_composer(path: str | Path | None = None, weights: str = "float32") -> L
     from timbre.train.checkpoint import load_model
 
     check_sampling_weights(weights)  # before the checkpoint loads
+    path = bundled_composer_dir(path)
     if path is None:
         path = DEFAULT_COMPOSER_DIR
-        if not (path / "model.pt").is_file():
-            raise CheckpointError(
-                f"{path}: the bundled composer model is not installed; "
-                "give a checkpoint of timbre-train experiment=chorales instead"
-            )
+    if path.parent == PRETRAINED_DIR and not (path / "model.pt").is_file():
+        raise CheckpointError(
+            f"{path}: the bundled composer model is not installed; give a checkpoint of timbre-train instead"
+        )
     model, checkpoint = load_model(path)
     artifacts = checkpoint.get("artifacts") or {}
     if not isinstance(model, Composer) or "tokenizer" not in artifacts:
@@ -161,6 +163,16 @@ def load_composer(path: str | Path | None = None, weights: str = "float32") -> L
     return LoadedComposer(
         model, tokenizer, programs, artifacts, Path(checkpoint["path"]), step, conditions, style_programs, weights
     )
+
+
+def bundled_composer_dir(name: str | Path | None) -> Path | None:
+    """The folder of the bundled composer ``name`` (a name or alias); any other path as a Path;
+    None for None."""
+    if name is None:
+        return None
+    text = str(name)
+    text = COMPOSER_ALIASES.get(text, text)
+    return PRETRAINED_DIR / text if text in BUNDLED_COMPOSERS else Path(name)
 
 
 def fit_prime_to_voices(score: symusic.Score, programs: Sequence[int]) -> symusic.Score:
