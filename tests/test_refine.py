@@ -107,6 +107,19 @@ def test_sound_design_commands_show_the_default_models_refinement(bundled, violi
     assert out.is_file() and "refining" in capsys.readouterr().err  # the progress of encoding the ends
 
 
+def test_render_shows_the_refinement_of_a_timbre_file(bundled, violin, tmp_path, capsys):
+    from conftest import MIDI_FIXTURES
+
+    path, _ = violin
+    out = tmp_path / "song.wav"
+    midi = str(MIDI_FIXTURES / "piano.mid")
+    assert main(["render", midi, "--timbre", f"all={path}", "--end", "1", "--out", str(out)]) == 0
+    assert out.is_file() and "refining" in capsys.readouterr().err
+    # The bundled timbre set's notes are stored refined: nothing to show for them.
+    assert main(["render", midi, "--end", "1", "--out", str(tmp_path / "set.wav")]) == 0
+    assert "refining" not in capsys.readouterr().err
+
+
 def test_a_model_exported_with_refine_steps_refines_by_default_and_ships_its_timbre_set_refined(
     fast_checkpoint: Path, wavenet_checkpoint: Path, violin, tmp_path: Path
 ):

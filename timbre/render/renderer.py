@@ -186,6 +186,7 @@ def plan_render(
     end: float | None = None,
     release: float | None = None,
     interpolation: str = "slerp",
+    progress: bool = False,
 ) -> RenderPlan:
     """Read ``midi`` and decide what to synthesize (see the module docstring).
 
@@ -205,6 +206,7 @@ def plan_render(
         release: cap on each note's release (seconds after key up); None keeps the timbre's full
             release (1 s for NSynth notes). Shorter is faster, mostly with the autoregressive decoder.
         interpolation: ``"slerp"`` or ``"lerp"`` for blends and morphs.
+        progress: show the refinement of each timbre file encoded (the model's default steps).
 
     Raises:
         MidiError: unreadable file, or no pitched notes in the window.
@@ -216,7 +218,7 @@ def plan_render(
         raise ConfigError(f"release must be a number of seconds >= 0, got {release}")
     tracks = read_tracks(midi, start, end)
     require_notes(tracks, midi, start, end)
-    resolver = TimbreResolver(model, TimbreSet(timbre_set_dir), interpolation)
+    resolver = TimbreResolver(model, TimbreSet(timbre_set_dir), interpolation, progress)
     assignments = assign_tracks(tracks, timbres, morphs, gains)
     low, high = _pitch_range(model)
     hop, rate = model.hop_length, model.sample_rate
@@ -355,7 +357,7 @@ def render_midi(
     """
     plan = plan_render(
         midi, model, timbres, morphs, gains, timbre_set_dir=timbre_set_dir, start=start, end=end,
-        release=release, interpolation=interpolation,
+        release=release, interpolation=interpolation, progress=progress,
     )  # fmt: skip
     for track in plan.tracks:
         logger.info("%s", track.describe())

@@ -225,12 +225,15 @@ class TimbreResolver:
         interpolation: ``"slerp"`` or ``"lerp"``, how blends and morphs mix embeddings.
     """
 
-    def __init__(self, model: TimbreModel, timbre_set: TimbreSet, interpolation: str = "slerp") -> None:
+    def __init__(
+        self, model: TimbreModel, timbre_set: TimbreSet, interpolation: str = "slerp", progress: bool = False
+    ) -> None:
         if interpolation not in interpolate.METHODS:
             raise ConfigError(f"interpolation must be one of {', '.join(interpolate.METHODS)}, got {interpolation!r}")
         self.model = model
         self.timbre_set = timbre_set
         self.interpolation = interpolation
+        self.progress = progress
         self._cache: dict[str, Embedding] = {}
 
     def resolve(self, source: TimbreSource | Embedding | str) -> Embedding:
@@ -255,14 +258,14 @@ class TimbreResolver:
             entry, _ = self.timbre_set.lookup(int(source.value))
             if not entry.path.is_file():
                 raise ConfigError(f"{entry.path}: listed in {self.timbre_set.directory / INDEX_FILE} but missing")
-            return self.model.encode(entry.path, pitch=entry.pitch, velocity=entry.velocity)
+            return self.model.encode(entry.path, pitch=entry.pitch, velocity=entry.velocity, progress=self.progress)
         if source.kind == "blend":
             return self.mix([self.resolve(part) for part in source.parts], source.weights, str(source))
         if not Path(source.value).is_file():
             raise ConfigError(f"unknown timbre source {source.value!r}: no such file (a source is {SOURCE_SYNTAX})")
         if source.kind == "embedding":
             return self._check(Embedding.load(source.value), source.value)
-        return self.model.encode(source.value)
+        return self.model.encode(source.value, progress=self.progress)
 
     def _check(self, embedding: Embedding, label: str) -> Embedding:
         model = self.model
