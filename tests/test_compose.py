@@ -11,7 +11,7 @@ import torch
 
 import timbre.symbolic.compose as compose_module
 from timbre.cli import main
-from timbre.constants import DEFAULT_COMPOSER_DIR
+from timbre.constants import PRETRAINED_DIR
 from timbre.data.midi import build_midi_bundle
 from timbre.errors import CheckpointError, ConfigError, MidiError
 from timbre.models.composer import Composer, int8_sampling_available
@@ -182,13 +182,14 @@ def test_sampling_weights_float32_by_default_int8_on_request(
 
 
 @pytest.mark.slow
-def test_bundled_model_composes_four_part_music_deterministically(tmp_path: Path) -> None:
-    assert (DEFAULT_COMPOSER_DIR / "model.pt").is_file(), "the bundled chorale composer is missing"
+def test_bundled_chorale_model_composes_four_part_music_deterministically(tmp_path: Path) -> None:
+    assert (PRETRAINED_DIR / "composer-chorales" / "model.pt").is_file(), "the bundled chorale composer is missing"
     outputs = [tmp_path / "x.mid", tmp_path / "y.mid"]
     for out in outputs:
-        assert main(["compose", "--out", str(out), "--seed", "1"]) == 0
+        assert main(["compose", "--model", "chorales", "--out", str(out), "--seed", "1"]) == 0
     assert outputs[0].read_bytes() == outputs[1].read_bytes()
     score = symusic.Score(str(outputs[0]))
     assert sorted(track.program for track in score.tracks if len(track.notes) > 8) == [40, 41, 42, 43]
+    chorales = load_composer("chorales")
     for seed in range(3):
-        assert_starts_with_primer(compose(load_composer(), prime=PRIMER, bars=4, seed=seed), symusic.Score(str(PRIMER)))
+        assert_starts_with_primer(compose(chorales, prime=PRIMER, bars=4, seed=seed), symusic.Score(str(PRIMER)))

@@ -49,7 +49,7 @@ def test_style_guidance_writes_the_style_s_voices_and_refuses_where_nothing_guid
         with pytest.raises(ConfigError, match=message):
             compose(composer, style=style, bars=1, style_guidance=scale)
     with pytest.raises(ConfigError, match="needs a style"):
-        compose(load_composer(), bars=1, style_guidance=2.0)  # composer-chorales has no styles
+        compose(load_composer("chorales"), bars=1, style_guidance=2.0)  # composer-chorales has no styles
 
 
 def test_condition_tokens_never_come_out_of_the_grammar(styled_checkpoint: Path) -> None:  # noqa: F811
@@ -63,8 +63,9 @@ def test_condition_tokens_never_come_out_of_the_grammar(styled_checkpoint: Path)
 
 
 def test_the_bundled_chorale_model_still_loads_and_composes() -> None:
-    composer = load_composer()
+    composer = load_composer("chorales")
     assert composer.conditions is None and composer.styles == []
+    assert load_composer("composer-chorales").path == composer.path
     score = compose(composer, bars=2, seed=0)
     assert {track.program for track in score.tracks} <= {40, 41, 42, 43} and score.note_num() > 4
     with pytest.raises(ConfigError, match="trained without styles"):

@@ -102,7 +102,7 @@ def test_bad_requests_give_clear_errors(styled_checkpoint: Path) -> None:  # noq
         regenerate_bars(composer, prime, [2], keep=[1, 2])
     with pytest.raises(ConfigError, match="style 'jazz' is unknown"):
         regenerate_bars(composer, prime, [2], style="jazz")
-    chorales = load_composer()
+    chorales = load_composer("chorales")
     with pytest.raises(ConfigError, match="without infilling"):
         regenerate_bars(chorales, prime, [2])
     assert parse_bars("1-4, 9-10,12", "--keep") == [1, 2, 3, 4, 9, 10, 12]
