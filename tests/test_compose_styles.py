@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import symusic
 import torch
 from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # noqa: F401
 
@@ -90,3 +91,24 @@ def test_a_composer_exported_in_half_precision_loads_and_writes_its_styles(
     score = compose(composer, bars=2, style="bach", seed=1)
     assert score.note_num() > 0 and {t.program for t in score.tracks if len(t.notes)} <= {40, 41, 42, 43}
     assert "stored in float16, loaded float32" in (destination / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_bundled_default_writes_the_styles_asked_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from timbre.cli import main
+    from timbre.data.styles import STYLE_NAMES
+
+    composer = load_composer()
+    assert composer.path.parent.name == "composer-styles" and load_composer("styles").path == composer.path
+    assert composer.styles == ["any", *STYLE_NAMES]
+    for style, voices in (("bach", "4"), ("palestrina", "4"), ("irish", "1")):
+        out = tmp_path / f"{style}.mid"
+        arguments = ["compose", "--style", style, "--voices", voices, "--bars", "4", "--seed", "2", "--out", str(out)]
+        assert main(arguments) == 0
+        programs = [track.program for track in symusic.Score(str(out)).tracks if len(track.notes)]
+        assert programs and set(programs) <= set(composer.style_programs[style][: int(voices)]), style
+        if style == "bach":
+            assert programs == [40, 41, 42, 43]  # soprano, alto, tenor, bass
+    assert main(["compose", "--list-styles"]) == 0
+    listed = capsys.readouterr().out
+    assert "any: unconditional" in listed and "palestrina: Palestrina's mass movements" in listed

@@ -23,7 +23,8 @@ def expected_files() -> set[str]:
     for method in ("slerp", "crossfade"):
         files |= {f"sweep/{method}_{mix}.wav" for mix in SWEEP_MIXES} | {f"sweep/sweep_{method}.png"}
     files |= {f"grid/grid_r{row}_c{col}.wav" for row in range(3) for col in range(3)} | {"grid/grid.png"}
-    return files | {"morph.wav", "morph.png", "chorale.mid", "chorale.wav", "chorale_morph.wav", "chorale.png"}
+    files |= {"morph.wav", "morph.png", "chorale.mid", "chorale.wav", "chorale_morph.wav", "chorale.png"}
+    return files | {f"{style}.{suffix}" for style in ("palestrina", "irish") for suffix in ("mid", "wav")}
 
 
 def read_wav(path: Path) -> np.ndarray:
@@ -47,7 +48,7 @@ def test_demo_writes_every_promised_file_and_each_is_usable(tmp_path: Path, caps
         assert np.isfinite(samples).all(), name
         assert 0.01 < np.abs(samples).max() < 1.0, f"{name}: peak {np.abs(samples).max():.4f}"
         assert np.sqrt(np.mean(samples**2)) > 1e-3, f"{name} is nearly silent"
-    notes = [name for name in audio if not name.startswith("chorale")]
+    notes = [name for name in audio if "/" in name or name.startswith("morph")]
     assert {audio[name].shape[0] for name in notes} == {NOTE_SAMPLES}
     # The sweep's ends are different instruments; the crossfade's middle is the mean of its ends.
     assert not np.allclose(audio["sweep/slerp_00_mix_0.00.wav"], audio["sweep/slerp_06_mix_1.00.wav"], atol=1e-3)
@@ -60,6 +61,10 @@ def test_demo_writes_every_promised_file_and_each_is_usable(tmp_path: Path, caps
     assert music_seconds < audio["chorale.wav"].shape[0] / 16000 < music_seconds + 3.0  # plus the release
     assert audio["chorale.wav"].shape == audio["chorale_morph.wav"].shape
     assert not np.allclose(audio["chorale.wav"], audio["chorale_morph.wav"], atol=1e-3)  # the top voice morphs
+    # The other styles, each in its own voices (choir and organ; fiddle).
+    palestrina, irish = (symusic.Score(str(out / f"{style}.mid")) for style in ("palestrina", "irish"))
+    assert {track.program for track in palestrina.tracks if len(track.notes)} <= {52, 53, 54, 19}
+    assert [track.program for track in irish.tracks if len(track.notes)] == [110]
 
     for name in written:
         if name.endswith(".png"):

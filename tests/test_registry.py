@@ -39,6 +39,7 @@ BUNDLED = {
     "wavenet-v1": "autoencoder",
     "wavenet-v2": "autoencoder",
     "composer-chorales": "composer",
+    "composer-styles": "composer",
 }
 
 

@@ -28,7 +28,7 @@ PRETRAINED_DIR = PACKAGE_DIR / "pretrained"
 TIMBRE_SET_DIR = PRETRAINED_DIR / "timbres"
 # Bundled composers by name, and the other names they answer to (``--model chorales``).
 BUNDLED_COMPOSERS = ("composer-styles", "composer-chorales")
-COMPOSER_ALIASES = {"default": "composer-chorales", "styles": "composer-styles", "chorales": "composer-chorales"}
+COMPOSER_ALIASES = {"default": "composer-styles", "styles": "composer-styles", "chorales": "composer-chorales"}
 DEFAULT_COMPOSER_DIR = PRETRAINED_DIR / COMPOSER_ALIASES["default"]
 # Weight formats a composer samples with (float32 by default); likelihoods are measured in float32.
 COMPOSER_SAMPLING_WEIGHTS = ("float32", "int8")

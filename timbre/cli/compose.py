@@ -149,7 +149,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``timbre compose``."""
     parser = subparsers.add_parser(
         "compose",
-        help="compose a MIDI piece (Bach-chorale model by default)",
+        help="compose a MIDI piece in a style, or rewrite chosen bars of one",
         description=(
             "Sample a new piece with a trained composer, from scratch or continuing the notes of a primer "
             "MIDI file. The same --seed and options give the same MIDI file. The output always decodes to "
@@ -159,8 +159,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="MIDI file to write, e.g. song.mid (with --variations K: song_1.mid ...)")
     parser.add_argument(
         "--model", default="default",
-        help="composer checkpoint file or run directory, "
-        "or default for the bundled chorale model (default: %(default)s)",
+        help="composer checkpoint file or run directory, or a bundled composer: default (composer-styles, "
+        "nine styles) or chorales (composer-chorales) (default: %(default)s)",
     )  # fmt: skip
     parser.add_argument("--prime", help="MIDI file whose notes open the piece; its tracks take the model's voices")
     length = parser.add_mutually_exclusive_group()

@@ -76,7 +76,9 @@ def _register_composer(actions: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument(
-        "--model", help="composer checkpoint file or run directory (default: the bundled chorale model)"
+        "--model",
+        help="composer checkpoint file or run directory, or a bundled composer: styles or chorales "
+        "(default: composer-styles)",
     )
     parser.add_argument("--out", required=True, help="directory for the report and the generated pieces (created)")
     parser.add_argument(
