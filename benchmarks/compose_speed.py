@@ -1,6 +1,7 @@
 """Composer generation speed: KV-cached decoding against recomputing the whole prefix per token.
 
 Usage: python benchmarks/compose_speed.py [--tokens 1024] [--threads 1] [--model PATH] [--pieces 20]
+    [--style-guidance 2]
 
 Every greedy row decodes from the model's opening tokens with the same weights. The float32 torch
 rows must produce the same tokens (checked): recomputing the prefix, the cache stepped through the
@@ -48,7 +49,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=1024, help="tokens to generate (default: 1024)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default: 1)")
-    parser.add_argument("--model", help="composer checkpoint (default: the bundled chorale model)")
+    parser.add_argument(
+        "--model", help="composer checkpoint or bundled name (default: the bundled default, composer-styles)"
+    )
     parser.add_argument("--pieces", type=int, default=20, help="held-out pieces for bits per token (default: 20)")
     parser.add_argument(
         "--style-guidance", type=float, default=2.0, help="guidance scale of the guided row (default: 2)"
@@ -145,7 +148,6 @@ def main() -> None:
         print_held_out_bits(composer, args.pieces)
 
 
-@torch.inference_mode()
 def guided_compose(
     model: Composer, composer: LoadedComposer, tokens: int, guidance: float
 ) -> tuple[str, str, int, float]:
@@ -162,6 +164,7 @@ def guided_compose(
     return method, "float32", sampled.shape[1] - len(styled), seconds
 
 
+@torch.inference_mode()
 def stepped_generate(model: Composer, prompt: torch.Tensor, new_tokens: int, make_step) -> torch.Tensor:
     """Greedy decoding with the KV cache, each token's step by ``make_step(model, cache)``."""
     cache = model.new_cache(prompt.shape[0])

@@ -9,9 +9,8 @@ the other as played) classify pieces generated for every style at each guidance 
 plain sampling, the baseline. The same seeds are used at every scale. Besides the
 share classified as asked (overall and per style), the table gives the generation speed (a guided
 token steps two sequences: the style's and the "any" style's) and the mean bits per token of the
-sampled pieces under the plain style-conditioned model (guidance concentrates sampling on tokens
-the style makes likely, so this falls as the scale grows; far below the held-out figure means
-samples more predictable than the music).
+sampled pieces under the plain style-conditioned model (their notes, without an end token: how far
+sampling strays from what the model itself finds likely; guidance and temperature move it).
 """
 
 from __future__ import annotations
@@ -29,7 +28,13 @@ from timbre.symbolic.compose import LoadedComposer, load_composer
 
 
 def scales(text: str) -> list[float]:
-    return [float(value) for value in text.split(",")]
+    try:
+        values = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scales such as 1,1.5,2, got {text!r}") from None
+    if not all(value >= 0 and value != float("inf") for value in values):
+        raise argparse.ArgumentTypeError(f"scales must be finite numbers >= 0, got {text!r}")
+    return values
 
 
 def main() -> None:

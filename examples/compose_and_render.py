@@ -68,8 +68,8 @@ def main() -> None:
 
     composer = load_composer(args.composer)
     # A many-style composer is asked for a four-part Bach chorale; the chorale model writes nothing else.
-    style, voices = ("bach", 4) if "bach" in composer.styles else (None, None)
-    score = compose(composer, bars=args.bars, seed=args.seed, style=style, voices=voices)
+    style, voice_count = ("bach", 4) if "bach" in composer.styles else (None, None)
+    score = compose(composer, bars=args.bars, seed=args.seed, style=style, voices=voice_count)
     midi = save_midi(score, args.out / "chorale.mid")
     voices = voices_by_register(read_tracks(midi))
     if len(voices) > len(VOICE_TIMBRES):

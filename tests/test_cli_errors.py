@@ -97,6 +97,7 @@ FAILURES = [
     (["compose", "--out", "x.mid", "--weights", "int4"], 2, "invalid choice: 'int4'"),
     (["compose", "--out", "x.mid", "--style-guidance", "-1"], 2, "-1 is not a number >= 0"),
     (["compose", "--out", "x.mid", "--style-guidance", "2"], 1, "--style-guidance needs a style to guide towards"),
+    (["compose", "--model", "chorales", "--style-guidance", "2", "--out", "x.mid"], 1, "needs a many-style composer"),
     (["evaluate", "composer", "--model", "chorales", "--out", "r", "--style-guidance", "2"], 1, "needs a many-style"),
     # Bounds.
     (["compose", "--out", "x.mid", "--bars", "10000"], 2, "more than the maximum of 1024"),

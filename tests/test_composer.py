@@ -71,6 +71,8 @@ def test_guidance_towards_the_prompt_itself_or_at_scale_one_is_plain_sampling() 
             prompt, 30, generator=torch.Generator().manual_seed(3), unconditional=unconditional, guidance=scale
         )
         assert torch.equal(plain, guided)
+    with pytest.raises(ValueError, match="not shaped as prompt"):
+        model.generate(prompt, 2, unconditional=prompt[:2], guidance=2.0)
 
 
 needs_int8 = pytest.mark.skipif(not int8_sampling_available(), reason="PyTorch has no fbgemm int8 engine here")

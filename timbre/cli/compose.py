@@ -185,8 +185,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     styles.add_argument("--voices", type=bounded_positive_int(16), help="number of voices to write (default: any)")
     styles.add_argument(
         "--style-guidance", type=non_negative_float, default=1.0, metavar="SCALE",
-        help="classifier-free guidance towards --style: 1 samples the model as it is, above 1 keeps closer to "
-        "the style at twice the work per token (default: %(default)s)",
+        help="classifier-free guidance towards --style: 1 samples the model as it is; other values also step "
+        "the any-style sequence (about 1.5x the time), above 1 keeping closer to the style (default: %(default)s)",
     )  # fmt: skip
     styles.add_argument("--list-styles", action="store_true", help="list the styles of --model and exit")
     refine = parser.add_argument_group("regenerating bars of --prime (a many-style composer)")

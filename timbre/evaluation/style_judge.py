@@ -44,7 +44,7 @@ from timbre.data.style_corpus import (
 from timbre.errors import CheckpointError, DatasetError
 from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.models.composer import Composer
-from timbre.symbolic.compose import LoadedComposer, compose_many
+from timbre.symbolic.compose import LoadedComposer, check_style_guidance, compose_many
 from timbre.symbolic.infill import bar_grid, kept_notes, regenerate_bars
 from timbre.symbolic.tokens import bar_token_starts, decode_ids, special_token_id, tokenizer_to_dict
 
@@ -243,6 +243,8 @@ JUDGE_FEATURES = ("key_normalized", "as_played")
 
 def judge_view(features: np.ndarray, kind: str) -> np.ndarray:
     """Rows of :func:`piece_features` as judge ``kind`` sees them (see :data:`JUDGE_FEATURES`)."""
+    if kind not in JUDGE_FEATURES:
+        raise ValueError(f"judge features are one of {JUDGE_FEATURES}, not {kind!r}")
     if kind == "as_played":
         return features
     from timbre.evaluation.composer import transposed_to_c
@@ -455,11 +457,13 @@ def evaluate_style_composer(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "style_guidance": 1.0, **(sampling or {})}
+    # Checked before the slow part; every style of the composer is one to guide towards.
+    check_style_guidance(composer, composer.conditions.styles[0], sampling["style_guidance"])  # type: ignore[union-attr]
     splits = style_splits_of(composer, cache_dir)
     started = time.perf_counter()
     likelihood = likelihood_by_style(composer, splits, max_test_pieces, ngram_orders)
     likelihood_seconds = time.perf_counter() - started
-    sampling = {"temperature": 1.0, "top_k": None, "top_p": None, "style_guidance": 1.0, **(sampling or {})}
     judged = judge_styles(composer, splits, samples, bars, sampling, seed, max_real_per_style, out_dir)
     infilling = infilling_figures(composer, splits, infill_pieces, infill_gap, seed)
     applicable = [entry for entry in likelihood.values() if entry["target_applies"]]
@@ -559,7 +563,7 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def _sampling_words(generation: dict[str, Any]) -> str:
-    """How the judged pieces were sampled, e.g. ``16 bars, temperature 1, style guidance 2``."""
+    """How the judged pieces were sampled, e.g. ``16 pieces of 16 bars a style, temperature 1, style guidance 2``."""
     words = [f"{generation['samples_per_style']} pieces of {generation['bars']} bars a style"]
     words.append(f"temperature {generation.get('temperature', 1.0):g}")
     words += [f"{key.replace('_', '-')} {generation[key]:g}" for key in ("top_k", "top_p") if generation.get(key)]

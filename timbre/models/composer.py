@@ -335,16 +335,23 @@ class Composer(nn.Module):
                 sampled from ``uncond + guidance * (cond - uncond)`` logits (Sanchez et al. 2023,
                 "Stay on topic with classifier-free guidance"). None: plain sampling.
             guidance: the guidance scale; 1 samples from the conditional model alone (and then
-                ``unconditional`` is not run), above 1 pushes further towards the condition.
+                ``unconditional`` is not run), above 1 pushes further towards the condition, 0
+                samples the unconditional rows alone.
+
+        Raises:
+            ValueError: ``unconditional`` not shaped as ``prompt``.
 
         Returns:
             LongTensor ``[batch, time + new]``: the prompt followed by the new tokens.
         """
         assert prompt.dim() == 2 and prompt.shape[1] >= 1, "prompt must be [batch, time] with time >= 1"
-        guided = unconditional is not None and guidance != 1.0
-        if guided:
-            assert unconditional is not None and unconditional.shape == prompt.shape, "one unconditional row a row"
-        rows = torch.cat([prompt, unconditional]) if guided else prompt  # type: ignore[list-item]
+        rows, guided = prompt, False
+        if unconditional is not None and guidance != 1.0:
+            if unconditional.shape != prompt.shape:
+                raise ValueError(
+                    f"unconditional {tuple(unconditional.shape)} is not shaped as prompt {tuple(prompt.shape)}"
+                )
+            rows, guided = torch.cat([prompt, unconditional]), True
         batch = prompt.shape[0]
         cache = self.new_cache(rows.shape[0])
         logits = self(rows[:, -self.max_context :], cache)[:, -1]

@@ -223,6 +223,7 @@ class TimbreResolver:
         model: the model whose encoder makes the embeddings.
         timbre_set: where ``gm:N`` sources and tracks without an assigned timbre find their notes.
         interpolation: ``"slerp"`` or ``"lerp"``, how blends and morphs mix embeddings.
+        progress: show the refinement of each file encoded (the model's default steps).
     """
 
     def __init__(

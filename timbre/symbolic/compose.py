@@ -127,7 +127,8 @@ class LoadedComposer:
 def load_composer(path: str | Path | None = None, weights: str = "float32") -> LoadedComposer:
     """Load a composer: a checkpoint file or run directory, a bundled composer's name
     (:data:`~timbre.constants.BUNDLED_COMPOSERS`, or ``default``, ``styles``, ``chorales``), or
-    None for the default.
+    None for the default. A name means the bundled model even where a folder has that name
+    (``./chorales`` is the folder).
 
     ``weights``: what it samples with, ``float32`` or ``int8`` (see :attr:`LoadedComposer.weights`).
 
@@ -347,7 +348,7 @@ def compose_many(
         # Guidance contrasts the style with "any" style (the same voices and primer).
         unconditional = (
             torch.tensor([[*composer.head("any", voices), *primer]] * count)
-            if is_guided(composer, style, style_guidance)
+            if style_guidance != 1.0  # checked above: then there is a style to guide towards
             else None
         )
         # One token at a time is too small a step to split across threads: more threads only
@@ -403,7 +404,10 @@ def compose(
         style_guidance: classifier-free guidance towards ``style`` (see
             :meth:`timbre.models.composer.Composer.generate`): 1 samples the style-conditioned
             model as it is; above 1 each token costs two sequences' steps and the piece keeps
-            closer to the style; 0 ignores the style except for its voices.
+            closer to the style; any value other than 1 runs the "any"-style sequence beside it (two
+            sequences stepped a token), and 0 samples that one alone, in the style's voices. The
+            style tokens stay in view for the model's context (512 tokens for the bundled models,
+            about 16 bars); past it the ring-buffer cache has dropped them and guidance fades.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
@@ -442,13 +446,10 @@ def check_style_guidance(composer: LoadedComposer, style: str | None, style_guid
     other than 1 only for a style of a many-style composer."""
     if not (math.isfinite(style_guidance) and style_guidance >= 0):
         raise ConfigError(f"style guidance must be a finite number >= 0, got {style_guidance}")
-    if style_guidance != 1.0 and (composer.conditions is None or style in (None, "any")):
-        raise ConfigError("style guidance needs a style to guide towards (a many-style composer and a style)")
-
-
-def is_guided(composer: LoadedComposer, style: str | None, style_guidance: float) -> bool:
-    """Whether sampling ``style`` at ``style_guidance`` runs the "any"-style sequence beside it."""
-    return style_guidance != 1.0 and composer.conditions is not None and style not in (None, "any")
+    if style_guidance != 1.0 and composer.conditions is None:
+        raise ConfigError(f"style guidance needs a many-style composer; {composer.path.name} has no styles")
+    if style_guidance != 1.0 and style in (None, "any"):
+        raise ConfigError("style guidance needs a style to guide towards (give one other than any)")
 
 
 def _check_sampling(

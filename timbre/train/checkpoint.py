@@ -197,7 +197,7 @@ def export_inference_checkpoint(
     checkpoint = load_checkpoint(source)
     weights = checkpoint.get("ema") or checkpoint["model"]
     if half:
-        weights = {key: value.half() if value.is_floating_point() else value for key, value in weights.items()}
+        weights = _half_weights(weights, checkpoint["path"])
     exported = {
         "model_config": checkpoint["model_config"],
         "model": weights,
@@ -210,6 +210,27 @@ def export_inference_checkpoint(
     if refine_steps:
         exported["encoding"] = {"refine": refine_steps}
     return save_checkpoint(destination, exported)
+
+
+def _half_weights(weights: Mapping[str, torch.Tensor], source: str | Path) -> dict[str, torch.Tensor]:
+    """Floating-point ``weights`` in float16; tensors that shared storage (tied weights) still do.
+
+    Raises:
+        ConfigError: a weight beyond float16's range (it would become inf).
+    """
+    halves: dict[tuple, torch.Tensor] = {}
+    converted = {}
+    for key, value in weights.items():
+        if not value.is_floating_point():
+            converted[key] = value
+            continue
+        view = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape), value.stride())
+        if view not in halves:
+            halves[view] = value.half()
+            if not torch.isfinite(halves[view]).all():
+                raise ConfigError(f"{source}: weight {key} exceeds float16's range; export it without half")
+        converted[key] = halves[view]
+    return converted
 
 
 def check_sampling(sampling: Mapping[str, float]) -> None:

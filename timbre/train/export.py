@@ -134,7 +134,7 @@ def model_card(
         "## Facts",
         "",
         f"- Model: {describe_spec(checkpoint['model_config'])}, {parameters:,} parameters "
-        f"(EMA weights; inference-only checkpoint, {'stored in float16, loaded' if half else ''} float32).",
+        f"(EMA weights; inference-only checkpoint, {'stored in float16, loaded float32' if half else 'float32'}).",
         f"- Training steps: {training.get('step')} at batch {settings.get('batch_size')} "
         f"({run.get('world_size', 1)} process(es)); wall time {run.get('wall_seconds', 0) / 60:.1f} min on a "
         "2-core CPU shared with other jobs.",
