@@ -12,7 +12,14 @@ from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # no
 from timbre.cli import main
 from timbre.errors import ConfigError
 from timbre.symbolic.compose import compose, load_composer, save_midi
-from timbre.symbolic.infill import bar_grid, kept_notes, parse_bars, regenerate_bars, voice_assignment
+from timbre.symbolic.infill import (
+    _fit_around_kept,
+    bar_grid,
+    kept_notes,
+    parse_bars,
+    regenerate_bars,
+    voice_assignment,
+)
 from timbre.symbolic.tokens import encode_score
 
 from conftest import MIDI_FIXTURES
@@ -71,6 +78,23 @@ def test_kept_bars_of_a_user_midi_file_are_bit_identical(
     if guidance != 1.0:  # guidance changes what is written in the gap, never what is kept
         plain = regenerate_bars(composer, MIDI_FIXTURES / song, REGENERATE, KEEP, style="bach", seed=3)[0]
         assert notes_between(plain, gap_start, gap_end) != notes_between(edited, gap_start, gap_end)
+
+
+def test_kept_notes_come_back_from_the_file_even_where_a_new_note_meets_one_of_their_pitch(tmp_path: Path) -> None:
+    # The bundled composer writes notes of the pitches band.mid holds over the gap's edges: written
+    # unguarded, a new note struck under a held kept note ended it in the file (and one held into
+    # a kept onset took its end); seed 0 made two such variations of six.
+    composer = load_composer()
+    song = MIDI_FIXTURES / "band.mid"
+    original = symusic.Score(str(song))
+    kept, regenerate = [1, 2, 5, 6], [3, 4]
+    starts = bar_starts(composer, original)
+    for index, edited in enumerate(regenerate_bars(composer, song, regenerate, kept, variations=6, style="quartet")):
+        reread = symusic.Score(str(save_midi(edited, tmp_path / f"v{index}.mid")))
+        assert kept_notes(reread, kept, starts)[: len(original.tracks)] == kept_notes(original, kept, starts)
+    assert _fit_around_kept(100, 50, [(0, 120)]) == 0  # struck while a kept note sounds: dropped
+    assert _fit_around_kept(100, 50, [(130, 200)]) == 30  # held into a kept onset: cut there
+    assert _fit_around_kept(100, 50, [(0, 100), (150, 160)]) == 50  # touching is not overlapping
 
 
 def test_variations_differ_and_repeat_with_the_seed(styled_checkpoint: Path) -> None:  # noqa: F811

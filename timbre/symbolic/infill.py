@@ -338,6 +338,11 @@ def _splice(
     for index, program in sorted(assignment.items()):
         track_of_program.setdefault(program, index)
     velocity = {index: int(np.median([note.velocity for note in score.tracks[index].notes])) for index in assignment}
+    # Kept notes by (track, pitch): a new note may not overlap one (see _fit_around_kept).
+    kept_by_pitch: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for index in set(track_of_program.values()):
+        for note in result.tracks[index].notes:
+            kept_by_pitch.setdefault((index, note.pitch), []).append((note.time, note.time + note.duration))
     for bar in sorted(regenerated):
         decoded = decode_ids(composer.tokenizer, [*bars[bar - 1]])
         scale = Fraction(score.ticks_per_quarter, decoded.ticks_per_quarter)
@@ -347,11 +352,31 @@ def _splice(
             target = result.tracks[index]
             for note in track.notes:
                 time = offset + round(note.time * scale)
-                target.notes.append(symusic.Note(time, max(1, round(note.duration * scale)), note.pitch,
-                                                 velocity.get(index, 90)))  # fmt: skip
+                duration = _fit_around_kept(
+                    time, max(1, round(note.duration * scale)), kept_by_pitch.get((index, note.pitch), [])
+                )
+                if duration:
+                    target.notes.append(symusic.Note(time, duration, note.pitch, velocity.get(index, 90)))
     for index in set(track_of_program.values()):  # tracks that got new notes; the others stay as read
         result.tracks[index].notes.sort(key=lambda note: (note.time, note.pitch))
     return result
+
+
+def _fit_around_kept(time: int, duration: int, kept: Sequence[tuple[int, int]]) -> int:
+    """The duration a new note may have beside the kept notes of its track and pitch (``(start,
+    end)`` ticks), or 0 to drop it.
+
+    One MIDI channel cannot sound a pitch twice: written to a file, a note struck while another of
+    its pitch sounds ends that one, and a note held over another's onset takes its end. So a new
+    note struck while a kept one sounds is dropped, and one held into a kept note's onset is cut
+    there; the kept notes come back from the file exactly as they were.
+    """
+    for start, end in kept:
+        if start <= time < end:
+            return 0
+        if time < start < time + duration:
+            duration = start - time
+    return duration
 
 
 def kept_notes(
