@@ -406,8 +406,9 @@ def compose(
             model as it is; above 1 each token costs two sequences' steps and the piece keeps
             closer to the style; any value other than 1 runs the "any"-style sequence beside it (two
             sequences stepped a token), and 0 samples that one alone, in the style's voices. The
-            style tokens stay in view for the model's context (512 tokens for the bundled models,
-            about 16 bars); past it the ring-buffer cache has dropped them and guidance fades.
+            style tokens stay in view for the model's context (512 tokens for the bundled models:
+            about 9 bars of a chorale); past it the ring-buffer cache has dropped them and guidance
+            fades.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
