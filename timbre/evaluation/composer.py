@@ -26,11 +26,11 @@ import torch
 import torch.nn.functional as F
 
 from timbre.data.midi import CorpusSplits, corpus_files, tokenize_corpus
-from timbre.errors import CheckpointError, ConfigError, DatasetError
+from timbre.errors import CheckpointError, DatasetError
 from timbre.evaluation.report import markdown_table, number, percent, write_report
 from timbre.io.files import atomic_write
 from timbre.models.composer import Composer
-from timbre.symbolic.compose import LoadedComposer, compose_many, load_composer
+from timbre.symbolic.compose import LoadedComposer, check_style_guidance, compose_many, load_composer
 from timbre.symbolic.tokens import decode_ids
 
 # Candidate n-gram orders; long orders pay off on chorales, whose corpus repeats whole phrases.
@@ -347,8 +347,7 @@ def evaluate_composer(
 
         sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p, "style_guidance": style_guidance}
         return evaluate_style_composer(composer, out_dir, samples, bars, sampling, seed, cache_dir)
-    if style_guidance != 1.0:
-        raise ConfigError(f"{composer.path}: style guidance needs a many-style composer; this one has no styles")
+    check_style_guidance(composer, None, style_guidance)  # refuses any guidance: there is no style
     out_dir = Path(out_dir)
     splits = corpus_splits_of(composer, cache_dir, progress)
     started = time.perf_counter()

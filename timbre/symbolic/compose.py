@@ -403,12 +403,11 @@ def compose(
         voices: the number of voices to write (a many-style composer; None: any).
         style_guidance: classifier-free guidance towards ``style`` (see
             :meth:`timbre.models.composer.Composer.generate`): 1 samples the style-conditioned
-            model as it is; above 1 each token costs two sequences' steps and the piece keeps
-            closer to the style; any value other than 1 runs the "any"-style sequence beside it (two
-            sequences stepped a token), and 0 samples that one alone, in the style's voices. The
-            style tokens stay in view for the model's context (512 tokens for the bundled models:
-            about 9 bars of a chorale); past it the ring-buffer cache has dropped them and guidance
-            fades.
+            model as it is; any other value steps the "any"-style sequence beside it (two
+            sequences a token), above 1 keeping closer to the style, 0 sampling the "any" style
+            alone in the style's voices. The style tokens stay in view for the model's context
+            (512 tokens for the bundled models: about 9 bars of a chorale); past it the
+            ring-buffer cache has dropped them and guidance fades.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
