@@ -10,9 +10,10 @@ C step (``composer_step.c``, what ``generate`` uses where it was built) sums in 
 its tokens are reported, not required, to agree. The int8 row steps int8 weights in torch
 (``--weights int8``); the last rows time what ``timbre compose`` does (cached float32 sampling
 under the grammar masks), for a many-style composer also with ``--style-guidance`` (two sequences
-stepped a token: the style's and the "any" style's). For a many-style composer the held-out bits
-per token of float32 and int8 weights follow, on the first ``--pieces`` test pieces, each token
-scored as sampling sees it (the corpus is converted first if not cached).
+stepped a token: the style's and the "any" style's) and at the model's own context, where the ring
+buffer drops the conditions or ``timbre compose`` refills the cache to keep them. For a many-style
+composer the held-out bits per token of float32 and int8 weights follow, on the first ``--pieces``
+test pieces, each token scored through the ring buffer (the corpus is converted first if not cached).
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def main() -> None:
     )
     sampled_tokens = sampled.shape[1] - len(head)
     guided_row = guided_compose(model, composer, args.tokens, args.style_guidance) if composer.conditions else None
+    own_context_rows = own_context_compose(composer, args.tokens) if composer.conditions else []
 
     print(
         f"composer: {parameters:,} weights ({settings['layers']} layers, dim {settings['dim']}), "
@@ -134,6 +136,7 @@ def main() -> None:
     rows.append(("KV cache + grammar masks + sampling (timbre compose)", "float32", sampled_tokens, sampled_seconds))
     if guided_row is not None:
         rows.append(guided_row)
+    rows += own_context_rows
     for method, weights, tokens, took in rows:
         print(
             f"| {method} | {weights} | {tokens} | {took:.2f} | {tokens / took:.0f} | "
@@ -164,6 +167,26 @@ def guided_compose(
     return method, "float32", sampled.shape[1] - len(styled), seconds
 
 
+def own_context_compose(composer: LoadedComposer, tokens: int) -> list[tuple[str, str, int, float]]:
+    """Table rows: sampling the first style at the model's own context, past which the ring
+    overwrites the oldest tokens, and with its conditions kept in view (what ``timbre compose``
+    does: the cache refilled from a bar line each time it is full)."""
+    model, style = composer.model, composer.conditions.styles[0]  # type: ignore[union-attr]
+    styled = composer.head(style)
+    bar = composer.tokenizer.vocab["Bar_None"]
+    rows = []
+    for conditions, method in ((0, "ring buffer"), (len(styled), "conditions kept, refilled at bar lines")):
+        grammar = TokenGrammar(composer.tokenizer, composer.voice_programs(style), composer.conditions)
+        control = CompositionControl(grammar, [styled], bars=None, tokens=tokens, finish_after=tokens)
+        seconds, sampled = timed(
+            model.generate, torch.tensor([styled]), tokens + 8, temperature=1.0,
+            generator=torch.Generator().manual_seed(0), control=control, conditions=conditions, bar_token=bar,
+        )  # fmt: skip
+        rows.append((f"... at its own {model.max_context}-token context, {method} ({style})", "float32",
+                     sampled.shape[1] - len(styled), seconds))  # fmt: skip
+    return rows
+
+
 @torch.inference_mode()
 def stepped_generate(model: Composer, prompt: torch.Tensor, new_tokens: int, make_step) -> torch.Tensor:
     """Greedy decoding with the KV cache, each token's step by ``make_step(model, cache)``."""
@@ -180,8 +203,8 @@ def stepped_generate(model: Composer, prompt: torch.Tensor, new_tokens: int, mak
 
 @torch.inference_mode()
 def stepped_bits(model: Composer, sequences: list[list[int]], skip: int) -> float:
-    """Mean -log2 P of every token from index ``skip`` on, each scored as sampling sees it: the
-    model's own context (ring buffer), one ``CachedStep`` at a time, batch 1."""
+    """Mean -log2 P of every token from index ``skip`` on, each scored through the model's own
+    context as a ring buffer, one ``CachedStep`` at a time, batch 1."""
     bits, count = 0.0, 0
     for sequence in sequences:
         cache = model.new_cache(1)

@@ -212,6 +212,85 @@ def test_a_prompt_longer_than_the_context_is_cut_to_its_last_window(sampled_logi
     assert (torch.stack(sampled_logits, dim=1) - reference).abs().max() < 1e-4
 
 
+class ScriptedTokens:
+    """A generation control that allows one token at each step: row ``b``'s next scripted token."""
+
+    def __init__(self, script: torch.Tensor) -> None:
+        self.script, self.step = script, 0
+
+    def allowed(self) -> torch.Tensor:
+        return F.one_hot(self.script[:, self.step], 50).bool()
+
+    def update(self, tokens: torch.Tensor) -> None:
+        assert torch.equal(tokens, self.script[:, self.step])
+        self.step += 1
+
+    def finished(self) -> bool:
+        return self.step == self.script.shape[1]
+
+
+BAR = 7
+
+
+def scripted_rows(length: int, bar_every: tuple[int, ...], seed: int) -> torch.Tensor:
+    """LongTensor ``[len(bar_every), length]``: tokens other than BAR, with BAR every few tokens
+    (a different bar length in each row, so that their bar lines fall apart)."""
+    rows = torch.randint(8, 50, (len(bar_every), length), generator=torch.Generator().manual_seed(seed))
+    for row, every in enumerate(bar_every):
+        rows[row, ::every] = BAR
+    return rows
+
+
+STEPS = {
+    "native": None,  # generate's own choice: the C step where it was built
+    "torch": lambda model, cache: CachedStep(model),
+    "module": lambda model, cache: lambda token, cache: model(token[:, None], cache)[:, -1],
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_conditions_stay_in_view_with_the_latest_bars_past_the_context(
+    step: str, sampled_logits: list[torch.Tensor], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every sampled token must see exactly: the row's three condition tokens, then the row's
+    # latest tokens from one of its bar lines on, within the context; no padding, no other row.
+    if STEPS[step] is not None:
+        monkeypatch.setattr("timbre.generation.composer_native.native_step_for", STEPS[step])
+    window, conditions = 16, 3
+    model = tiny_model(max_context=window)
+    head = torch.tensor([[1, 2, 3], [1, 4, 5]])
+    primer = scripted_rows(30, (5, 3), seed=7)  # already past the context
+    script = scripted_rows(50, (4, 6), seed=8)
+    prompt = torch.cat([head, primer], dim=1)
+    generated = model.generate(
+        prompt, script.shape[1], control=ScriptedTokens(script), conditions=conditions, bar_token=BAR
+    )
+    assert torch.equal(generated, torch.cat([prompt, script], dim=1)) and len(sampled_logits) == script.shape[1]
+    starts_seen = [set(), set()]
+    for step, logits in enumerate(sampled_logits):
+        for row in range(2):
+            body = generated[row, conditions : prompt.shape[1] + step]
+            candidates = [start for start in range(len(body)) if body[start] == BAR and len(body) - start <= window - 3]
+            with torch.no_grad():
+                matches = [
+                    start for start in candidates
+                    if (model(torch.cat([head[row], body[start:]])[None])[0, -1] - logits[row]).abs().max() < 1e-4
+                ]  # fmt: skip
+            assert len(matches) == 1, f"step {step}, row {row}: no context of conditions and latest bars matches"
+            starts_seen[row].add(matches[0] + conditions)
+    # The context moved on several times, at each row's own bar lines.
+    assert min(len(starts) for starts in starts_seen) >= 3 and starts_seen[0] != starts_seen[1]
+
+
+def test_without_conditions_a_long_generation_slides_past_them(sampled_logits: list[torch.Tensor]) -> None:
+    window = 16
+    model = tiny_model(max_context=window)
+    prompt = torch.randint(50, (1, 10), generator=torch.Generator().manual_seed(9))
+    generated = model.generate(prompt, 2 * window, generator=torch.Generator().manual_seed(2), bar_token=BAR)
+    reference = sliding_window_logits(model, generated[:, :-1], window)[:, 9:]
+    assert (torch.stack(sampled_logits, dim=1) - reference).abs().max() < 1e-4
+
+
 def test_later_tokens_do_not_change_earlier_logits() -> None:
     model = tiny_model()
     tokens = torch.randint(50, (1, 30))

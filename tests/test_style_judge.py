@@ -10,7 +10,14 @@ import symusic
 from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # noqa: F401
 
 from timbre.evaluation.composer import evaluate_composer
-from timbre.evaluation.style_judge import StyleJudge, judge_view, piece_features
+from timbre.evaluation.style_judge import (
+    METERS,
+    RHYTHM_FEATURES,
+    StyleJudge,
+    judge_view,
+    piece_features,
+    rhythm_features,
+)
 
 
 def melody(pitches: list[int], program: int = 73, quarter: int = 480, length: int = 1) -> symusic.Score:
@@ -25,7 +32,8 @@ def melody(pitches: list[int], program: int = 73, quarter: int = 480, length: in
 def test_features_describe_pitch_intervals_durations_and_voices() -> None:
     scale = melody([60, 62, 64, 65, 67])
     features = piece_features(scale)
-    assert features.shape == (12 + 25 + 7 + 3 + 8,)
+    assert features.shape == (12 + 25 + 7 + 3 + 8 + RHYTHM_FEATURES,)
+    assert np.array_equal(features[55:], rhythm_features(scale))
     pitch_classes, intervals, durations = features[:12], features[12:37], features[37:44]
     assert np.isclose(pitch_classes.sum(), 1) and pitch_classes[0] == pitch_classes[2] == 0.2
     assert intervals[12 + 2] == 0.75 and intervals[12 + 1] == 0.25  # three whole steps, one half step
@@ -37,6 +45,46 @@ def test_features_describe_pitch_intervals_durations_and_voices() -> None:
     assert both[44] == 2 / 8 and features[44] == 1 / 8  # voice count
     assert both[45] > features[45]  # polyphony
     assert np.allclose(both[[48, 50]], [63.6 / 128, 51.6 / 128])  # mean pitch of each voice, highest first
+
+
+def notes_at(onsets_and_durations: list[tuple[int, int]], quarter: int = 480) -> symusic.Score:
+    """One voice of notes at (onset, duration) ticks."""
+    score = symusic.Score(quarter)
+    track = symusic.Track(program=40)
+    for onset, duration in onsets_and_durations:
+        track.notes.append(symusic.Note(onset, duration, 67, 90))
+    score.tracks.append(track)
+    return score
+
+
+def test_rhythm_features_tell_a_jig_from_a_strathspey_by_meter_onsets_and_snaps() -> None:
+    meters, beat, bar, ratios = (len(METERS) + 1, 12, 16, 7)
+    # A 6/8 jig: running eighths, three to a dotted quarter.
+    jig = notes_at([(index * 240, 240) for index in range(12)])
+    jig.time_signatures.append(symusic.TimeSignature(0, 6, 8))
+    # A 4/4 strathspey: Scotch snaps (sixteenth, dotted eighth) on every beat.
+    snaps = [(beat_start + offset, length) for beat_start in range(0, 8 * 480, 480) for offset, length in
+             ((0, 120), (120, 360))]  # fmt: skip
+    strathspey = notes_at(snaps)
+    strathspey.time_signatures.append(symusic.TimeSignature(0, 4, 4))
+    jig_rhythm, strathspey_rhythm = rhythm_features(jig), rhythm_features(strathspey)
+    assert jig_rhythm.shape == strathspey_rhythm.shape == (RHYTHM_FEATURES,)
+    assert jig_rhythm[METERS.index((6, 8))] == 1 and strathspey_rhythm[METERS.index((4, 4))] == 1
+    assert jig_rhythm[:meters].sum() == strathspey_rhythm[:meters].sum() == 1
+    jig_beat, snap_beat = jig_rhythm[meters : meters + beat], strathspey_rhythm[meters : meters + beat]
+    assert jig_beat[0] == jig_beat[6] == 0.5  # on the quarter and on the half
+    assert snap_beat[0] == snap_beat[3] == 0.5  # on the beat and a sixteenth after it
+    jig_bar = jig_rhythm[meters + beat : meters + beat + bar]
+    assert np.allclose(jig_bar[[0, 2, 5, 8, 10, 13]], 1 / 6)  # six eighths in a 6/8 bar of 16 bins
+    snap_ratios = strathspey_rhythm[-ratios:]
+    # Short-long steps (x3: log2 1.58 rounds to 2) and long-short ones (/3), one of each per beat.
+    assert snap_ratios[3 + 2] == 8 / 15 and snap_ratios[3 - 2] == 7 / 15
+    assert jig_rhythm[-ratios:][3] == 1.0  # even eighths
+    # A meter change restarts the bar count; a piece without a meter is counted in 4/4.
+    changed = notes_at([(0, 480), (1440, 480), (2400, 480)])  # 3/4 bar, then 2/4 bars
+    changed.time_signatures.extend([symusic.TimeSignature(0, 3, 4), symusic.TimeSignature(1440, 2, 4)])
+    assert rhythm_features(changed)[meters + beat] == 1.0  # every note on a downbeat
+    assert rhythm_features(notes_at([(0, 480)]))[METERS.index((4, 4))] == 1
 
 
 def test_the_headline_judge_sees_a_tune_alike_in_every_key_and_the_other_does_not() -> None:

@@ -4,8 +4,8 @@
   rebuilt from its recipe), the transformer given ``BOS Style Voices`` against an interpolated
   Kneser-Ney n-gram fitted on that style's training pieces (order chosen on its valid pieces).
   Both score the same targets: every token of the piece, and EOS.
-- Style judge: a logistic regression (scikit-learn) on symbolic features of a piece
-  (:func:`piece_features`), trained on held-out real pieces. Its accuracy on real pieces is
+- Style judge: a logistic regression (scikit-learn) on symbolic features of a piece's pitch,
+  texture and rhythm (:func:`piece_features`), trained on held-out real pieces. Its accuracy on real pieces is
   measured by stratified cross-validation over them; then it classifies pieces generated for
   each style, and the report gives how often it names the style that was asked for. The headline
   judge sees each piece's pitch-class histogram transposed to C: the composer trains on pieces
@@ -55,15 +55,25 @@ LARGEST_INTERVAL = 12
 DURATION_EDGES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0)
 # Voices whose range and mean pitch are features (highest first); fewer are zero-padded.
 FEATURE_VOICES = 4
+# The corpus's common meters (numerator, denominator); any other is counted as one more.
+METERS = ((2, 4), (3, 4), (4, 4), (2, 2), (3, 2), (4, 2), (3, 8), (6, 8), (9, 8), (12, 8))
+# Onset grids: twelfths of a quarter note (eighths, triplets and sixteenths fall apart) and
+# sixteenths of a bar.
+BEAT_PHASES, BAR_PHASES = 12, 16
+# Consecutive notes' duration ratios within a voice, as log2 rounded to -3..+3 (dotted rhythms,
+# Scotch snaps and long-short patterns apart from even runs).
+LARGEST_DURATION_STEP = 3
+# The length of a row of rhythm_features.
+RHYTHM_FEATURES = len(METERS) + 1 + BEAT_PHASES + BAR_PHASES + 2 * LARGEST_DURATION_STEP + 1
 
 
 def piece_features(score: symusic.Score) -> np.ndarray:
-    """Symbolic features of a piece for the style judge: float64 ``[12 + 25 + 7 + 3 + 2 * 4]``.
+    """Symbolic features of a piece for the style judge: float64 ``[12 + 25 + 7 + 3 + 2 * 4 + 46]``.
 
     Pitch-class histogram (12), melodic interval histogram within voices (25, -12..+12),
     duration histogram in quarter notes (7 bins), voice count, polyphony (mean notes sounding),
-    notes per quarter note, then per voice (highest first, up to four) its range and its mean
-    pitch (/ 128).
+    notes per quarter note, per voice (highest first, up to four) its range and its mean pitch
+    (/ 128), then the rhythm (:func:`rhythm_features`).
     """
     from timbre.evaluation.composer import polyphony
 
@@ -97,6 +107,48 @@ def piece_features(score: symusic.Score) -> np.ndarray:
         durations / max(durations.sum(), 1),
         summary,
         per_voice,
+        rhythm_features(score),
+    ])  # fmt: skip
+
+
+def rhythm_features(score: symusic.Score) -> np.ndarray:
+    """The rhythm of a piece: float64 ``[RHYTHM_FEATURES]``.
+
+    Its opening meter, one-hot over :data:`METERS` and one for any other (4/4 when it has none),
+    the histogram of note onsets within the quarter note (:data:`BEAT_PHASES` bins) and within
+    the bar of the meter in force (:data:`BAR_PHASES` bins), and the histogram of the duration
+    ratios of consecutive notes within a voice (log2, rounded, clipped to +-
+    :data:`LARGEST_DURATION_STEP`). Histograms sum to 1 (all zeros without notes).
+    """
+    tpq = max(score.ticks_per_quarter, 1)
+    signatures = sorted((sig.time, sig.numerator, sig.denominator) for sig in score.time_signatures) or [(0, 4, 4)]
+    if signatures[0][0] > 0:
+        signatures.insert(0, (0, 4, 4))
+    meter = np.zeros(len(METERS) + 1)
+    opening = (signatures[0][1], signatures[0][2])
+    meter[METERS.index(opening) if opening in METERS else len(METERS)] = 1
+    # Each meter's bars are counted from where it starts.
+    starts = np.array([time for time, _, _ in signatures])
+    bar_ticks = np.array([max(round(4 * tpq * numerator / max(denominator, 1)), 1) for _, numerator, denominator in
+                          signatures])  # fmt: skip
+    beat_phase, bar_phase = np.zeros(BEAT_PHASES), np.zeros(BAR_PHASES)
+    ratios = np.zeros(2 * LARGEST_DURATION_STEP + 1)
+    for track in score.tracks:
+        if track.is_drum or not len(track.notes):
+            continue
+        onsets = np.array([note.time for note in track.notes])
+        np.add.at(beat_phase, (onsets % tpq) * BEAT_PHASES // tpq, 1)
+        governing = np.searchsorted(starts, onsets, side="right") - 1
+        within = (onsets - starts[governing]) % bar_ticks[governing]
+        np.add.at(bar_phase, within * BAR_PHASES // bar_ticks[governing], 1)
+        durations = np.maximum([note.duration for note in track.notes], 1).astype(np.float64)
+        steps = np.clip(np.rint(np.log2(durations[1:] / durations[:-1])), -LARGEST_DURATION_STEP, LARGEST_DURATION_STEP)
+        np.add.at(ratios, steps.astype(np.int64) + LARGEST_DURATION_STEP, 1)
+    return np.concatenate([
+        meter,
+        beat_phase / max(beat_phase.sum(), 1),
+        bar_phase / max(bar_phase.sum(), 1),
+        ratios / max(ratios.sum(), 1),
     ])  # fmt: skip
 
 
@@ -352,7 +404,8 @@ def judge_styles(
     headline = judged["key_normalized"]
     return {
         "judge": "logistic regression on pitch-class (transposed to C), interval and duration histograms, voices, "
-        "polyphony, density, range and mean pitch per voice (scikit-learn)",
+        "polyphony, density, range and mean pitch per voice, meter, onsets within the beat and the bar, and "
+        "consecutive duration ratios (scikit-learn)",
         "real_accuracy": accuracies["key_normalized"],
         **headline,
         "target": 0.7,

@@ -24,7 +24,7 @@ from timbre.generation.native import library_path
 from timbre.models.composer import Block, Composer, KVCache
 
 # Must match TIMBRE_COMPOSER_ABI in composer_step.c.
-ABI_VERSION = 1
+ABI_VERSION = 2
 
 _STATUS_MESSAGES = {
     1: "the native composer step could not allocate its scratch memory",
@@ -97,7 +97,7 @@ def load_step_function() -> Callable[..., int] | None:
                     step.restype = ctypes.c_int
                     step.argtypes = [
                         ctypes.POINTER(_Composer), ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64,
-                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                     ]  # fmt: skip
                     _step_function = step
         return _step_function
@@ -219,9 +219,10 @@ class NativeComposerStep:
         cos, sin = self.model.rotary(cache.length, 1, torch.float32)
         cos, sin = cos[0].contiguous(), sin[0].contiguous()
         logits = torch.empty(tokens.shape[0], self.composer.vocab, dtype=torch.float32, device="cpu")
+        first = None if cache.first_slot is None else cache.first_slot.to(device="cpu", dtype=torch.int64).contiguous()
         status = self.step(
             ctypes.byref(self.composer), tokens.shape[0], tokens.data_ptr(), cache.length,
-            cos.data_ptr(), sin.data_ptr(), logits.data_ptr(),
+            None if first is None else first.data_ptr(), cos.data_ptr(), sin.data_ptr(), logits.data_ptr(),
         )  # fmt: skip
         if status:
             raise RuntimeError(_STATUS_MESSAGES.get(status, f"the native composer step failed ({status})"))

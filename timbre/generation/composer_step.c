@@ -15,7 +15,9 @@
  * The KV cache is the caller's (the torch tensors of timbre.models.composer.KVCache):
  * keys and values of each layer [batch][heads][capacity][head_dim], written at slot
  * length % capacity; attention reads slots 0 .. min(length + 1, capacity) - 1, in any order
- * (softmax does not depend on it), which is what makes the cache a ring.
+ * (softmax does not depend on it), which is what makes the cache a ring. A cache refilled with
+ * left-padded rows (Composer.generate's conditions) passes first_slot [batch]: sequence b reads
+ * slots first_slot[b] .. length only (the ring does not wrap then).
  */
 #include "cpu_dispatch.h"
 #include <math.h>
@@ -23,7 +25,7 @@
 #include <stdlib.h>
 
 /* Bumped whenever a structure or the signature of timbre_composer_step changes. */
-#define TIMBRE_COMPOSER_ABI 1
+#define TIMBRE_COMPOSER_ABI 2
 /* Largest widths the scratch memory is sized for (checked): far above any CPU-sized composer. */
 #define MAX_WIDTH 65536
 #define MAX_BATCH 4096
@@ -135,9 +137,10 @@ int timbre_composer_sizes(int64_t *block, int64_t *composer)
 }
 
 /* One token per sequence: tokens [batch], at position `length` (the tokens already cached);
+ * first_slot [batch] the first slot each sequence attends to, or NULL for slot 0 (see the top);
  * cos/sin [head_dim] the rotary angles of that position; logits out [batch][vocab]. */
 int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t *tokens, int64_t length,
-                         const float *cos_, const float *sin_, float *logits)
+                         const int64_t *first_slot, const float *cos_, const float *sin_, float *logits)
 {
     if (!m || !tokens || !cos_ || !sin_ || !logits || !m->embedding || !m->final_norm_weight ||
         !m->final_norm_bias || !m->head || !m->block)
@@ -151,6 +154,11 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
         if (tokens[b] < 0 || tokens[b] >= m->vocab) return COMPOSER_BAD_GEOMETRY;
     const int64_t head_dim = dim / heads, capacity = m->capacity;
     const int64_t slot = length % capacity, seen = length + 1 < capacity ? length + 1 : capacity;
+    if (first_slot) {
+        if (length >= capacity) return COMPOSER_BAD_GEOMETRY; /* padded rows never wrap */
+        for (int64_t b = 0; b < batch; b++)
+            if (first_slot[b] < 0 || first_slot[b] > length) return COMPOSER_BAD_GEOMETRY;
+    }
 
     /* x, normed, attended [batch][dim]; projected [batch][3 dim]; wide [batch][max(hidden, seen)] */
     int64_t wide_width = hidden > seen ? hidden : seen;
@@ -189,8 +197,9 @@ int timbre_composer_step(const timbre_composer *m, int64_t batch, const int64_t 
                     cached_keys[slot * head_dim + j] = key[h * head_dim + j];
                     cached_values[slot * head_dim + j] = value[h * head_dim + j];
                 }
-                attend(q + h * head_dim, cached_keys, cached_values, seen, head_dim, scale, wide + b * wide_width,
-                       attended + b * dim + h * head_dim);
+                const int64_t first = first_slot ? first_slot[b] : 0;
+                attend(q + h * head_dim, cached_keys + first * head_dim, cached_values + first * head_dim, seen - first,
+                       head_dim, scale, wide + b * wide_width, attended + b * dim + h * head_dim);
             }
         }
         rows_times(k->out, NULL, dim, dim, attended, dim, batch, normed, dim);

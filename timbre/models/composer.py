@@ -37,6 +37,9 @@ class KVCache:
 
     ``keys[layer]`` and ``values[layer]`` are ``[batch, heads, capacity, head_dim]``; ``length``
     is the number of tokens seen so far, i.e. the absolute position of the next token.
+    ``first_slot``: None, or LongTensor ``[batch]`` when the rows were filled left-padded (see
+    :meth:`Composer.generate`'s ``conditions``): row ``b`` attends to slots ``first_slot[b]``
+    on only, and the ring must not wrap.
     """
 
     def __init__(
@@ -54,6 +57,16 @@ class KVCache:
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(layers)]
         self.capacity = capacity
         self.length = 0
+        self.first_slot: torch.Tensor | None = None
+
+    def padding_mask(self, seen: int) -> torch.Tensor | None:
+        """BoolTensor ``[batch, 1, 1, seen]``, True at the slots a new token may attend to, or
+        None when every slot may be (no left padding)."""
+        if self.first_slot is None:
+            return None
+        assert self.length < self.capacity, "a cache of left-padded rows must be refilled before its ring wraps"
+        slots = torch.arange(seen, device=self.first_slot.device)
+        return (slots[None, :] >= self.first_slot[:, None])[:, None, None, :]
 
 
 def sample_next(
@@ -169,7 +182,9 @@ class SelfAttention(nn.Module):
             cache.keys[layer][:, :, slot : slot + 1] = k
             cache.values[layer][:, :, slot : slot + 1] = v
             seen = min(cache.length + 1, cache.capacity)
-            y = F.scaled_dot_product_attention(q, cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen])
+            y = F.scaled_dot_product_attention(
+                q, cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen], attn_mask=cache.padding_mask(seen)
+            )
         else:
             start, end = cache.length, cache.length + time
             assert end <= cache.capacity, (
@@ -177,7 +192,13 @@ class SelfAttention(nn.Module):
             )
             cache.keys[layer][:, :, start:end] = k
             cache.values[layer][:, :, start:end] = v
-            visible = torch.arange(end, device=x.device)[None, :] <= torch.arange(start, end, device=x.device)[:, None]
+            slots, queries = torch.arange(end, device=x.device), torch.arange(start, end, device=x.device)
+            visible = slots[None, :] <= queries[:, None]  # [time, end]
+            if cache.first_slot is not None:
+                # Padding slots are never attended to, except by themselves: a query that sees
+                # nothing would make NaN keys and values in the next layer.
+                real = slots[None, :] >= cache.first_slot[:, None]  # [batch, end]
+                visible = visible & (real[:, None, None, :] | (slots[None, :] == queries[:, None]))
             y = F.scaled_dot_product_attention(
                 q, cache.keys[layer][:, :, :end], cache.values[layer][:, :, :end], attn_mask=visible
             )
@@ -320,12 +341,14 @@ class Composer(nn.Module):
         control: GenerationControl | None = None,
         unconditional: torch.Tensor | None = None,
         guidance: float = 1.0,
+        conditions: int = 0,
+        bar_token: int | None = None,
     ) -> torch.Tensor:
         """Continue ``prompt`` token by token with the KV cache.
 
         Args:
             prompt: LongTensor ``[batch, time]`` (at least one token, e.g. BOS). Only its last
-                ``max_context`` tokens are attended to.
+                ``max_context`` tokens are attended to (see ``conditions``).
             max_new_tokens: upper bound on new tokens (``control`` may stop earlier).
             temperature, top_k, top_p, generator: see :func:`sample_next`.
             control: grammar mask and stopping rule, or None for free sampling.
@@ -337,6 +360,15 @@ class Composer(nn.Module):
             guidance: the guidance scale; 1 samples from the conditional model alone (and then
                 ``unconditional`` is not run), above 1 pushes further towards the condition, 0
                 samples the unconditional rows alone.
+            conditions: how many tokens open each prompt row as its conditions (``BOS Style
+                Voices``), to be kept in view. 0: once ``max_context`` tokens are cached, the ring
+                overwrites the oldest, conditions first. Above 0: a full cache (or a longer
+                prompt) is refilled with each row's conditions followed by its latest tokens
+                from a ``bar_token`` on, at most half the rest of the context (the latest tokens
+                alone where no bar line is among them): the windows a many-style composer trains
+                on, which always open with their conditions. Rows are left-padded to one length
+                and never attend to the padding.
+            bar_token: the token at which a refilled context may start (see ``conditions``).
 
         Raises:
             ValueError: ``unconditional`` not shaped as ``prompt``.
@@ -354,12 +386,16 @@ class Composer(nn.Module):
             rows, guided = torch.cat([prompt, unconditional]), True
         batch = prompt.shape[0]
         cache = self.new_cache(rows.shape[0])
-        logits = self(rows[:, -self.max_context :], cache)[:, -1]
+        if conditions and rows.shape[1] > self.max_context:
+            logits = self._refill(rows, conditions, bar_token, cache)
+        else:
+            logits = self(rows[:, -self.max_context :], cache)[:, -1]
         # The C step (float32 on the CPU, built at install) where it applies, else the torch one.
         from timbre.generation.composer_native import native_step_for  # deferred, as the WaveNet's engine
 
         step = native_step_for(self, cache) or CachedStep(self)
         new_tokens = []
+        fed = []  # the new tokens of every row (twice each when guided)
         for _ in range(max_new_tokens):
             allowed = control.allowed() if control is not None else None
             if guided:
@@ -371,10 +407,42 @@ class Composer(nn.Module):
                 control.update(token)
                 if control.finished():
                     break
-            logits = step(torch.cat([token, token]) if guided else token, cache)
+            fed.append(torch.cat([token, token]) if guided else token)
+            if conditions and cache.length >= cache.capacity:
+                logits = self._refill(torch.cat([rows, torch.stack(fed, dim=1)], dim=1), conditions, bar_token, cache)
+            else:
+                logits = step(fed[-1], cache)
         if not new_tokens:
             return prompt
         return torch.cat([prompt, torch.stack(new_tokens, dim=1)], dim=1)
+
+    def _refill(self, rows: torch.Tensor, conditions: int, bar_token: int | None, cache: KVCache) -> torch.Tensor:
+        """Empty ``cache`` and fill it with each row's first ``conditions`` tokens followed by its
+        latest tokens from a ``bar_token`` on (see :meth:`generate`), left-padded to one length.
+
+        Args:
+            rows: LongTensor ``[batch, time]``, every token of each sequence so far.
+
+        Returns:
+            ``[batch, vocab_size]``: logits of the token after each row.
+        """
+        room = (self.max_context - conditions) // 2
+        contexts = []
+        for row in rows:
+            body = row[conditions:]
+            start = max(len(body) - room, 0)
+            if bar_token is not None:
+                bar_lines = torch.nonzero(body[start:] == bar_token)
+                start += int(bar_lines[0]) if len(bar_lines) else 0
+            contexts.append(torch.cat([row[:conditions], body[start:]]))
+        width = max(len(context) for context in contexts)
+        tokens = torch.full((len(contexts), width), self.pad_id, dtype=torch.long, device=rows.device)
+        for index, context in enumerate(contexts):
+            tokens[index, width - len(context) :] = context
+        first_slot = torch.tensor([width - len(context) for context in contexts], device=rows.device)
+        cache.length = 0
+        cache.first_slot = first_slot if bool(first_slot.any()) else None
+        return self(tokens, cache)[:, -1]
 
 
 def int8_sampling_available() -> bool:
@@ -484,6 +552,7 @@ class CachedStep:
         cos, sin = model.rotary(cache.length, 1, x.dtype)  # [1, head_dim]
         slot = cache.length % cache.capacity
         seen = min(cache.length + 1, cache.capacity)
+        mask = cache.padding_mask(seen)
         for layer, (attention_norm, qkv, out, feed_forward_norm, feed_forward_in, feed_forward_out) in enumerate(
             self.layers
         ):
@@ -493,7 +562,7 @@ class CachedStep:
             cache.keys[layer][:, :, slot : slot + 1] = qk[1]
             cache.values[layer][:, :, slot : slot + 1] = projected[2]
             attended = F.scaled_dot_product_attention(
-                qk[0], cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen]
+                qk[0], cache.keys[layer][:, :, :seen], cache.values[layer][:, :, :seen], attn_mask=mask
             )
             x = x + out(attended.reshape(batch, dim))
             x = x + feed_forward_out(F.gelu(feed_forward_in(feed_forward_norm(x)), approximate="tanh"))

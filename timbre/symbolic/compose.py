@@ -357,6 +357,10 @@ def compose_many(
             output = model.generate(
                 batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
                 generator=generator, control=control, unconditional=unconditional, guidance=style_guidance,
+                # A many-style composer trained on windows that open with their conditions: keep
+                # them in view past the context (without them its style drifts).
+                conditions=len(head) if composer.conditions is not None else 0,
+                bar_token=tokenizer.vocab["Bar_None"],
             )  # fmt: skip
     # Tracks in the style's voice order (soprano first for the chorales), then any others.
     order = {program: rank for rank, program in enumerate(programs)}
@@ -405,9 +409,7 @@ def compose(
             :meth:`timbre.models.composer.Composer.generate`): 1 samples the style-conditioned
             model as it is; any other value steps the "any"-style sequence beside it (two
             sequences a token), above 1 keeping closer to the style, 0 sampling the "any" style
-            alone in the style's voices. The style tokens stay in view for the model's context
-            (512 tokens for the bundled models: about 9 bars of a chorale); past it the
-            ring-buffer cache has dropped them and guidance fades.
+            alone in the style's voices.
 
     Returns:
         A score with one track per program, at the tokenizer's time division.
