@@ -10,6 +10,7 @@ import torch
 from styled_composer import styled_bundle, styled_cache, styled_checkpoint  # noqa: F401
 
 from timbre.errors import ConfigError
+from timbre.models.composer import Composer
 from timbre.symbolic.compose import compose, compose_many, load_composer
 from timbre.symbolic.tokens import TokenGrammar
 
@@ -51,6 +52,26 @@ def test_style_guidance_writes_the_style_s_voices_and_refuses_where_nothing_guid
             compose(composer, style=style, bars=1, style_guidance=scale)
     with pytest.raises(ConfigError, match="needs a many-style composer; model.pt has no styles"):
         compose(load_composer("chorales"), bars=1, style_guidance=2.0)
+
+
+def test_a_piece_longer_than_the_context_keeps_its_style_in_view(
+    styled_checkpoint: Path,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    composer = load_composer(styled_checkpoint)
+    refills = []
+    original = Composer._refill
+
+    def recording(self, rows, conditions, bar_token, cache):
+        refills.append((rows[:, :conditions].tolist(), bar_token, rows.shape[1]))
+        return original(self, rows, conditions, bar_token, cache)
+
+    monkeypatch.setattr(Composer, "_refill", recording)
+    score = compose(composer, style="bach", voices=2, tokens=3 * composer.model.max_context, seed=0)
+    assert score.note_num() and len(refills) >= 3  # the 256-token cache filled again and again
+    head = composer.head("bach", 2)
+    assert all(heads == [head] and bar == composer.tokenizer.vocab["Bar_None"] for heads, bar, _ in refills)
+    assert all(later > earlier for (_, _, earlier), (_, _, later) in zip(refills, refills[1:]))
 
 
 def test_condition_tokens_never_come_out_of_the_grammar(styled_checkpoint: Path) -> None:  # noqa: F811
