@@ -5,9 +5,9 @@
   Kneser-Ney n-gram fitted on that style's training pieces (order chosen on its valid pieces).
   Both score the same targets: every token of the piece, and EOS.
 - Style judge: a logistic regression (scikit-learn) on symbolic features of a piece's pitch,
-  texture and rhythm (:func:`piece_features`), trained on held-out real pieces. Its accuracy on real pieces is
-  measured by stratified cross-validation over them; then it classifies pieces generated for
-  each style, and the report gives how often it names the style that was asked for. The headline
+  texture and rhythm (:func:`piece_features`), trained on held-out real pieces. Its accuracy on
+  real pieces is measured by stratified cross-validation over them; then it classifies pieces
+  generated for each style, and the report gives how often it names the style that was asked for. The headline
   judge sees each piece's pitch-class histogram transposed to C: the composer trains on pieces
   transposed at random (so that it continues a primer in any key) and writes in every key, so a
   histogram as played tells the corpus's favourite keys (fiddle tunes in D and A, Essen songs in

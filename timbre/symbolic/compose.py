@@ -358,7 +358,7 @@ def compose_many(
                 batch, finish_after + TOKENS_TO_FINISH, temperature=temperature, top_k=top_k, top_p=top_p,
                 generator=generator, control=control, unconditional=unconditional, guidance=style_guidance,
                 # A many-style composer trained on windows that open with their conditions: keep
-                # them in view past the context (without them its style drifts).
+                # them in view past the context (a primer longer than it would hide the style).
                 conditions=len(head) if composer.conditions is not None else 0,
                 bar_token=tokenizer.vocab["Bar_None"],
             )  # fmt: skip
